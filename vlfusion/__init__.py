@@ -1,0 +1,1 @@
+"""vlfusion: vision-language fusion encoders in JAX/Flax."""

@@ -1,0 +1,1 @@
+"""vlfusion.analysis."""

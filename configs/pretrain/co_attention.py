@@ -1,0 +1,23 @@
+r"""Two-stream co-attention fusion (LXMERT-style layer order) over shapes-world regions, MLM + ITM.
+
+  python train.py --config=configs/pretrain/co_attention.py:tiny --workdir=/tmp/vlf_co
+  python eval.py  --config=configs/pretrain/co_attention.py:tiny --workdir=/tmp/vlf_co
+
+The argument picks a size: tiny (CPU, minutes), small, base. Ablate the fusion layer with e.g.
+--config.model.cross.order=self_cross_ffn (METER) or --config.model.cross.direction=text_to_image.
+"""
+
+from vlfusion import configuration
+
+
+def get_config(arg=None):
+  args = configuration.parse_arg(arg)
+  config = configuration.base_config()
+  configuration.apply_size(config, args["size"])
+  config.model.fusion = "co_attention"
+  config.model.cross.order = "cross_self_ffn"
+  config.model.cross.direction = "both"
+  config.model.cross.share_weights = False
+  configuration.apply_data_defaults(config, args["size"])
+  config.lock()
+  return config

@@ -1,0 +1,48 @@
+"""Random batches for model tests, padded as far as asked."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_batch(config, batch_size=2, text_len=8, num_regions=4, valid_text=(5, 8),
+                 valid_regions=(3, 4), seed=0):
+  """A batch with `valid_text[i]` real tokens and `valid_regions[i]` real regions in row i.
+
+  Padding positions hold random garbage, so a model that reads them gets caught.
+  """
+  rng = np.random.default_rng(seed)
+  m = config.model
+  ids = rng.integers(5, m.text.vocab_size, (batch_size, text_len)).astype(np.int32)
+  text_mask = np.arange(text_len)[None, :] < np.asarray(valid_text)[:, None]
+  batch = {"text_ids": ids, "text_mask": text_mask}
+  if m.image.input == "regions":
+    feats = rng.normal(size=(batch_size, num_regions, m.image.feature_dim)).astype(np.float32)
+    boxes = rng.uniform(size=(batch_size, num_regions, 4)).astype(np.float32)
+    mask = np.arange(num_regions)[None, :] < np.asarray(valid_regions)[:, None]
+    batch["regions"] = {"features": feats, "boxes": boxes, "mask": mask}
+  else:
+    s = m.image.image_size
+    batch["image"] = rng.normal(size=(batch_size, s, s, 3)).astype(np.float32)
+  return batch
+
+
+def pad_batch(batch, extra_text, extra_regions, seed=1):
+  """Appends `extra_text` token and `extra_regions` region slots of masked-out garbage."""
+  rng = np.random.default_rng(seed)
+  out = dict(batch)
+  b = batch["text_ids"].shape[0]
+  out["text_ids"] = np.concatenate(
+      [batch["text_ids"], rng.integers(5, 50, (b, extra_text)).astype(np.int32)], 1)
+  out["text_mask"] = np.concatenate([batch["text_mask"], np.zeros((b, extra_text), bool)], 1)
+  if "regions" in batch:
+    r = batch["regions"]
+    f = r["features"].shape[-1]
+    out["regions"] = {
+        "features": np.concatenate(
+            [r["features"], rng.normal(size=(b, extra_regions, f)).astype(np.float32)], 1),
+        "boxes": np.concatenate(
+            [r["boxes"], rng.uniform(size=(b, extra_regions, 4)).astype(np.float32)], 1),
+        "mask": np.concatenate([r["mask"], np.zeros((b, extra_regions), bool)], 1),
+    }
+  return out

@@ -1,0 +1,31 @@
+"""Pretrains a fusion model.
+
+  python train.py --config=configs/pretrain/co_attention.py:tiny --workdir=/tmp/vlf
+  python train.py --config=configs/pretrain/single_stream.py:tiny --workdir=/tmp/vlf \
+      --config.model.fusion_layers=3 --config.train.num_steps=200
+
+Run again with the same workdir to resume from its latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vlfusion import runtime
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  runtime.initialize()
+  from vlfusion.training import trainer  # after runtime setup: imports JAX and TensorFlow.
+
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("Training finished.")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,315 @@
+"""Run configuration: the defaults every config file starts from, model sizes, and validation.
+
+A config file under `configs/` calls `base_config()`, applies a size with `apply_size`, sets what makes
+its family, and returns the result locked. `validate` checks the resolved config before anything is built or
+compiled, and raises `ConfigError` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import ml_collections
+
+FUSION_FAMILIES = (
+    "single_stream",
+    "co_attention",
+    "merged_attention",
+    "one_way",
+    "dual_encoder",
+)
+IMAGE_INPUTS = ("regions", "patches")
+OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+DTYPES = ("float32", "bfloat16", "float16")
+
+# Sizes shared by every family: text stream, image stream and fusion depth.
+SIZES = {
+    "tiny": dict(hidden=64, layers=2, heads=4, mlp=128, image_layers=1, fusion_layers=2),
+    "small": dict(hidden=256, layers=4, heads=4, mlp=1024, image_layers=2, fusion_layers=2),
+    "base": dict(hidden=768, layers=12, heads=12, mlp=3072, image_layers=5, fusion_layers=5),
+}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the defaults shared by every run (DESIGN.md section 4), unlocked."""
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.fusion = "single_stream"
+  c.model.heads = ("mlm", "itm")
+  c.model.text = dict(
+      hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, vocab_size=512, max_len=40,
+      type_vocab_size=2, init_from="",
+  )
+  c.model.image = dict(
+      input="regions", hidden_size=64, num_layers=1, num_heads=4, mlp_dim=128,
+      feature_dim=64, num_regions=8, box_dim=4, image_size=64, patch_size=8, init_from="",
+  )
+  c.model.fusion_layers = 2
+  c.model.cross = dict(direction="both", share_weights=False, order="cross_self_ffn")
+  c.model.pre_norm = False
+  c.model.layer_norm_eps = 1e-12
+  c.model.dropout = 0.1
+  c.model.attention_dropout = 0.0
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+  c.model.remat_policy = "none"
+  c.model.scan_layers = False
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "shapes_world/tiny"
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+  c.data.global_batch_size = 32
+  c.data.max_text_len = 24
+  c.data.seed = 0
+  c.data.itm_negative_rate = 0.5
+  c.data.mlm_probability = 0.15
+
+  c.objectives = dict(mlm=1.0, itm=1.0, mrm=0.0, itc=0.0, vqa=0.0, pairs=0.0)
+
+  c.optimizer = dict(
+      learning_rate=1e-3, schedule="cosine", warmup_steps=50, weight_decay=0.01,
+      b1=0.9, b2=0.999, eps=1e-6, grad_clip_norm=1.0, grad_accum_steps=1,
+  )
+
+  # Mesh axis sizes; -1 takes the devices left over. Rules map logical axis names to mesh axes.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("vocab", "tensor"),
+      ("heads", "tensor"),
+      ("mlp", "tensor"),
+      ("embed", "fsdp"),
+      ("kv", None),
+      ("length", None),
+  )
+
+  c.train = dict(
+      num_steps=600, log_every_steps=50, checkpoint_every_steps=200, keep_checkpoints=3, seed=0,
+  )
+  c.eval = dict(every_steps=0, tasks=("itm", "mlm"), batch_size=64)
+  return c
+
+
+def apply_size(config: ml_collections.ConfigDict, size: str) -> None:
+  """Sets hidden sizes, depths and heads of both streams from `SIZES[size]`."""
+  if size not in SIZES:
+    raise ConfigError(f"unknown size {size!r} in the config argument; choose one of {sorted(SIZES)}")
+  s = SIZES[size]
+  for stream in (config.model.text, config.model.image):
+    stream.hidden_size = s["hidden"]
+    stream.num_heads = s["heads"]
+    stream.mlp_dim = s["mlp"]
+  config.model.text.num_layers = s["layers"]
+  config.model.image.num_layers = s["image_layers"]
+  config.model.fusion_layers = s["fusion_layers"]
+
+
+# Data and schedule per size: tiny runs in minutes on a laptop CPU, base is a pod-scale run.
+TRAIN_DEFAULTS = {
+    "tiny": dict(global_batch_size=32, num_steps=600, learning_rate=1e-3, warmup_steps=50,
+                 checkpoint_every_steps=200),
+    "small": dict(global_batch_size=64, num_steps=5000, learning_rate=3e-4, warmup_steps=500,
+                  checkpoint_every_steps=1000),
+    "base": dict(global_batch_size=256, num_steps=100_000, learning_rate=1e-4, warmup_steps=10_000,
+                 checkpoint_every_steps=5000),
+}
+
+
+def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
+  """Sets batch size, run length and learning rate of the shapes-world pretraining run for `size`."""
+  d = TRAIN_DEFAULTS[size]
+  config.data.name = "shapes_world/tiny"
+  config.data.global_batch_size = d["global_batch_size"]
+  config.train.num_steps = d["num_steps"]
+  config.train.checkpoint_every_steps = d["checkpoint_every_steps"]
+  config.optimizer.learning_rate = d["learning_rate"]
+  config.optimizer.warmup_steps = d["warmup_steps"]
+
+
+def parse_arg(arg: str | None, default_size: str = "tiny") -> dict[str, str]:
+  """Parses a config argument like `tiny` or `size=small,fusion=co_attention` into a dict."""
+  out = {"size": default_size}
+  for part in (arg or "").split(","):
+    if not part:
+      continue
+    if "=" in part:
+      k, v = part.split("=", 1)
+      out[k.strip()] = v.strip()
+    else:
+      out["size"] = part.strip()
+  return out
+
+
+def _check(cond: bool, message: str) -> None:
+  if not cond:
+    raise ConfigError(message)
+
+
+def _check_stream(stream: Any, name: str) -> None:
+  for field in ("hidden_size", "num_heads", "mlp_dim"):
+    _check(int(stream[field]) > 0, f"config.model.{name}.{field}={stream[field]} must be positive")
+  _check(
+      stream.hidden_size % stream.num_heads == 0,
+      f"config.model.{name}.num_heads={stream.num_heads} does not divide "
+      f"config.model.{name}.hidden_size={stream.hidden_size}",
+  )
+  _check(stream.num_layers >= 0, f"config.model.{name}.num_layers={stream.num_layers} is negative")
+
+
+def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
+  """Returns {data, fsdp, tensor} sizes whose product is `num_devices`, resolving one -1."""
+  sizes = {ax: int(mesh_config[ax]) for ax in ("data", "fsdp", "tensor")}
+  free = [ax for ax, n in sizes.items() if n == -1]
+  _check(len(free) <= 1, f"only one of config.mesh.{{data,fsdp,tensor}} may be -1, got {free}")
+  for ax, n in sizes.items():
+    _check(n == -1 or n >= 1, f"config.mesh.{ax}={n} must be -1 or a positive integer")
+  fixed = 1
+  for n in sizes.values():
+    if n != -1:
+      fixed *= n
+  if free:
+    _check(
+        num_devices % fixed == 0,
+        f"config.mesh sizes {sizes} leave no whole number of devices for config.mesh.{free[0]}: "
+        f"{num_devices} devices are not divisible by {fixed}",
+    )
+    sizes[free[0]] = num_devices // fixed
+  _check(
+      sizes["data"] * sizes["fsdp"] * sizes["tensor"] == num_devices,
+      f"config.mesh data={sizes['data']} x fsdp={sizes['fsdp']} x tensor={sizes['tensor']} = "
+      f"{sizes['data'] * sizes['fsdp'] * sizes['tensor']} does not match the {num_devices} "
+      "available devices",
+  )
+  return sizes
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises `ConfigError` naming the field when the config cannot work; builds and compiles nothing."""
+  m = config.model
+  _check(
+      m.fusion in FUSION_FAMILIES,
+      f"config.model.fusion={m.fusion!r} is not a fusion family; choose one of {FUSION_FAMILIES}",
+  )
+  _check(
+      m.image.input in IMAGE_INPUTS,
+      f"config.model.image.input={m.image.input!r} must be one of {IMAGE_INPUTS}",
+  )
+  _check_stream(m.text, "text")
+  _check_stream(m.image, "image")
+  if m.fusion in ("single_stream", "merged_attention"):
+    _check(
+        m.text.hidden_size == m.image.hidden_size,
+        f"config.model.fusion={m.fusion!r} needs one width: config.model.text.hidden_size="
+        f"{m.text.hidden_size} differs from config.model.image.hidden_size={m.image.hidden_size}",
+    )
+  _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
+  _check(
+      m.cross.direction in ("both", "text_to_image"),
+      f"config.model.cross.direction={m.cross.direction!r} must be 'both' or 'text_to_image'",
+  )
+  _check(
+      m.cross.order in ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self"),
+      f"config.model.cross.order={m.cross.order!r} must be one of "
+      "'cross_self_ffn' (LXMERT), 'self_cross_ffn' (METER), 'coattn_ffn_self' (ViLBERT)",
+  )
+  if m.cross.share_weights:
+    _check(
+        m.text.hidden_size == m.image.hidden_size,
+        "config.model.cross.share_weights=True needs config.model.text.hidden_size == "
+        "config.model.image.hidden_size",
+    )
+  _check(m.dtype in DTYPES, f"config.model.dtype={m.dtype!r} must be one of {DTYPES}")
+  _check(m.param_dtype in DTYPES, f"config.model.param_dtype={m.param_dtype!r} must be one of {DTYPES}")
+  _check(
+      m.remat_policy in REMAT_POLICIES,
+      f"config.model.remat_policy={m.remat_policy!r} must be one of {REMAT_POLICIES}",
+  )
+  for rate in ("dropout", "attention_dropout"):
+    _check(0.0 <= m[rate] < 1.0, f"config.model.{rate}={m[rate]} must be in [0, 1)")
+  if m.image.input == "patches":
+    _check(
+        m.image.image_size % m.image.patch_size == 0,
+        f"config.model.image.patch_size={m.image.patch_size} does not divide "
+        f"config.model.image.image_size={m.image.image_size}",
+    )
+  _check(
+      config.data.max_text_len <= m.text.max_len,
+      f"config.data.max_text_len={config.data.max_text_len} exceeds the position table "
+      f"config.model.text.max_len={m.text.max_len}",
+  )
+
+  for name in config.objectives:
+    _check(name in OBJECTIVES, f"config.objectives.{name} is not an objective; known: {OBJECTIVES}")
+    weight = config.objectives[name]
+    _check(weight >= 0, f"config.objectives.{name}={weight} must be >= 0")
+    if weight > 0:
+      _check(
+          name in m.heads,
+          f"config.objectives.{name}={weight} needs the head {name!r} in config.model.heads={m.heads}",
+      )
+  _check(
+      any(config.objectives[n] > 0 for n in config.objectives),
+      "every weight in config.objectives is 0: nothing to train",
+  )
+
+  o = config.optimizer
+  _check(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate} must be positive")
+  _check(
+      o.schedule in ("cosine", "linear", "constant"),
+      f"config.optimizer.schedule={o.schedule!r} must be 'cosine', 'linear' or 'constant'",
+  )
+  _check(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps} is negative")
+  _check(o.grad_accum_steps >= 1, f"config.optimizer.grad_accum_steps={o.grad_accum_steps} < 1")
+
+  t = config.train
+  _check(t.num_steps >= 1, f"config.train.num_steps={t.num_steps} must be >= 1")
+  _check(t.log_every_steps >= 1, f"config.train.log_every_steps={t.log_every_steps} must be >= 1")
+  _check(
+      t.checkpoint_every_steps >= 1,
+      f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
+  )
+
+  b = config.data.global_batch_size
+  _check(b >= 1, f"config.data.global_batch_size={b} must be >= 1")
+  _check(
+      b % o.grad_accum_steps == 0,
+      f"config.data.global_batch_size={b} is not divisible by "
+      f"config.optimizer.grad_accum_steps={o.grad_accum_steps}",
+  )
+  if num_devices is not None:
+    sizes = resolve_mesh_shape(config.mesh, num_devices)
+    batch_shards = sizes["data"] * sizes["fsdp"]
+    _check(
+        (b // o.grad_accum_steps) % batch_shards == 0,
+        f"config.data.global_batch_size={b} (per micro-batch {b // o.grad_accum_steps}) is not "
+        f"divisible by the data-parallel size config.mesh.data x config.mesh.fsdp = {batch_shards}",
+    )
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  """The config as canonical JSON (sorted keys), as written to workdir/config.json."""
+  return json.dumps(config.to_dict(), sort_keys=True, indent=2, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, tuple):
+    return list(value)
+  return str(value)
+
+
+def digest(config: ml_collections.ConfigDict) -> str:
+  """SHA-256 of the canonical JSON of the config."""
+  return hashlib.sha256(to_json(config).encode()).hexdigest()

@@ -1,0 +1,84 @@
+"""Evaluates a checkpoint on the validation split and writes `workdir/eval/step_<N>.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from vlfusion import configuration
+from vlfusion.data import pipeline
+from vlfusion.evaluation.digests import params_digest
+from vlfusion.training import checkpointing, partitioning
+from vlfusion.training.trainer import Setup
+
+
+def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
+  """Correct and total counts of ITM and MLM predictions on one batch (padding rows excluded)."""
+  outputs = model.apply({"params": params}, batch, train=False)
+  example = batch["example_mask"].astype(jnp.float32)
+  counts = {}
+  if "itm_logits" in outputs:
+    correct = (jnp.argmax(outputs["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
+    counts["itm_correct"] = jnp.sum(correct * example)
+    counts["itm_total"] = jnp.sum(example)
+  if "mlm_logits" in outputs and "mlm_weights" in batch:
+    w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
+    correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
+    counts["mlm_correct"] = jnp.sum(correct * w)
+    counts["mlm_total"] = jnp.sum(w)
+  return counts
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
+  """Restores the checkpoint at `step` (the latest by default), evaluates it, writes the JSON."""
+  setup = Setup(config)
+  manager = checkpointing.make_manager(workdir, config.train)
+  restored = checkpointing.restore(manager, setup.abstract_state, step)
+  manager.close()
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+  state, _, step = restored
+
+  source = pipeline.make_batch_source(
+      config, config.data.eval_split, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
+  totals: dict[str, float] = {}
+  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    for local in source.eval_batches(config.eval.batch_size):
+      batch = partitioning.to_global_batch(local, setup.mesh)
+      for k, v in jax.device_get(counts_fn(state.params, batch)).items():
+        totals[k] = totals.get(k, 0.0) + float(v)
+
+  metrics: dict[str, Any] = {}
+  for task in ("itm", "mlm"):
+    if f"{task}_total" in totals and task in config.eval.tasks:
+      metrics[task] = {
+          "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
+          "count": int(totals[f"{task}_total"]),
+      }
+  result = {
+      "step": int(step),
+      "split": config.data.eval_split,
+      "config_digest": configuration.digest(config),
+      "params_digest": params_digest(state.params),
+      **metrics,
+  }
+  if jax.process_index() == 0:
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"step_{step}.json")
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    logging.info("Wrote %s", path)
+  return result
+
+
+

@@ -44,15 +44,17 @@ def train_step(
   and reports `nonfinite=1`.
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  batch_denominators = losses.denominators(batch, objective_weights)
 
   def loss_fn(params, micro_batch, rng):
     outputs = model.apply({"params": params}, micro_batch, train=True, rngs={"dropout": rng})
-    return losses.total_loss(outputs, micro_batch, objective_weights)
+    return losses.total_loss(outputs, micro_batch, objective_weights, batch_denominators)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
     grads, metrics = grad_fn(state.params, batch, dropout_rng)
   else:
+    # Each micro-batch loss is over the full batch's denominators, so the sums are exact.
     micro = _split_micro_batches(batch, grad_accum_steps)
 
     def accumulate(carry, xs):
@@ -62,9 +64,7 @@ def train_step(
 
     zeros = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), dropout_rng)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
-    (grads, metrics), _ = jax.lax.scan(
-        accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
-    grads, metrics = jax.tree.map(lambda x: x / grad_accum_steps, (grads, metrics))
+    (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
 
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)

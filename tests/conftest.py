@@ -7,3 +7,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One tfds data dir for the whole session, so each dataset is prepared at most once."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(module, data_dir, **overrides):
+  """`module.get_config('tiny')` unlocked, pointed at `data_dir`, with dotted-path overrides."""
+  config = module.get_config("tiny")
+  config.unlock()
+  config.data.data_dir = data_dir
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config

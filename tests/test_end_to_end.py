@@ -1,0 +1,84 @@
+"""train.py and eval.py through their real command lines, including a kill and a restart."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+def _cmd(script, config, workdir, data_dir, *extra):
+  return [sys.executable, os.path.join(ROOT, script), f"--config={ROOT}/{config}",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *extra]
+
+
+@pytest.mark.parametrize("config", ["configs/pretrain/single_stream.py:tiny"])
+def test_train_then_eval(config, data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train = subprocess.run(
+      _cmd("train.py", config, workdir, data_dir, "--config.train.num_steps=8",
+           "--config.train.log_every_steps=4", "--config.train.checkpoint_every_steps=4"),
+      env=_env(), capture_output=True, text=True, timeout=600)
+  assert train.returncode == 0, train.stderr[-3000:]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "8"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["fusion"] == "single_stream"
+
+  ev = subprocess.run(_cmd("eval.py", config, workdir, data_dir, "--step=4"), env=_env(),
+                      capture_output=True, text=True, timeout=600)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  with open(os.path.join(workdir, "eval", "step_4.json")) as f:
+    result = json.load(f)
+  assert result["step"] == 4
+  assert 0.0 <= result["itm"]["accuracy"] <= 1.0 and result["itm"]["count"] > 0
+  assert 0.0 <= result["mlm"]["accuracy"] <= 1.0 and result["mlm"]["count"] > 0
+  assert len(result["params_digest"]) == 64 and len(result["config_digest"]) == 64
+  # The latest step differs from step 4, so its weights and digest must differ too.
+  ev8 = subprocess.run(_cmd("eval.py", config, workdir, data_dir), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert ev8.returncode == 0, ev8.stderr[-3000:]
+  with open(os.path.join(workdir, "eval", "step_8.json")) as f:
+    assert json.load(f)["params_digest"] != result["params_digest"]
+
+
+def test_sigterm_saves_and_restart_continues(data_dir, tmp_path):
+  config = "configs/pretrain/co_attention.py:tiny"
+  workdir = str(tmp_path / "run")
+  args = ("--config.train.num_steps=100000", "--config.train.log_every_steps=1",
+          "--config.train.checkpoint_every_steps=100000")
+  proc = subprocess.Popen(_cmd("train.py", config, workdir, data_dir, *args), env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 300
+  while time.time() < deadline and not (
+      os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3):
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-3000:]
+  saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert len(saved) == 1 and saved[0] >= 3, saved
+
+  restart = subprocess.run(
+      _cmd("train.py", config, workdir, data_dir, f"--config.train.num_steps={saved[0] + 2}",
+           "--config.train.log_every_steps=1"),
+      env=_env(), capture_output=True, text=True, timeout=600)
+  assert restart.returncode == 0, restart.stderr[-3000:]
+  assert f"Resumed from step {saved[0]}" in restart.stderr
+  with open(metrics) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps[-2:] == [saved[0] + 1, saved[0] + 2]

@@ -15,6 +15,9 @@ from vlfusion import runtime
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a workdir whose saved config differs from --config in fields beyond run length/logging.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,7 +26,8 @@ def main(argv):
   runtime.initialize()
   from vlfusion.training import trainer  # after runtime setup: imports JAX and TensorFlow.
 
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   logging.info("Training finished.")
 
 

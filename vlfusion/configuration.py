@@ -98,6 +98,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = dict(
       num_steps=600, log_every_steps=50, checkpoint_every_steps=200, keep_checkpoints=3, seed=0,
+      # Also keep the best `keep_best_checkpoints` by this eval metric (e.g. "itm_accuracy").
+      best_metric="", best_mode="max", keep_best_checkpoints=1,
+      # A non-finite loss or gradient skips the update; `stop` ends the run at once, `skip` after
+      # `max_consecutive_nonfinite` bad steps in a row.
+      nonfinite_policy="skip", max_consecutive_nonfinite=5,
+      # Testing aid: multiply this objective's logits by NaN at this step (-1: never).
+      inject_nan_at_step=-1, inject_nan_objective="mlm",
   )
   c.eval = dict(every_steps=0, tasks=("itm", "mlm"), batch_size=64)
   return c
@@ -277,6 +284,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   t = config.train
   _check(t.num_steps >= 1, f"config.train.num_steps={t.num_steps} must be >= 1")
   _check(t.log_every_steps >= 1, f"config.train.log_every_steps={t.log_every_steps} must be >= 1")
+  _check(
+      t.nonfinite_policy in ("skip", "stop"),
+      f"config.train.nonfinite_policy={t.nonfinite_policy!r} must be 'skip' or 'stop'",
+  )
+  _check(
+      t.max_consecutive_nonfinite >= 1,
+      f"config.train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1",
+  )
   _check(
       t.checkpoint_every_steps >= 1,
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",

@@ -36,34 +36,48 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[s
   return counts
 
 
+class Evaluator:
+  """Accuracy of ITM and MLM predictions over the whole eval split, for any parameters.
+
+  Shared by eval.py and by evaluation during training (`config.eval.every_steps`).
+  """
+
+  def __init__(self, setup: Any, config: ml_collections.ConfigDict):
+    self.setup = setup
+    self.config = config
+    self.source = pipeline.make_batch_source(
+        config, config.data.eval_split, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
+
+  def run(self, params: Any) -> dict[str, dict[str, float]]:
+    """{task: {"accuracy": a, "count": n}} for each task of `config.eval.tasks` the model has."""
+    totals: dict[str, float] = {}
+    with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
+      for local in self.source.eval_batches(self.config.eval.batch_size):
+        batch = partitioning.to_global_batch(local, self.setup.mesh)
+        for k, v in jax.device_get(self.counts_fn(params, batch)).items():
+          totals[k] = totals.get(k, 0.0) + float(v)
+    metrics = {}
+    for task in ("itm", "mlm"):
+      if f"{task}_total" in totals and task in self.config.eval.tasks:
+        metrics[task] = {
+            "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
+            "count": int(totals[f"{task}_total"]),
+        }
+    return metrics
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
   """Restores the checkpoint at `step` (the latest by default), evaluates it, writes the JSON."""
   setup = Setup(config)
-  manager = checkpointing.make_manager(workdir, config.train)
+  manager = checkpointing.make_manager(workdir, config.train, read_only=True)
   restored = checkpointing.restore(manager, setup.abstract_state, step)
   manager.close()
   if restored is None:
-    raise FileNotFoundError(f"no checkpoint under {os.path.join(workdir, 'checkpoints')}")
+    raise FileNotFoundError(f"no complete checkpoint under {checkpointing.checkpoint_dir(workdir)}")
   state, _, step = restored
-
-  source = pipeline.make_batch_source(
-      config, config.data.eval_split, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
-  totals: dict[str, float] = {}
-  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
-    for local in source.eval_batches(config.eval.batch_size):
-      batch = partitioning.to_global_batch(local, setup.mesh)
-      for k, v in jax.device_get(counts_fn(state.params, batch)).items():
-        totals[k] = totals.get(k, 0.0) + float(v)
-
-  metrics: dict[str, Any] = {}
-  for task in ("itm", "mlm"):
-    if f"{task}_total" in totals and task in config.eval.tasks:
-      metrics[task] = {
-          "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
-          "count": int(totals[f"{task}_total"]),
-      }
+  metrics = Evaluator(setup, config).run(state.params)
   result = {
       "step": int(step),
       "split": config.data.eval_split,
@@ -79,6 +93,3 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
       json.dump(result, f, indent=2, sort_keys=True)
     logging.info("Wrote %s", path)
   return result
-
-
-

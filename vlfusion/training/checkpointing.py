@@ -1,54 +1,189 @@
-"""orbax checkpoints of the train state and the input pipeline's position (DESIGN.md section 6)."""
+"""orbax checkpoints of the train state, the input pipeline's position and the resolved config.
+
+Saves are asynchronous and atomic: orbax writes into a temporary directory and renames it when the
+save is complete, marking it with `commit_success.txt`. A directory a crash left behind (a temporary
+one, or a step without its marker or items) is never restored: `restore` logs it as skipped and falls
+back to the latest complete checkpoint (DESIGN.md section 7).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+ITEMS = ("state", "data", "config")
+COMMIT_MARKER = "commit_success.txt"
 
-def make_manager(workdir: str, train_config: Any) -> ocp.CheckpointManager:
-  """A manager over `workdir/checkpoints` keeping the last `keep_checkpoints`, saving asynchronously."""
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose parameters do not fit the model the config builds."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def incomplete_checkpoints(directory: str) -> dict[str, str]:
+  """Entries of `directory` that a crash left incomplete, each with the reason."""
+  found = {}
+  if not os.path.isdir(directory):
+    return found
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    if not os.path.isdir(path):
+      continue
+    if ".orbax-checkpoint-tmp" in name:
+      found[name] = "temporary directory of a save that never finished"
+    elif name.isdigit():
+      if not os.path.exists(os.path.join(path, COMMIT_MARKER)):
+        found[name] = f"no {COMMIT_MARKER}: the save did not complete"
+      else:
+        missing = [i for i in ("state", "data") if not os.path.isdir(os.path.join(path, i))]
+        if missing:
+          found[name] = f"missing items {missing}"
+  return found
+
+
+def make_manager(workdir: str, train_config: Any, read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager over `workdir/checkpoints` keeping the last `train.keep_checkpoints`.
+
+  When `train.best_metric` names an eval metric, the best `train.keep_best_checkpoints` by that metric
+  are kept as well.
+  """
+  directory = checkpoint_dir(workdir)
+  for name, reason in incomplete_checkpoints(directory).items():
+    logging.warning("Checkpoint %s/%s is incomplete (%s); it will not be restored.",
+                    directory, name, reason)
+  policies: list[Any] = [ocp.checkpoint_managers.LatestN(train_config.keep_checkpoints)]
+  best_metric = train_config.get("best_metric", "")
+  if best_metric:
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=lambda metrics: metrics[best_metric],
+        reverse=train_config.get("best_mode", "max") == "max",
+        n=train_config.get("keep_best_checkpoints", 1),
+        keep_checkpoints_without_metrics=False,
+    ))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=train_config.keep_checkpoints,
-      create=True,
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+      create=not read_only,
+      read_only=read_only,
       enable_async_checkpointing=True,
-      cleanup_tmp_directories=True,
   )
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
-      options=options,
-      item_names=("state", "data"),
-  )
+  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,
-         force: bool = False) -> bool:
-  """Starts an asynchronous save of `state` and the pipeline position at `step`."""
-  return manager.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),
-      force=force,
-  )
+         config_dict: dict, metrics: dict | None = None) -> None:
+  """Starts an asynchronous save of the state, the pipeline position and the config at `step`."""
+  try:
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config_dict),
+        ),
+        metrics=metrics,
+        force=True,
+    )
+  except OSError as e:
+    raise OSError(
+        f"could not write the checkpoint of step {step} to {manager.directory}: {e}. "
+        f"Checkpoints already saved ({manager.all_steps()}) are intact."
+    ) from e
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+  """Raises `CheckpointMismatchError` naming the parameters that differ from the model's."""
+  saved = manager.item_metadata(step)["state"]
+  saved_params = saved.tree["params"] if hasattr(saved, "tree") else saved["params"]
+  have, want = _flat_shapes(saved_params), _flat_shapes(abstract_state.params)
+  missing = sorted(set(want) - set(have))
+  unexpected = sorted(set(have) - set(want))
+  shape = sorted(k for k in set(have) & set(want) if have[k] != want[k])
+  if missing or unexpected or shape:
+    def listing(names, fmt):
+      shown = [fmt(n) for n in names[:10]]
+      more = f" (and {len(names) - 10} more)" if len(names) > 10 else ""
+      return ", ".join(shown) + more
+
+    parts = []
+    if missing:
+      parts.append(f"{len(missing)} parameters the model needs are not in the checkpoint: "
+                   + listing(missing, str))
+    if unexpected:
+      parts.append(f"{len(unexpected)} checkpoint parameters are not in the model: "
+                   + listing(unexpected, str))
+    if shape:
+      parts.append(f"{len(shape)} parameters differ in shape: "
+                   + listing(shape, lambda k: f"{k} checkpoint {have[k]} vs model {want[k]}"))
+    raise CheckpointMismatchError(
+        f"the checkpoint at step {step} in {manager.directory} was written by another "
+        "architecture than the config describes; " + "; ".join(parts)
+    )
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
             ) -> tuple[Any, dict, int] | None:
-  """Restores (state, data_state, step) into the shardings of `abstract_state`; None if no checkpoint."""
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  """Restores (state, data_state, step) into the shardings of `abstract_state`.
+
+  With `step=None`, tries complete checkpoints from the latest down, skipping (and logging) any that
+  cannot be read; returns None when there is none. An explicit `step` must exist and be readable.
+  """
+  directory = str(manager.directory)
+  incomplete = incomplete_checkpoints(directory)
+  available = sorted((s for s in manager.all_steps() if str(s) not in incomplete), reverse=True)
+  if step is not None:
+    if step not in available:
+      reason = incomplete.get(str(step), "no such checkpoint")
+      raise FileNotFoundError(
+          f"cannot restore step {step} from {directory} ({reason}); complete checkpoints: "
+          f"{sorted(available)}"
+      )
+    candidates = [step]
+  else:
+    candidates = available
+  for candidate in candidates:
+    try:
+      manager.item_metadata(candidate)
+    except (OSError, ValueError) as e:
+      if step is not None:
+        raise
+      logging.warning("Skipping checkpoint %s/%d: its metadata cannot be read (%s).",
+                      directory, candidate, e)
+      continue
+    check_compatible(manager, candidate, abstract_state)
+    try:
+      restored = manager.restore(
+          candidate,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+          ),
+      )
+    except (OSError, ValueError) as e:
+      if step is not None:
+        raise
+      logging.warning("Skipping checkpoint %s/%d: it could not be read (%s).",
+                      directory, candidate, e)
+      continue
+    logging.info("Restored checkpoint %s/%d.", directory, candidate)
+    return restored["state"], dict(restored["data"] or {}), candidate
+  return None
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:
+  """The config saved with the checkpoint at `step`, or None if it has none."""
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+                ["config"])
+  except (OSError, ValueError, KeyError):
     return None
-  if step not in manager.all_steps():
-    raise FileNotFoundError(
-        f"no checkpoint at step {step} in {manager.directory}; available: {manager.all_steps()}"
-    )
-  logging.info("Restoring checkpoint at step %d from %s", step, manager.directory)
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-      ),
-  )
-  return restored["state"], dict(restored["data"] or {}), step

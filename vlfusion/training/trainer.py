@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import json
 import signal
 import time
 from typing import Any
@@ -12,13 +12,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.models import build_model
 from vlfusion.training import checkpointing, losses, partitioning, train_state
+from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.optimizer import make_optimizer
 from vlfusion.training.reporting import MetricsReporter
 from vlfusion.training.train_state import TrainState
@@ -37,17 +40,23 @@ def train_step(
     schedule: optax.Schedule,
     objective_weights: dict[str, float],
     grad_accum_steps: int = 1,
+    nan_injection: tuple[int, str] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer update on a global batch; returns the new state and scalar metrics.
 
-  A step whose loss or gradient is not finite leaves the parameters and optimizer state unchanged
-  and reports `nonfinite=1`.
+  A step whose loss, gradient or updated parameters are not finite leaves the parameters and
+  optimizer state unchanged and reports `nonfinite=1`. `nan_injection=(step, objective)` multiplies
+  that objective's logits by NaN at that step, to exercise this path for real.
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   batch_denominators = losses.denominators(batch, objective_weights)
 
   def loss_fn(params, micro_batch, rng):
     outputs = model.apply({"params": params}, micro_batch, train=True, rngs={"dropout": rng})
+    if nan_injection is not None:
+      at_step, objective = nan_injection
+      key = f"{objective}_logits"
+      outputs = dict(outputs, **{key: outputs[key] * jnp.where(state.step == at_step, jnp.nan, 1.0)})
     return losses.total_loss(outputs, micro_batch, objective_weights, batch_denominators)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -67,9 +76,10 @@ def train_step(
     (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
 
   grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
+  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.global_norm(new_params)))
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = state.replace(
       step=state.step + 1,
@@ -113,6 +123,8 @@ class Setup:
         train_step, model=self.model, optimizer=self.optimizer, schedule=self.schedule,
         objective_weights=dict(self.config.objectives),
         grad_accum_steps=self.config.optimizer.grad_accum_steps,
+        nan_injection=(None if self.config.train.inject_nan_at_step < 0 else
+                       (self.config.train.inject_nan_at_step, self.config.train.inject_nan_objective)),
     )
     return jax.jit(
         fn,
@@ -145,17 +157,33 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(configuration.to_json(config))
+class NonFiniteError(FloatingPointError):
+  """Training stopped on non-finite losses or gradients, per `config.train.nonfinite_policy`."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains for `config.train.num_steps`, resuming from the latest checkpoint in `workdir`."""
+def _nonfinite_culprits(metrics: dict[str, Any]) -> list[str]:
+  """The objectives whose loss is not finite; `gradient or parameters` if every loss is finite."""
+  bad = [k[: -len("_loss")] for k, v in sorted(metrics.items())
+         if k.endswith("_loss") and not np.isfinite(v)]
+  return bad or ["gradient or parameters"]
+
+
+def _all_hosts_agree(flag: bool) -> bool:
+  """True on every process if `flag` is True on any (e.g. SIGTERM reached only some hosts)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: bool = False) -> TrainState:
+  """Trains for `config.train.num_steps`, resuming from the latest complete checkpoint in `workdir`.
+
+  Resume is exact: the batches, dropout keys and optimizer state of a resumed run are those an
+  uninterrupted run would have used. SIGTERM saves a checkpoint at the current step and returns.
+  """
   setup = Setup(config)  # validates before anything is built or compiled.
-  os.makedirs(workdir, exist_ok=True)
-  write_config(config, workdir)
+  workdir_lib.prepare(workdir, config, allow_config_change)
   source = pipeline.make_batch_source(
       config, config.data.train_split, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -170,41 +198,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     pipeline.restore_check(source, data_state)
     logging.info("Resumed from step %d.", start)
 
+  evaluator = None
+  if config.eval.every_steps > 0:
+    from vlfusion.evaluation.evaluator import Evaluator  # evaluation imports this module.
+
+    evaluator = Evaluator(setup, config)
+  config_dict = json.loads(configuration.to_json(config))
   step_fn = setup.jit_train_step()
   reporter = MetricsReporter(workdir)
   t = config.train
   last_time, last_step = time.time(), start
-  examples_per_step = config.data.global_batch_size
-  with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
-    step = start
-    while step < t.num_steps:
-      batch = partitioning.to_global_batch(source.get_batch(step), setup.mesh)
-      if step == start:
-        compile_start = time.time()
-        compiled = step_fn.lower(state, batch).compile()
-        logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
-        last_time = time.time()
-      state, metrics = compiled(state, batch)
-      step += 1
-      if step % t.log_every_steps == 0 or step == t.num_steps:
-        metrics = jax.device_get(metrics)
-        now = time.time()
-        steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-        metrics.update(steps_per_sec=steps_per_sec,
-                       examples_per_sec=steps_per_sec * examples_per_step)
-        last_time, last_step = now, step
-        reporter.write(step, metrics)
-        logging.info("step %d: %s", step, " ".join(f"{k}={float(v):.4g}" for k, v in
-                                                    sorted(metrics.items())))
-        if metrics.get("nonfinite", 0) > 0:
-          logging.warning("step %d: non-finite loss or gradient; the update was skipped.", step)
-      if step % t.checkpoint_every_steps == 0 or step == t.num_steps or preemption.requested:
-        checkpointing.save(manager, step, state, source.state(step), force=True)
-      if preemption.requested:
-        logging.warning("Stopped at step %d after SIGTERM; the checkpoint is saved.", step)
-        break
-  manager.wait_until_finished()
-  manager.close()
-  reporter.close()
+  consecutive_bad = 0
+  try:
+    with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+      step = start
+      while step < t.num_steps:
+        batch = partitioning.to_global_batch(source.get_batch(step), setup.mesh)
+        if step == start:
+          compile_start = time.time()
+          step_fn = step_fn.lower(state, batch).compile()
+          logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
+          last_time = time.time()
+        state, metrics = step_fn(state, batch)
+        step += 1
+        if float(metrics["nonfinite"]) > 0:
+          consecutive_bad += 1
+          values = jax.device_get(metrics)
+          culprits = _nonfinite_culprits(values)
+          logging.warning(
+              "step %d: non-finite %s (loss=%s); the update was skipped (%d in a row).",
+              step, ", ".join(culprits), values["loss"], consecutive_bad)
+          if t.nonfinite_policy == "stop" or consecutive_bad >= t.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"stopping at step {step}: non-finite {', '.join(culprits)} for {consecutive_bad} "
+                f"step(s) in a row (config.train.nonfinite_policy={t.nonfinite_policy!r}, "
+                f"max_consecutive_nonfinite={t.max_consecutive_nonfinite}); checkpoints saved so "
+                f"far are intact: {manager.all_steps()}"
+            )
+        else:
+          consecutive_bad = 0
+        if step % t.log_every_steps == 0 or step == t.num_steps:
+          metrics = jax.device_get(metrics)
+          now = time.time()
+          steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+          metrics.update(steps_per_sec=steps_per_sec,
+                         examples_per_sec=steps_per_sec * config.data.global_batch_size)
+          last_time, last_step = now, step
+          reporter.write(step, metrics)
+          logging.info("step %d: %s", step, " ".join(
+              f"{k}={float(v):.4g}" for k, v in sorted(metrics.items())))
+        eval_metrics = None
+        if evaluator is not None and (step % config.eval.every_steps == 0 or step == t.num_steps):
+          results = evaluator.run(state.params)
+          eval_metrics = {f"{task}_accuracy": r["accuracy"] for task, r in results.items()}
+          reporter.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+          logging.info("step %d eval: %s", step, eval_metrics)
+        stop = _all_hosts_agree(preemption.requested)
+        if (step % t.checkpoint_every_steps == 0 or step == t.num_steps or stop
+            or eval_metrics is not None and t.best_metric):
+          checkpointing.save(manager, step, state, source.state(step), config_dict, eval_metrics)
+        if stop:
+          logging.warning("Stopped at step %d after SIGTERM; its checkpoint is saved.", step)
+          break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    reporter.close()
   return state
-

@@ -102,34 +102,40 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
-def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-  """Raises `CheckpointMismatchError` naming the parameters that differ from the model's."""
+def saved_param_shapes(manager: ocp.CheckpointManager, step: int) -> dict[str, tuple[int, ...]]:
+  """{parameter path: shape} of the checkpoint at `step`, read from its metadata alone."""
   saved = manager.item_metadata(step)["state"]
-  saved_params = saved.tree["params"] if hasattr(saved, "tree") else saved["params"]
-  have, want = _flat_shapes(saved_params), _flat_shapes(abstract_state.params)
+  tree = saved.tree if hasattr(saved, "tree") else saved
+  return _flat_shapes(tree["params"])
+
+
+def check_compatible(have: dict[str, tuple[int, ...]], abstract_state: Any, where: str) -> None:
+  """Raises `CheckpointMismatchError` naming the parameters that differ from the model's."""
+  want = _flat_shapes(abstract_state.params)
   missing = sorted(set(want) - set(have))
   unexpected = sorted(set(have) - set(want))
   shape = sorted(k for k in set(have) & set(want) if have[k] != want[k])
-  if missing or unexpected or shape:
-    def listing(names, fmt):
-      shown = [fmt(n) for n in names[:10]]
-      more = f" (and {len(names) - 10} more)" if len(names) > 10 else ""
-      return ", ".join(shown) + more
+  if not (missing or unexpected or shape):
+    return
 
-    parts = []
-    if missing:
-      parts.append(f"{len(missing)} parameters the model needs are not in the checkpoint: "
-                   + listing(missing, str))
-    if unexpected:
-      parts.append(f"{len(unexpected)} checkpoint parameters are not in the model: "
-                   + listing(unexpected, str))
-    if shape:
-      parts.append(f"{len(shape)} parameters differ in shape: "
-                   + listing(shape, lambda k: f"{k} checkpoint {have[k]} vs model {want[k]}"))
-    raise CheckpointMismatchError(
-        f"the checkpoint at step {step} in {manager.directory} was written by another "
-        "architecture than the config describes; " + "; ".join(parts)
-    )
+  def listing(names, fmt=str):
+    more = f" (and {len(names) - 10} more)" if len(names) > 10 else ""
+    return ", ".join(fmt(n) for n in names[:10]) + more
+
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} parameters the model needs are not in the checkpoint: "
+                 + listing(missing))
+  if unexpected:
+    parts.append(f"{len(unexpected)} checkpoint parameters are not in the model: "
+                 + listing(unexpected))
+  if shape:
+    parts.append(f"{len(shape)} parameters differ in shape: "
+                 + listing(shape, lambda k: f"{k} checkpoint {have[k]} vs model {want[k]}"))
+  raise CheckpointMismatchError(
+      f"the checkpoint {where} was written by another architecture than the config describes; "
+      + "; ".join(parts)
+  )
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
@@ -154,14 +160,14 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
     candidates = available
   for candidate in candidates:
     try:
-      manager.item_metadata(candidate)
-    except (OSError, ValueError) as e:
+      have = saved_param_shapes(manager, candidate)
+    except Exception as e:  # noqa: BLE001 - any unreadable metadata means a torn checkpoint.
       if step is not None:
-        raise
-      logging.warning("Skipping checkpoint %s/%d: its metadata cannot be read (%s).",
+        raise OSError(f"checkpoint {directory}/{candidate} cannot be read: {e!r}") from e
+      logging.warning("Skipping checkpoint %s/%d: its metadata cannot be read (%r).",
                       directory, candidate, e)
       continue
-    check_compatible(manager, candidate, abstract_state)
+    check_compatible(have, abstract_state, f"{directory}/{candidate}")
     try:
       restored = manager.restore(
           candidate,

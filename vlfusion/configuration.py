@@ -312,6 +312,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.data.global_batch_size={b} (per micro-batch {b // o.grad_accum_steps}) is not "
         f"divisible by the data-parallel size config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
+    e = config.eval.batch_size
+    _check(
+        e >= 1 and e % batch_shards == 0,
+        f"config.eval.batch_size={e} is not divisible by the data-parallel size "
+        f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
+    )
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

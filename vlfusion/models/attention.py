@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -34,6 +33,32 @@ def explicit_attention(
   if dropout is not None:
     probs = dropout(probs, deterministic=deterministic)
   return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+class Projection(nn.Module):
+  """x @ kernel + bias over the last `in_axes` input axes, to `features`-shaped outputs.
+
+  The kernel is created at its full rank ([*in, *features]) so that each axis carries its own logical
+  name; flax's DenseGeneral initialises a flattened 2-D kernel, which loses those names.
+  """
+
+  features: tuple[int, ...]
+  names: tuple[str, ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  in_axes: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_shape = x.shape[x.ndim - self.in_axes:]
+    kernel = self.param("kernel", partitioned(default_kernel_init, self.names),
+                        (*in_shape, *self.features), self.param_dtype)
+    bias = self.param("bias", partitioned(nn.initializers.zeros, self.names[self.in_axes:]),
+                      self.features, self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jax.lax.dot_general(x, kernel, (((tuple(range(x.ndim - self.in_axes, x.ndim))),
+                                         tuple(range(self.in_axes))), ((), ())))
+    return y + bias
 
 
 class MultiHeadAttention(nn.Module):
@@ -68,14 +93,10 @@ class MultiHeadAttention(nn.Module):
     if features % self.num_heads:
       raise ValueError(f"attention width {features} is not divisible by num_heads={self.num_heads}")
     head_dim = features // self.num_heads
-    projection = functools.partial(
-        nn.DenseGeneral,
-        features=(self.num_heads, head_dim),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=partitioned(default_kernel_init, ("embed", "heads", "kv")),
-        bias_init=partitioned(nn.initializers.zeros, ("heads", "kv")),
-    )
+    def projection(name: str) -> Projection:
+      return Projection((self.num_heads, head_dim), ("embed", "heads", "kv"), self.dtype,
+                        self.param_dtype, name=name)
+
     q = projection(name="query")(x)
     k = projection(name="key")(context)
     v = projection(name="value")(context)
@@ -91,12 +112,5 @@ class MultiHeadAttention(nn.Module):
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-    return nn.DenseGeneral(
-        features=x.shape[-1],
-        axis=(-2, -1),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=partitioned(default_kernel_init, ("heads", "kv", "embed")),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
-        name="out",
-    )(out)
+    return Projection((x.shape[-1],), ("heads", "kv", "embed"), self.dtype, self.param_dtype,
+                      in_axes=2, name="out")(out)

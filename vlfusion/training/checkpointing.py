@@ -73,7 +73,9 @@ def make_manager(workdir: str, train_config: Any, read_only: bool = False) -> oc
       read_only=read_only,
       enable_async_checkpointing=True,
   )
-  return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+              "config": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,

@@ -75,11 +75,11 @@ def train_step(
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
     (grads, metrics), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
 
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-            & jnp.isfinite(optax.global_norm(new_params)))
+            & jnp.isfinite(optax.tree.norm(new_params)))
   keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
   new_state = state.replace(
       step=state.step + 1,

@@ -1,0 +1,242 @@
+"""Shapes world scenes: generation, rendering, region features and captions, in pure numpy.
+
+Everything here is a function of a numpy Generator, so a scene is fixed by (seed, split, index). Region
+features are computed from the rendered pixels inside each object's box, never from its labels: a model has
+to see the colour and the shape to know them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+COLOURS = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.75, 0.20),
+    "blue": (0.20, 0.30, 0.95),
+    "yellow": (0.95, 0.85, 0.15),
+    "purple": (0.65, 0.20, 0.80),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+RELATIONS = ("left of", "right of", "above", "below")
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
+BACKGROUND = (0.12, 0.12, 0.12)
+FEATURE_GRID = 4  # region features: a 4x4 grid of (r, g, b, foreground) averages = 64 values.
+FEATURE_DIM = FEATURE_GRID * FEATURE_GRID * 4
+
+# Kinds of caption and of ITM negative, stored as ints in the dataset.
+CAPTION_KINDS = ("describe", "count", "relation")
+NEGATIVE_KINDS = ("none", "random", "attribute", "relation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Obj:
+  colour: str
+  shape: str
+  size: str
+  cx: float  # centre, in pixels.
+  cy: float
+  radius: float
+
+  @property
+  def box(self) -> tuple[float, float, float, float]:
+    return (self.cx - self.radius, self.cy - self.radius, self.cx + self.radius, self.cy + self.radius)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fact:
+  """A statement about a scene: what a caption says, in a form that can be checked against it."""
+
+  kind: str  # describe | count | relation
+  colour: str = ""
+  shape: str = ""
+  size: str = ""
+  count: int = 0
+  relation: str = ""
+  colour2: str = ""
+  shape2: str = ""
+
+  def text(self) -> str:
+    if self.kind == "describe":
+      return f"there is a {self.size} {self.colour} {self.shape}"
+    if self.kind == "count":
+      verb = "is" if self.count == 1 else "are"
+      noun = self.shape if self.count == 1 else self.shape + "s"
+      return f"there {verb} {NUMBERS[self.count]} {self.colour} {noun}"
+    return f"the {self.colour} {self.shape} is {self.relation} the {self.colour2} {self.shape2}"
+
+
+def sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) -> list[Obj]:
+  """1..max_objects objects that do not overlap, each with a colour, shape, size and position."""
+  n = int(rng.integers(1, max_objects + 1))
+  objects: list[Obj] = []
+  colours = list(COLOURS)
+  for _ in range(n):
+    for _attempt in range(50):
+      size = SIZES[int(rng.integers(len(SIZES)))]
+      radius = image_size * (0.09 if size == "small" else 0.15)
+      cx, cy = rng.uniform(radius + 1, image_size - radius - 1, size=2)
+      if all(np.hypot(cx - o.cx, cy - o.cy) > (radius + o.radius) * 1.15 for o in objects):
+        objects.append(Obj(colours[int(rng.integers(len(colours)))],
+                           SHAPES[int(rng.integers(len(SHAPES)))], size, float(cx), float(cy),
+                           float(radius)))
+        break
+  return objects
+
+
+def render(objects: Sequence[Obj], image_size: int, rng: np.random.Generator) -> np.ndarray:
+  """uint8 [S, S, 3] pixels of the scene, with a little noise so that pixels are never exact."""
+  s = image_size
+  yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
+  image = np.broadcast_to(np.array(BACKGROUND, np.float32), (s, s, 3)).copy()
+  for o in objects:
+    dx, dy = xx - o.cx, yy - o.cy
+    if o.shape == "circle":
+      inside = dx**2 + dy**2 <= o.radius**2
+    elif o.shape == "square":
+      inside = (np.abs(dx) <= o.radius * 0.85) & (np.abs(dy) <= o.radius * 0.85)
+    else:  # an upward triangle filling the box.
+      top, bottom = o.cy - o.radius, o.cy + o.radius
+      half_width = o.radius * (yy - top) / (2 * o.radius)
+      inside = (yy >= top) & (yy <= bottom) & (np.abs(dx) <= half_width)
+    image[inside] = COLOURS[o.colour]
+  image += rng.normal(0.0, 0.02, size=image.shape).astype(np.float32)
+  return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def region_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """[N, 64] features from the pixels in each box: a 4x4 grid of mean (r, g, b, foreground)."""
+  s = image.shape[0]
+  pixels = image.astype(np.float32) / 255.0
+  foreground = (np.abs(pixels - np.array(BACKGROUND, np.float32)).max(-1) > 0.15).astype(np.float32)
+  planes = np.concatenate([pixels, foreground[..., None]], -1)
+  out = np.zeros((len(boxes), FEATURE_GRID, FEATURE_GRID, 4), np.float32)
+  edges = np.linspace(0.0, 1.0, FEATURE_GRID + 1)
+  for i, (x0, y0, x1, y1) in enumerate(boxes):
+    for gy in range(FEATURE_GRID):
+      for gx in range(FEATURE_GRID):
+        ya = int(np.clip(np.floor(y0 + (y1 - y0) * edges[gy]), 0, s - 1))
+        yb = int(np.clip(np.ceil(y0 + (y1 - y0) * edges[gy + 1]), ya + 1, s))
+        xa = int(np.clip(np.floor(x0 + (x1 - x0) * edges[gx]), 0, s - 1))
+        xb = int(np.clip(np.ceil(x0 + (x1 - x0) * edges[gx + 1]), xa + 1, s))
+        out[i, gy, gx] = planes[ya:yb, xa:xb].mean((0, 1))
+  return out.reshape(len(boxes), FEATURE_DIM)
+
+
+def relation(a: Obj, b: Obj) -> str | None:
+  """The clearest spatial relation of a to b, or None when they are too close to say."""
+  dx, dy = b.cx - a.cx, b.cy - a.cy
+  margin = (a.radius + b.radius) * 0.5
+  if abs(dx) >= abs(dy) and abs(dx) > margin:
+    return "left of" if dx > 0 else "right of"
+  if abs(dy) > abs(dx) and abs(dy) > margin:
+    return "above" if dy > 0 else "below"
+  return None
+
+
+def _holds_relation(a: Obj, b: Obj, rel: str) -> bool:
+  dx, dy = b.cx - a.cx, b.cy - a.cy
+  margin = (a.radius + b.radius) * 0.5
+  return {"left of": dx > margin, "right of": -dx > margin, "above": dy > margin,
+          "below": -dy > margin}[rel]
+
+
+def holds(fact: Fact, objects: Sequence[Obj]) -> bool:
+  """Whether the scene makes `fact` true."""
+  if fact.kind == "describe":
+    return any(o.colour == fact.colour and o.shape == fact.shape and o.size == fact.size
+               for o in objects)
+  if fact.kind == "count":
+    return sum(o.colour == fact.colour and o.shape == fact.shape for o in objects) == fact.count
+  subjects = [o for o in objects if o.colour == fact.colour and o.shape == fact.shape]
+  others = [o for o in objects if o.colour == fact.colour2 and o.shape == fact.shape2]
+  return any(a is not b and _holds_relation(a, b, fact.relation) for a in subjects for b in others)
+
+
+def _unique(objects: Sequence[Obj]) -> list[Obj]:
+  """Objects that no other object in the scene shares colour and shape with."""
+  return [o for o in objects
+          if sum(p.colour == o.colour and p.shape == o.shape for p in objects) == 1]
+
+
+def true_facts(objects: Sequence[Obj], rng: np.random.Generator) -> list[Fact]:
+  """One true fact of each kind the scene allows: a description, a count and (if possible) a relation."""
+  o = objects[int(rng.integers(len(objects)))]
+  facts = [Fact("describe", o.colour, o.shape, o.size)]
+  c = objects[int(rng.integers(len(objects)))]
+  facts.append(Fact("count", c.colour, c.shape,
+                    count=sum(p.colour == c.colour and p.shape == c.shape for p in objects)))
+  unique = _unique(objects)
+  pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
+  pairs = [p for p in pairs if p[2] is not None]
+  if pairs:
+    a, b, rel = pairs[int(rng.integers(len(pairs)))]
+    facts.append(Fact("relation", a.colour, a.shape, relation=rel, colour2=b.colour, shape2=b.shape))
+  return facts
+
+
+def hard_negative(fact: Fact, objects: Sequence[Obj], rng: np.random.Generator) -> tuple[Fact, str]:
+  """A false fact one edit away from `fact`: a changed attribute or count, or a swapped relation.
+
+  Returns (fact, kind) with kind "attribute" or "relation".
+  """
+  if fact.kind == "relation":
+    swapped = dataclasses.replace(fact, colour=fact.colour2, shape=fact.shape2,
+                                  colour2=fact.colour, shape2=fact.shape)
+    if not holds(swapped, objects):
+      return swapped, "relation"
+  for _ in range(100):
+    if fact.kind == "count":
+      candidate = dataclasses.replace(fact, count=int(rng.integers(1, 5)))
+    else:
+      field = ("colour", "shape", "size")[int(rng.integers(2 if fact.kind == "relation" else 3))]
+      choices = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}[field]
+      candidate = dataclasses.replace(fact, **{field: choices[int(rng.integers(len(choices)))]})
+    if candidate != fact and not holds(candidate, objects):
+      return candidate, "attribute"
+  raise RuntimeError(f"no false variant of {fact.text()!r} found for the scene")
+
+
+def random_negative(objects: Sequence[Obj], rng: np.random.Generator, image_size: int,
+                    max_objects: int) -> Fact:
+  """A fact about another random scene that is false of this one."""
+  while True:
+    other = sample_scene(rng, image_size, max_objects)
+    facts = true_facts(other, rng)
+    fact = facts[int(rng.integers(len(facts)))]
+    if not holds(fact, objects):
+      return fact
+
+
+def make_example(rng: np.random.Generator, image_size: int, max_objects: int) -> dict:
+  """One scene with everything the dataset stores about it (see `ShapesWorld._info`)."""
+  objects = sample_scene(rng, image_size, max_objects)
+  image = render(objects, image_size, rng)
+  boxes = np.array([o.box for o in objects], np.float32).reshape(-1, 4)
+  facts = true_facts(objects, rng)
+  negatives = [hard_negative(f, objects, rng) for f in facts]
+  return {
+      "image": image,
+      "boxes": boxes / np.float32(image_size),
+      "region_features": region_features(image, boxes),
+      "colours": np.array([list(COLOURS).index(o.colour) for o in objects], np.int32),
+      "shapes": np.array([SHAPES.index(o.shape) for o in objects], np.int32),
+      "sizes": np.array([SIZES.index(o.size) for o in objects], np.int32),
+      "captions": [f.text() for f in facts],
+      "caption_kinds": np.array([CAPTION_KINDS.index(f.kind) for f in facts], np.int32),
+      "hard_negatives": [n.text() for n, _ in negatives],
+      "hard_negative_kinds": np.array([NEGATIVE_KINDS.index(k) for _, k in negatives], np.int32),
+      "random_negative": random_negative(objects, rng, image_size, max_objects).text(),
+  }
+
+
+def vocabulary() -> list[str]:
+  """Every word a shapes-world caption can contain."""
+  words = {"there", "is", "are", "a", "the"}
+  words.update(COLOURS, SHAPES, (s + "s" for s in SHAPES), SIZES, NUMBERS)
+  for r in RELATIONS:
+    words.update(r.split())
+  return sorted(words)

@@ -41,14 +41,14 @@ class WordPieceTokenizer:
     """Ids of the wordpieces of `text`, without special tokens."""
     return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-  def encode(self, text: str, max_len: int | None = None) -> np.ndarray:
-    """int32 ids of [CLS] text [SEP], truncated so that the whole fits in `max_len`."""
+  def encode(self, text: str, max_len: int | None = None) -> list[int]:
+    """Ids of [CLS] text [SEP], truncated so that the whole fits in `max_len`."""
     ids = self.wordpieces(text)
     if max_len is not None:
       if max_len < 2:
         raise ValueError(f"max_len={max_len} leaves no room for [CLS] and [SEP]")
       ids = ids[: max_len - 2]
-    return np.array([self.cls_id, *ids, self.sep_id], np.int32)
+    return [self.cls_id, *ids, self.sep_id]
 
   def decode(self, ids) -> str:
     """Tokens of `ids` joined back into words (padding dropped)."""

@@ -1,0 +1,160 @@
+"""Shapes world scenes, the tokenizer, MLM masking and the step-indexed input pipeline."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from configs.pretrain import co_attention, single_stream
+from tests.conftest import tiny_config
+from vlfusion.configuration import ConfigError
+from vlfusion.data import masking, pipeline, scenes
+from vlfusion.data.tokenizer import WordPieceTokenizer
+
+
+def _scene(index, image_size=64, max_objects=4):
+  return scenes.make_example(np.random.default_rng([7, 0, index]), image_size, max_objects)
+
+
+def test_scene_is_deterministic_in_its_key():
+  a, b, c = _scene(3), _scene(3), _scene(4)
+  np.testing.assert_array_equal(a["image"], b["image"])
+  assert a["captions"] == b["captions"] and a["hard_negatives"] == b["hard_negatives"]
+  assert not np.array_equal(a["image"], c["image"])
+
+
+def test_region_features_come_from_pixels():
+  rng = np.random.default_rng(0)
+  obj = scenes.Obj("red", "circle", "large", 30.0, 30.0, 10.0)
+  red = scenes.render([obj], 64, rng)
+  blue = scenes.render([dataclasses.replace(obj, colour="blue")], 64, rng)
+  square = scenes.render([dataclasses.replace(obj, shape="square")], 64, rng)
+  box = np.array([obj.box])
+  f_red, f_blue, f_square = (scenes.region_features(im, box)[0].reshape(4, 4, 4)
+                             for im in (red, blue, square))
+  assert f_red[1:3, 1:3, 0].mean() > 0.8 and f_blue[1:3, 1:3, 2].mean() > 0.8  # colour planes
+  # A square fills the corners of its box, a circle does not.
+  assert f_square[0, 0, 3] > f_red[0, 0, 3] + 0.3
+
+
+def test_captions_true_and_negatives_false():
+  for i in range(200):
+    rng = np.random.default_rng([11, i])
+    objects = scenes.sample_scene(rng, 64, 6)
+    facts = scenes.true_facts(objects, rng)
+    for fact in facts:
+      assert scenes.holds(fact, objects), fact
+      negative, kind = scenes.hard_negative(fact, objects, rng)
+      assert not scenes.holds(negative, objects), (fact, negative)
+      if kind == "relation":
+        assert (negative.colour, negative.shape) == (fact.colour2, fact.shape2)
+    assert not scenes.holds(scenes.random_negative(objects, rng, 64, 6), objects)
+
+
+def test_relation_swap_is_a_hard_negative():
+  left = scenes.Obj("red", "circle", "small", 10.0, 30.0, 5.0)
+  right = scenes.Obj("blue", "square", "small", 50.0, 30.0, 5.0)
+  fact = scenes.Fact("relation", "red", "circle", relation="left of", colour2="blue", shape2="square")
+  assert scenes.holds(fact, [left, right])
+  negative, kind = scenes.hard_negative(fact, [left, right], np.random.default_rng(0))
+  assert kind == "relation"
+  assert negative.text() == "the blue square is left of the red circle"
+
+
+def test_tokenizer_round_trip_and_special_tokens():
+  tok = WordPieceTokenizer()
+  ids = tok.encode("The Red circle is LEFT of the blue square", max_len=24)
+  assert ids[0] == tok.cls_id and ids[-1] == tok.sep_id
+  assert tok.unk_id not in ids
+  assert tok.decode(ids[1:-1]) == "the red circle is left of the blue square"
+  assert len(tok.encode("there is a red circle " * 10, max_len=8)) == 8
+  # every word a caption can use is a whole token
+  for word in scenes.vocabulary():
+    assert len(tok.wordpieces(word)) == 1, word
+
+
+def test_mlm_masking_proportions():
+  rng = np.random.default_rng(0)
+  ids = np.full((200_000,), 50, np.int32)
+  maskable = np.ones_like(ids, bool)
+  maskable[:1000] = False
+  inputs, targets, weights = masking.mask_tokens(ids, maskable, rng, probability=0.15, mask_id=4,
+                                                 random_ids=np.arange(5, 100))
+  chosen = weights > 0
+  assert not chosen[:1000].any()
+  assert abs(chosen.mean() - 0.15) < 0.005
+  np.testing.assert_array_equal(targets, ids)
+  assert abs((inputs[chosen] == 4).mean() - 0.8) < 0.01
+  kept = (inputs[chosen] == 50).mean()
+  assert 0.09 < kept < 0.12  # 10% kept plus the random replacements that drew 50 again.
+  assert (inputs[~chosen] == 50).all()
+
+
+@pytest.fixture(scope="module")
+def source(data_dir):
+  return pipeline.make_batch_source(tiny_config(co_attention, data_dir), "train")
+
+
+def test_batch_is_a_pure_function_of_the_step(data_dir, source):
+  again = pipeline.make_batch_source(tiny_config(co_attention, data_dir), "train")
+  a, b, c = source.get_batch(5), again.get_batch(5), source.get_batch(6)
+  np.testing.assert_array_equal(a["text_ids"], b["text_ids"])
+  np.testing.assert_array_equal(a["regions"]["features"], b["regions"]["features"])
+  assert not np.array_equal(a["text_ids"], c["text_ids"])
+
+
+def test_processes_split_the_global_batch(data_dir, source):
+  config = tiny_config(co_attention, data_dir)
+  halves = [pipeline.make_batch_source(config, "train", process_index=p, process_count=2)
+            for p in range(2)]
+  parts = [h.get_batch(3) for h in halves]
+  assert parts[0]["text_ids"].shape[0] == config.data.global_batch_size // 2
+  whole = source.get_batch(3)
+  np.testing.assert_array_equal(np.concatenate([p["text_ids"] for p in parts]), whole["text_ids"])
+
+
+def test_batch_contents(source):
+  b = source.get_batch(0)
+  n = source.config.data.global_batch_size
+  assert b["text_ids"].shape == (n, source.config.data.max_text_len)
+  assert b["regions"]["features"].shape == (n, 8, scenes.FEATURE_DIM)
+  labels, kinds = b["itm_labels"], b["itm_negative_kind"]
+  assert set(np.unique(labels)) == {0, 1}
+  assert ((labels == 1) == (kinds == 0)).all()
+  assert (b["mlm_weights"][labels == 0] == 0).all()  # no MLM on false captions
+  assert b["mlm_weights"][labels == 1].sum() > 0
+  # padding regions are zero and masked
+  mask = b["regions"]["mask"]
+  assert (b["regions"]["features"][~mask] == 0).all() and mask[:, 0].all()
+  # an epoch visits every example once
+  per_epoch = source.num_examples // n
+  seen = np.concatenate([source.global_indices(s) for s in range(per_epoch)])
+  assert len(np.unique(seen)) == len(seen) == per_epoch * n
+
+
+def test_eval_batches_cover_the_split_once(data_dir):
+  config = tiny_config(single_stream, data_dir)
+  source = pipeline.make_batch_source(config, "validation")
+  batches = list(source.eval_batches(96))
+  masks = np.concatenate([b["example_mask"] for b in batches])
+  assert masks.sum() == source.num_examples and len(masks) == 96 * len(batches)
+  again = list(source.eval_batches(96))
+  np.testing.assert_array_equal(batches[2]["text_ids"], again[2]["text_ids"])
+
+
+def test_patch_input_gives_images(data_dir):
+  config = tiny_config(co_attention, data_dir, **{"model.image.input": "patches"})
+  b = pipeline.make_batch_source(config, "validation").get_batch(0)
+  assert b["image"].shape == (32, 64, 64, 3) and 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("model.image.feature_dim", 32, "config.model.image.feature_dim=32"),
+    ("model.image.num_regions", 2, "config.model.image.num_regions=2"),
+    ("model.text.vocab_size", 50, "config.model.text.vocab_size=50"),
+    ("data.name", "nonexistent_dataset", "config.data.name='nonexistent_dataset'"),
+])
+def test_incompatible_config_names_the_field(data_dir, field, value, needle):
+  config = tiny_config(co_attention, data_dir, **{field: value})
+  with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+    pipeline.make_batch_source(config, "train")

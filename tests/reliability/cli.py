@@ -32,14 +32,24 @@ def logged_steps(workdir):
 def start_and_wait_for_steps(cmd, workdir, more_steps, timeout=300):
   """Starts `cmd` and returns the process once `more_steps` new steps were logged."""
   before = len(logged_steps(workdir))
-  proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  # Output goes to a file, not a pipe nobody reads while waiting (a full pipe would block the run).
+  os.makedirs(os.path.dirname(os.path.abspath(workdir)), exist_ok=True)
+  log = open(os.path.abspath(workdir) + f".{time.time_ns()}.log", "w+")
+  proc = subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+  proc.log = log
   deadline = time.time() + timeout
   while len(logged_steps(workdir)) < before + more_steps:
     if proc.poll() is not None:
-      raise AssertionError(f"train.py exited early ({proc.returncode}):\n{proc.stdout.read()[-3000:]}")
+      raise AssertionError(f"train.py exited early ({proc.returncode}):\n{output(proc)[-3000:]}")
     if time.time() > deadline:
       proc.kill()
       raise AssertionError("train.py logged no steps in time")
     time.sleep(0.05)
   return proc
+
+
+def output(proc):
+  """Everything a process started by `start_and_wait_for_steps` has printed so far."""
+  proc.log.flush()
+  proc.log.seek(0)
+  return proc.log.read()

@@ -65,6 +65,20 @@ def test_torn_checkpoints_are_skipped(run, tmp_path, caplog):
     _restore(config, workdir, step=6)
 
 
+def test_restore_onto_another_mesh(run):
+  """A checkpoint saved from a pure data-parallel mesh restores onto an FSDP x tensor mesh."""
+  config, workdir = run
+  saved, _, _ = _restore(config, workdir)
+  other = tiny_config(co_attention, config.data.data_dir, **STEPS,
+                      **{"mesh.fsdp": 2, "mesh.tensor": 2})
+  state, data_state, step = _restore(other, workdir)
+  assert step == 6 and data_state["step"] == 6
+  _assert_trees_equal(state.params, saved.params)
+  _assert_trees_equal(state.opt_state, saved.opt_state)
+  specs = {str(x.sharding.spec) for x in jax.tree.leaves(state.params)}
+  assert any("tensor" in s for s in specs) and any("fsdp" in s for s in specs), specs
+
+
 def test_eval_on_another_architecture_names_the_parameters(run):
   config, workdir = run
   other = tiny_config(single_stream, config.data.data_dir, **STEPS)

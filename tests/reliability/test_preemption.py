@@ -20,8 +20,8 @@ def test_sigterm_saves_and_restart_continues(data_dir, tmp_path):
                         "--config.train.checkpoint_every_steps=100000"),
       workdir, more_steps=3)
   proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out[-3000:]
+  proc.wait(timeout=300)
+  assert proc.returncode == 0, cli.output(proc)[-3000:]
   saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
   assert len(saved) == 1 and saved[0] >= 3, saved
   assert saved[0] == cli.logged_steps(workdir)[-1]  # saved at the step it had reached.

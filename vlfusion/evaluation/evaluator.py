@@ -14,6 +14,7 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.data import pipeline
+from vlfusion.data.scenes import NEGATIVE_KINDS
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
 from vlfusion.training.trainer import Setup
@@ -28,6 +29,11 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[s
     correct = (jnp.argmax(outputs["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
     counts["itm_correct"] = jnp.sum(correct * example)
     counts["itm_total"] = jnp.sum(example)
+    if "itm_negative_kind" in batch:  # accuracy on positives and on each kind of negative.
+      for k, kind in enumerate(NEGATIVE_KINDS):
+        of_kind = example * (batch["itm_negative_kind"] == k)
+        counts[f"itm_{kind}_correct"] = jnp.sum(correct * of_kind)
+        counts[f"itm_{kind}_total"] = jnp.sum(of_kind)
   if "mlm_logits" in outputs and "mlm_weights" in batch:
     w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
     correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
@@ -65,6 +71,12 @@ class Evaluator:
             "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
             "count": int(totals[f"{task}_total"]),
         }
+    if "itm" in metrics:
+      metrics["itm"]["by_kind"] = {
+          ("positive" if kind == "none" else kind): {
+              "accuracy": totals[f"itm_{kind}_correct"] / totals[f"itm_{kind}_total"],
+              "count": int(totals[f"itm_{kind}_total"])}
+          for kind in NEGATIVE_KINDS if totals.get(f"itm_{kind}_total", 0) > 0}
     return metrics
 
 

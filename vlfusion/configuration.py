@@ -126,8 +126,8 @@ def apply_size(config: ml_collections.ConfigDict, size: str) -> None:
 
 # Data and schedule per size: tiny runs in minutes on a laptop CPU, base is a pod-scale run.
 TRAIN_DEFAULTS = {
-    "tiny": dict(global_batch_size=32, num_steps=600, learning_rate=1e-3, warmup_steps=50,
-                 checkpoint_every_steps=200),
+    "tiny": dict(global_batch_size=32, num_steps=2000, learning_rate=1e-3, warmup_steps=100,
+                 checkpoint_every_steps=500),
     "small": dict(global_batch_size=64, num_steps=5000, learning_rate=3e-4, warmup_steps=500,
                   checkpoint_every_steps=1000),
     "base": dict(global_batch_size=256, num_steps=100_000, learning_rate=1e-4, warmup_steps=10_000,

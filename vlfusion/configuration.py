@@ -72,7 +72,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_text_len = 24
   c.data.seed = 0
   c.data.itm_negative_rate = 0.5
+  # Shares of ITM negative kinds (random, attribute, relation); a kind a scene lacks falls back to another.
+  c.data.itm_negative_mix = (0.5, 0.25, 0.25)
   c.data.mlm_probability = 0.15
+  c.data.mlm_whole_word = False  # mask every wordpiece of a chosen word together.
+  c.data.mrm_probability = 0.15  # share of regions masked for masked region modelling.
+  # Real data (coco_captions, vqa_v2, image_text_jsonl): their files, and a BERT vocab.txt.
+  c.data.manual_dir = ""
+  c.data.vocab_path = ""  # "" = the shapes-world vocab.
+  c.data.vqa_min_answer_count = 9  # VQA v2 answer vocabulary: train answers given at least this often.
 
   c.objectives = dict(mlm=1.0, itm=1.0, mrm=0.0, itc=0.0, vqa=0.0, pairs=0.0)
 
@@ -297,6 +305,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
   )
 
+  _validate_data(config.data)
   b = config.data.global_batch_size
   _check(b >= 1, f"config.data.global_batch_size={b} must be >= 1")
   _check(
@@ -318,6 +327,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.eval.batch_size={e} is not divisible by the data-parallel size "
         f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
+
+
+def _validate_data(d: Any) -> None:
+  for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
+    if name in d:
+      _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")
+  if "itm_negative_mix" in d:
+    mix = tuple(d.itm_negative_mix)
+    _check(len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0,
+           f"config.data.itm_negative_mix={mix} must be 3 non-negative weights (random, attribute, "
+           "relation) with a positive sum")
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

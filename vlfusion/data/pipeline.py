@@ -11,6 +11,7 @@ batch; the rows do not depend on how many processes there are.
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from typing import Any
 
@@ -18,15 +19,24 @@ import ml_collections
 import numpy as np
 
 from vlfusion.configuration import ConfigError
-from vlfusion.data import masking, scenes
+from vlfusion.data import local_files, masking, questions, scenes
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
-DATASETS = ("shapes_world",)
+LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl")
+DATASETS = ("shapes_world", *LOCAL_DATASETS)
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
+_OWN_TEXT = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
 
 
 def _split_key(split: str) -> int:
   return zlib.crc32(split.encode())
+
+
+def _sync(name: str, process_count: int) -> None:
+  if process_count > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(f"prepared {name}")
 
 
 def _load(config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int):
@@ -37,24 +47,52 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
   family = name.split("/")[0]
   if family not in DATASETS:
     raise ConfigError(f"config.data.name={name!r}: unknown dataset; choose from {list(DATASETS)}")
-  from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
+  if family in LOCAL_DATASETS:
+    from vlfusion.data import local_datasets
 
+    make = lambda: local_datasets.make_builder(name, config.data.data_dir)
+    prepare = lambda b: local_datasets.prepare(b, _manual_dir(config))
+  else:
+    from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
+
+    make = lambda: tfds.builder(name, data_dir=config.data.data_dir)
+    prepare = lambda b: b.download_and_prepare(file_format="array_record")
   try:
-    builder = tfds.builder(name, data_dir=config.data.data_dir)
+    builder = make()
   except Exception as e:  # tfds raises several types for an unknown config name.
     raise ConfigError(f"config.data.name={name!r}: {e}") from e
   if process_index == 0 and not builder.is_prepared():
     logging.info("Preparing %s in %s (first use).", name, builder.data_dir)
-    builder.download_and_prepare(file_format="array_record")
+    prepare(builder)
   if process_count > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(f"prepared {name}")
-    builder = tfds.builder(name, data_dir=config.data.data_dir)
+    _sync(name, process_count)
+    builder = make()
   if split not in builder.info.splits:
     raise ConfigError(f"split {split!r} (config.data.train_split / eval_split) is not one of "
                       f"{list(builder.info.splits)} of {name}")
   return builder.as_data_source(split=split), builder
+
+
+def _manual_dir(config: ml_collections.ConfigDict) -> str:
+  manual_dir = config.data.get("manual_dir", "")
+  if not manual_dir:
+    raise ConfigError(f"config.data.manual_dir is empty: {config.data.name} is read from files on disk")
+  return manual_dir
+
+
+def _tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
+  d = config.data
+  vocab_path = d.get("vocab_path", "")
+  if d.name.split("/")[0] in LOCAL_DATASETS and not vocab_path:
+    raise ConfigError(f"config.data.vocab_path is empty: {d.name} needs a BERT vocab.txt (e.g. the "
+                      "uncased 30522-token one)")
+  if vocab_path and not os.path.isfile(vocab_path):
+    raise ConfigError(f"config.data.vocab_path={vocab_path!r} is not a file")
+  return WordPieceTokenizer(vocab_path) if vocab_path else WordPieceTokenizer()
+
+
+def _active(config: ml_collections.ConfigDict) -> set[str]:
+  return {n for n, w in config.objectives.items() if w > 0}
 
 
 def _check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer: WordPieceTokenizer):
@@ -64,23 +102,50 @@ def _check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer
     raise ConfigError(
         f"config.model.text.vocab_size={m.text.vocab_size} is smaller than the vocab of {name} "
         f"({tokenizer.vocab_size} tokens in {tokenizer.vocab_path})")
+  active = _active(config)
+  task = active & set(_OWN_TEXT)
+  if task and (len(task) > 1 or active & {"mlm", "itm", "itc"}):
+    raise ConfigError(f"config.objectives: {sorted(active)} cannot share batches; vqa and pairs each "
+                      "put their own text (question, statement) in a row, so train them apart from "
+                      "mlm/itm/itc and from each other")
+  features = builder.info.features
+  for objective, key in (("vqa", "answers"), ("pairs", "pair_statement")):
+    if objective in active and key not in features:
+      raise ConfigError(f"config.objectives.{objective}={config.objectives[objective]} but {name} has "
+                        f"no {objective} data")
   bc = builder.builder_config
   if m.image.input == "regions":
-    if m.image.feature_dim != scenes.FEATURE_DIM:
+    if "region_features" not in features:
+      raise ConfigError(f"config.model.image.input='regions' but {name} has images, not region "
+                        f"features (use its /regions config)")
+    feature_dim = features["region_features"].shape[-1]
+    if m.image.feature_dim != feature_dim:
       raise ConfigError(f"config.model.image.feature_dim={m.image.feature_dim} but {name} has region "
-                        f"features of dimension {scenes.FEATURE_DIM}")
-    if m.image.num_regions < bc.max_objects:
+                        f"features of dimension {feature_dim}")
+    if hasattr(bc, "max_objects") and m.image.num_regions < bc.max_objects:
       raise ConfigError(f"config.model.image.num_regions={m.image.num_regions} but scenes of {name} "
                         f"have up to {bc.max_objects} objects")
     if m.image.box_dim != 4:
       raise ConfigError(f"config.model.image.box_dim={m.image.box_dim}: {name} has 4-number boxes")
-  elif m.image.image_size != bc.image_size:
+  elif "image_bytes" not in features and "image" not in features:
+    raise ConfigError(f"config.model.image.input={m.image.input!r} but {name} has region features, "
+                      f"not images (use its /images config)")
+  elif "image" in features and m.image.image_size != bc.image_size:
     raise ConfigError(f"config.model.image.image_size={m.image.image_size} but the images of {name} "
                       f"are {bc.image_size}x{bc.image_size}")
 
 
 def _text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _answer_vocab(config: ml_collections.ConfigDict, builder: Any) -> list[str]:
+  """The closed answer vocabulary the `vqa_scores` columns index."""
+  metadata = builder.info.metadata or {}
+  if "answer_counts" in metadata:  # VQA v2: answers given often enough in train.
+    least = config.data.get("vqa_min_answer_count", 9)
+    return [a for a, n in metadata["answer_counts"].items() if n >= least]
+  return list(questions.ANSWERS)
 
 
 class BatchSource:
@@ -98,9 +163,12 @@ class BatchSource:
     self.process_count = process_count
     self.global_batch_size = d.global_batch_size
     self.local_batch_size = d.global_batch_size // process_count
-    self.tokenizer = WordPieceTokenizer()
-    self.data_source, builder = _load(config, split, process_index, process_count)
-    _check_compatible(config, builder, self.tokenizer)
+    self.tokenizer = _tokenizer(config)
+    self.data_source, self.builder = _load(config, split, process_index, process_count)
+    _check_compatible(config, self.builder, self.tokenizer)
+    self.objectives = _active(config)
+    self.answer_vocab = _answer_vocab(config, self.builder)
+    self._answer_index = {a: i for i, a in enumerate(self.answer_vocab)}
     self.num_examples = len(self.data_source)
     if self.num_examples < self.global_batch_size:
       raise ConfigError(f"config.data.global_batch_size={self.global_batch_size} is larger than the "
@@ -108,6 +176,8 @@ class BatchSource:
     self._random_ids = np.array(
         [i for t, i in self.tokenizer.vocab.items() if t not in SPECIAL_TOKENS], np.int32)
     self._special_ids = np.array([self.tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
+    mix = np.asarray(d.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
+    self._negative_mix = mix / mix.sum()
 
   # -- positions -------------------------------------------------------------------------------------
 
@@ -162,47 +232,118 @@ class BatchSource:
         examples.append(ex)
       yield collate(examples)
 
+  # -- one example -----------------------------------------------------------------------------------
+
   def example(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-    """One model input: image or regions, a caption or ITM negative, and its MLM corruption."""
+    """One model input: image or regions, a text, and the targets of the enabled objectives.
+
+    The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
+    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`).
+    """
     record = self.data_source[index]
-    d, m = self.config.data, self.config.model
+    ex: dict[str, Any] = {"example_mask": np.bool_(True)}
+    if "vqa" in self.objectives:
+      text, positive = self._vqa(record, rng, ex), False
+    elif "pairs" in self.objectives:
+      text, positive = _text(record["pair_statement"]), False
+      ex["pair_labels"] = np.int32(record["pair_label"])
+      ex.update({f"pair_{k}": v for k, v in self._media(self.data_source[int(record["pair_index"])]).items()})
+    else:
+      text, kind = self._caption(record, index, rng)
+      positive = kind == 0
+      ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
+    ex.update(self._text_inputs(text, positive, rng))
+    ex.update(self._media(record))
+    if "mrm" in self.objectives and "regions" in ex:
+      ex.update(self._mask_regions(ex["regions"], record, positive, rng))
+    return ex
+
+  def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
+    """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn
+    from `itm_negative_mix`. A scene without a negative of the drawn kind gives another hard one, and
+    data without hard negatives (real captions) gives a caption of another random example."""
     captions = [_text(c) for c in record["captions"]]
     c = int(rng.integers(len(captions)))
-    negative_kind = 0
-    text = captions[c]
-    if rng.random() < d.itm_negative_rate:
-      if rng.random() < 0.5:
-        text, negative_kind = _text(record["random_negative"]), scenes.NEGATIVE_KINDS.index("random")
-      else:
-        text = _text(record["hard_negatives"][c])
-        negative_kind = int(record["hard_negative_kinds"][c])
+    if rng.random() >= self.config.data.itm_negative_rate:
+      return captions[c], 0
+    kind = scenes.NEGATIVE_KINDS[1 + int(rng.choice(3, p=self._negative_mix))]
+    if kind != "random" and "hard_negatives" in record:
+      kinds = np.asarray(record["hard_negative_kinds"])
+      candidates = np.flatnonzero(kinds == scenes.NEGATIVE_KINDS.index(kind))
+      if not len(candidates):
+        candidates = np.arange(len(kinds))
+      h = int(candidates[int(rng.integers(len(candidates)))])
+      return _text(record["hard_negatives"][h]), int(kinds[h])
+    if "random_negative" in record:
+      return _text(record["random_negative"]), scenes.NEGATIVE_KINDS.index("random")
+    # A caption of another example (never this one).
+    other = int(rng.integers(self.num_examples - 1))
+    other_captions = self.data_source[other + (other >= index)]["captions"]
+    random_kind = scenes.NEGATIVE_KINDS.index("random")
+    return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
+
+  def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
+    """The text of a VQA row (a question), filling `vqa_scores` [A] and `vqa_question_type` in `ex`."""
+    scores = np.zeros((len(self.answer_vocab),), np.float32)
+    if "question" in record:  # VQA v2: one question per record, soft scores per answer.
+      for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
+        if _text(answer) in self._answer_index:
+          scores[self._answer_index[_text(answer)]] = score
+      ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(-1)
+      return _text(record["question"])
+    q = int(rng.integers(len(record["questions"])))
+    scores[int(record["answers"][q])] = 1.0
+    ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
+    return _text(record["questions"][q])
+
+  def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:
+    d = self.config.data
     lt = d.max_text_len
     ids = self.tokenizer.encode(text, max_len=lt)
     text_ids = np.full((lt,), self.tokenizer.pad_id, np.int32)
     text_ids[: len(ids)] = ids
     text_mask = np.arange(lt) < len(ids)
+    if "mlm" not in self.objectives:
+      return {"text_ids": text_ids, "text_mask": text_mask}
     maskable = text_mask & ~np.isin(text_ids, self._special_ids)
-    if negative_kind:  # a false caption teaches the MLM head the wrong words: no MLM loss on it.
+    if not positive:  # a false caption teaches the MLM head the wrong words: no MLM loss on it.
       maskable[:] = False
+    word_starts = self.tokenizer.word_starts(text_ids) if d.get("mlm_whole_word", False) else None
     inputs, targets, weights = masking.mask_tokens(
         text_ids, maskable, rng, probability=d.mlm_probability, mask_id=self.tokenizer.mask_id,
-        random_ids=self._random_ids)
-    ex: dict[str, Any] = {
-        "text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights,
-        "itm_labels": np.int32(negative_kind == 0), "itm_negative_kind": np.int32(negative_kind),
-        "example_mask": np.bool_(True),
-    }
+        random_ids=self._random_ids, word_starts=word_starts)
+    return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
+
+  def _media(self, record: dict[str, Any]) -> dict[str, Any]:
+    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1]."""
+    m = self.config.model
     if m.image.input == "regions":
       r = m.image.num_regions
-      n = len(record["boxes"])
+      n = min(len(record["boxes"]), r)  # detectors' regions come by confidence: keep the first r.
       features = np.zeros((r, m.image.feature_dim), np.float32)
       boxes = np.zeros((r, 4), np.float32)
-      features[:n] = record["region_features"]
-      boxes[:n] = record["boxes"]
-      ex["regions"] = {"features": features, "boxes": boxes, "mask": np.arange(r) < n}
+      features[:n] = record["region_features"][:n]
+      boxes[:n] = record["boxes"][:n]
+      return {"regions": {"features": features, "boxes": boxes, "mask": np.arange(r) < n}}
+    if "image_bytes" in record:
+      pixels = local_files.decode_image(record["image_bytes"], m.image.image_size)
     else:
-      ex["image"] = np.asarray(record["image"], np.float32) / 255.0
-    return ex
+      pixels = record["image"]
+    return {"image": np.asarray(pixels, np.float32) / 255.0}
+
+  def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Masked region modelling: zeroes a `mrm_probability` share of the real regions of a matching
+    pair (in place) and returns their targets: `mrm_weights` [R] (1 where masked), `mrm_targets`
+    [R, F] (the original features) and `mrm_labels` [R] (object labels)."""
+    r = len(regions["mask"])
+    labels = np.zeros((r,), np.int32)
+    n = int(regions["mask"].sum())
+    labels[:n] = np.asarray(record["labels"])[:n]
+    chosen = regions["mask"] & (rng.random(r) < self.config.data.mrm_probability) & positive
+    targets = regions["features"].copy()
+    regions["features"][chosen] = 0.0
+    return {"mrm_weights": chosen.astype(np.float32), "mrm_targets": targets, "mrm_labels": labels}
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:

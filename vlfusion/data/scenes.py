@@ -93,16 +93,20 @@ def render(objects: Sequence[Obj], image_size: int, rng: np.random.Generator) ->
   yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
   image = np.broadcast_to(np.array(BACKGROUND, np.float32), (s, s, 3)).copy()
   for o in objects:
-    dx, dy = xx - o.cx, yy - o.cy
+    # Only the pixels of the object's box can be inside it.
+    ys = slice(max(int(o.cy - o.radius) - 1, 0), min(int(o.cy + o.radius) + 2, s))
+    xs = slice(max(int(o.cx - o.radius) - 1, 0), min(int(o.cx + o.radius) + 2, s))
+    y, x = yy[ys, xs], xx[ys, xs]
+    dx, dy = x - o.cx, y - o.cy
     if o.shape == "circle":
       inside = dx**2 + dy**2 <= o.radius**2
     elif o.shape == "square":
       inside = (np.abs(dx) <= o.radius * 0.85) & (np.abs(dy) <= o.radius * 0.85)
     else:  # an upward triangle filling the box.
       top, bottom = o.cy - o.radius, o.cy + o.radius
-      half_width = o.radius * (yy - top) / (2 * o.radius)
-      inside = (yy >= top) & (yy <= bottom) & (np.abs(dx) <= half_width)
-    image[inside] = COLOURS[o.colour]
+      half_width = o.radius * (y - top) / (2 * o.radius)
+      inside = (y >= top) & (y <= bottom) & (np.abs(dx) <= half_width)
+    image[ys, xs][inside] = COLOURS[o.colour]
   image += rng.normal(0.0, 0.02, size=image.shape).astype(np.float32)
   return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
@@ -112,17 +116,21 @@ def region_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
   s = image.shape[0]
   pixels = image.astype(np.float32) / 255.0
   foreground = (np.abs(pixels - np.array(BACKGROUND, np.float32)).max(-1) > 0.15).astype(np.float32)
-  planes = np.concatenate([pixels, foreground[..., None]], -1)
-  out = np.zeros((len(boxes), FEATURE_GRID, FEATURE_GRID, 4), np.float32)
+  planes = np.concatenate([pixels, foreground[..., None]], -1).astype(np.float64)
+  # A summed-area table makes each cell's mean four lookups instead of a slice and a reduction.
+  table = np.zeros((s + 1, s + 1, 4), np.float64)
+  table[1:, 1:] = planes.cumsum(0).cumsum(1)
   edges = np.linspace(0.0, 1.0, FEATURE_GRID + 1)
-  for i, (x0, y0, x1, y1) in enumerate(boxes):
-    for gy in range(FEATURE_GRID):
-      for gx in range(FEATURE_GRID):
-        ya = int(np.clip(np.floor(y0 + (y1 - y0) * edges[gy]), 0, s - 1))
-        yb = int(np.clip(np.ceil(y0 + (y1 - y0) * edges[gy + 1]), ya + 1, s))
-        xa = int(np.clip(np.floor(x0 + (x1 - x0) * edges[gx]), 0, s - 1))
-        xb = int(np.clip(np.ceil(x0 + (x1 - x0) * edges[gx + 1]), xa + 1, s))
-        out[i, gy, gx] = planes[ya:yb, xa:xb].mean((0, 1))
+  out = np.zeros((len(boxes), FEATURE_GRID, FEATURE_GRID, 4), np.float32)
+  for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
+    ya = np.clip(np.floor(y0 + (y1 - y0) * edges[:-1]), 0, s - 1).astype(int)
+    yb = np.clip(np.ceil(y0 + (y1 - y0) * edges[1:]), ya + 1, s).astype(int)
+    xa = np.clip(np.floor(x0 + (x1 - x0) * edges[:-1]), 0, s - 1).astype(int)
+    xb = np.clip(np.ceil(x0 + (x1 - x0) * edges[1:]), xa + 1, s).astype(int)
+    total = (table[yb[:, None], xb[None, :]] - table[ya[:, None], xb[None, :]]
+             - table[yb[:, None], xa[None, :]] + table[ya[:, None], xa[None, :]])
+    area = ((yb - ya)[:, None] * (xb - xa)[None, :])[..., None]
+    out[i] = total / area
   return out.reshape(len(boxes), FEATURE_DIM)
 
 
@@ -211,14 +219,23 @@ def random_negative(objects: Sequence[Obj], rng: np.random.Generator, image_size
       return fact
 
 
-def make_example(rng: np.random.Generator, image_size: int, max_objects: int) -> dict:
-  """One scene with everything the dataset stores about it (see `ShapesWorld._info`)."""
+def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
+                 partner: Sequence[Obj] | None = None) -> dict:
+  """One scene with everything the dataset stores about it (see `ShapesWorld._info`).
+
+  The scene's objects are the first thing drawn from `rng`, so `sample_scene` on a generator with the
+  same key gives them again (that is how the builder finds the objects of a pair's `partner` scene).
+  With `partner`, the example also has a true/false statement about (this scene, partner).
+  """
+  from vlfusion.data import questions  # questions imports this module.
+
   objects = sample_scene(rng, image_size, max_objects)
   image = render(objects, image_size, rng)
   boxes = np.array([o.box for o in objects], np.float32).reshape(-1, 4)
   facts = true_facts(objects, rng)
   negatives = [hard_negative(f, objects, rng) for f in facts]
-  return {
+  qas = questions.make_questions(objects, rng)
+  example = {
       "image": image,
       "boxes": boxes / np.float32(image_size),
       "region_features": region_features(image, boxes),
@@ -230,7 +247,23 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int) ->
       "hard_negatives": [n.text() for n, _ in negatives],
       "hard_negative_kinds": np.array([NEGATIVE_KINDS.index(k) for _, k in negatives], np.int32),
       "random_negative": random_negative(objects, rng, image_size, max_objects).text(),
+      "labels": np.array([object_label(o) for o in objects], np.int32),
+      "questions": [q for q, _, _ in qas],
+      "answers": np.array([questions.ANSWERS.index(a) for _, a, _ in qas], np.int32),
+      "question_types": np.array([questions.QUESTION_TYPES.index(t) for _, _, t in qas], np.int32),
   }
+  if partner is not None:
+    statement, truth = questions.pair_statement(objects, partner, rng)
+    example.update(pair_statement=statement, pair_label=np.int32(truth))
+  return example
+
+
+NUM_LABELS = len(COLOURS) * len(SHAPES)
+
+
+def object_label(o: Obj) -> int:
+  """The object class of `o` (colour and shape), the label masked region modelling predicts."""
+  return list(COLOURS).index(o.colour) * len(SHAPES) + SHAPES.index(o.shape)
 
 
 def vocabulary() -> list[str]:

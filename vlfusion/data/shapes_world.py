@@ -1,7 +1,8 @@
 """The shapes world as a tensorflow-datasets builder (`shapes_world/<size>`), written as ArrayRecord.
 
 Example i of split s is `scenes.make_example(default_rng([SEED, s, i]))`: the same on every machine and
-every run, so a dataset prepared twice is the same dataset.
+every run, so a dataset prepared twice is the same dataset. Example i is also the left image of a pair
+whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vlfusion.data import scenes
+from vlfusion.data import questions, scenes
 
 SEED = 20261124
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -25,10 +26,13 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 
 
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
-  """Procedurally rendered scenes of coloured shapes with captions and ITM negatives."""
+  """Procedurally rendered scenes of coloured shapes: captions, ITM negatives, VQA and scene pairs."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Scenes, region features, captions, random and hard negatives."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Scenes, region features, captions, random and hard negatives.",
+      "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
+  }
   BUILDER_CONFIGS = [
       ShapesWorldConfig(name="tiny", description="64 px, 1-4 objects; seconds to prepare.",
                         image_size=64, max_objects=4,
@@ -37,6 +41,11 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
                         num_examples={"train": 40000, "validation": 2000, "test": 2000}),
       ShapesWorldConfig(name="base", description="128 px, 1-6 objects.", image_size=128, max_objects=6,
                         num_examples={"train": 200000, "validation": 5000, "test": 5000}),
+      ShapesWorldConfig(name="tiny_224", description="224 px (ViT resolution), 1-4 objects.",
+                        image_size=224, max_objects=4,
+                        num_examples={"train": 1024, "validation": 256, "test": 256}),
+      ShapesWorldConfig(name="large_224", description="224 px, 1-6 objects.", image_size=224,
+                        max_objects=6, num_examples={"train": 200000, "validation": 5000, "test": 5000}),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -55,7 +64,17 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
             "hard_negatives": f.Sequence(f.Text()),
             "hard_negative_kinds": f.Tensor(shape=(None,), dtype=np.int32),
             "random_negative": f.Text(),
+            "labels": f.Tensor(shape=(None,), dtype=np.int32),
+            "questions": f.Sequence(f.Text()),
+            "answers": f.Tensor(shape=(None,), dtype=np.int32),
+            "question_types": f.Tensor(shape=(None,), dtype=np.int32),
+            "pair_index": np.int32,
+            "pair_statement": f.Text(),
+            "pair_label": np.int32,
         }),
+        metadata=tfds.core.MetadataDict(
+            answers=list(questions.ANSWERS), question_types=list(questions.QUESTION_TYPES),
+            negative_kinds=list(scenes.NEGATIVE_KINDS), num_labels=scenes.NUM_LABELS),
         homepage="https://github.com/vlfusion/vlfusion",
     )
 
@@ -67,5 +86,15 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, num_examples: int):
     cfg = self.builder_config
     for index in range(num_examples):
+      partner = pair_index(split, index, num_examples)
+      partner_objects = scenes.sample_scene(
+          np.random.default_rng([SEED, SPLIT_IDS[split], partner]), cfg.image_size, cfg.max_objects)
       rng = np.random.default_rng([SEED, SPLIT_IDS[split], index])
-      yield index, scenes.make_example(rng, cfg.image_size, cfg.max_objects)
+      example = scenes.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects)
+      yield index, dict(example, pair_index=np.int32(partner))
+
+
+def pair_index(split: str, index: int, num_examples: int) -> int:
+  """The scene that example `index` is paired with (its right image): another scene of the same split."""
+  offset = int(np.random.default_rng([SEED, SPLIT_IDS[split], index, 1]).integers(1, num_examples))
+  return (index + offset) % num_examples

@@ -50,6 +50,10 @@ class WordPieceTokenizer:
       ids = ids[: max_len - 2]
     return [self.cls_id, *ids, self.sep_id]
 
+  def word_starts(self, ids) -> np.ndarray:
+    """bool [L]: True where a token begins a word (every token except `##` continuations)."""
+    return np.array([not self._id_to_token.get(int(i), "").startswith("##") for i in np.asarray(ids)])
+
   def decode(self, ids) -> str:
     """Tokens of `ids` joined back into words (padding dropped)."""
     words: list[str] = []

@@ -8,7 +8,7 @@ import pytest
 from configs.pretrain import co_attention, single_stream
 from tests.conftest import tiny_config
 from vlfusion.configuration import ConfigError
-from vlfusion.data import masking, pipeline, scenes
+from vlfusion.data import masking, pipeline, questions, scenes
 from vlfusion.data.tokenizer import WordPieceTokenizer
 
 
@@ -158,3 +158,60 @@ def test_incompatible_config_names_the_field(data_dir, field, value, needle):
   config = tiny_config(co_attention, data_dir, **{field: value})
   with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")):
     pipeline.make_batch_source(config, "train")
+
+
+def test_relation_negatives_have_the_same_bag_of_words():
+  seen = 0
+  for i in range(300):
+    ex = _scene(i, max_objects=6)
+    for caption, negative, kind in zip(ex["captions"], ex["hard_negatives"], ex["hard_negative_kinds"],
+                                       strict=True):
+      if scenes.NEGATIVE_KINDS[kind] == "relation":
+        seen += 1
+        assert sorted(caption.split()) == sorted(negative.split()) and caption != negative
+  assert seen > 50
+
+
+def test_vqa_answers_are_true_of_the_scene():
+  counts = np.zeros((len(questions.QUESTION_TYPES),), int)
+  answers = []
+  for i in range(300):
+    rng = np.random.default_rng([5, i])
+    objects = scenes.sample_scene(rng, 64, 6)
+    for question, answer, qtype in questions.make_questions(objects, rng):
+      assert answer in questions.ANSWERS
+      assert questions.answer_holds(question, answer, objects), (question, answer, objects)
+      counts[questions.QUESTION_TYPES.index(qtype)] += 1
+      answers.append(answer)
+  assert (counts > 100).all(), counts  # every type is asked
+  yes_no = [a for a in answers if a in ("yes", "no")]
+  assert 0.35 < yes_no.count("yes") / len(yes_no) < 0.65
+
+
+def test_pair_statements_are_balanced_and_true_when_labelled_true():
+  labels = []
+  for i in range(300):
+    rng = np.random.default_rng([9, i])
+    left, right = scenes.sample_scene(rng, 64, 6), scenes.sample_scene(rng, 64, 6)
+    text, truth = questions.pair_statement(left, right, rng)
+    labels.append(truth)
+    if text.startswith("both images contain a"):
+      colour, shape = text.split()[-2:]
+      has = lambda objs: any((o.colour, o.shape) == (colour, shape) for o in objs)  # noqa: B023
+      assert truth == (has(left) and has(right))
+  assert 0.4 < np.mean(labels) < 0.6
+
+
+def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
+  builder = source.builder
+  assert builder.info.version == "2.0.0"
+  assert builder.info.metadata["answers"] == list(questions.ANSWERS)
+  record = source.data_source[7]
+  assert len(record["questions"]) == len(record["answers"]) == len(record["question_types"]) >= 3
+  partner = int(record["pair_index"])
+  assert partner != 7 and 0 <= partner < source.num_examples
+  assert int(record["pair_label"]) in (0, 1) and record["pair_statement"]
+  assert set(np.asarray(record["labels"])) <= set(range(scenes.NUM_LABELS))
+  tok = WordPieceTokenizer()
+  for word in questions.vocabulary():
+    assert len(tok.wordpieces(word)) == 1, word

@@ -1,0 +1,145 @@
+"""Real-format datasets from disk: COCO Karpathy, VQA v2, image-text JSONL, region TSV/npz; errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.data import fixtures as fx
+from vlfusion.data import local_datasets as ld
+from vlfusion.data import local_files
+from vlfusion.data.local_files import DataFileError
+
+
+def _build(name, manual_dir, data_dir):
+  builder = ld.make_builder(name, str(data_dir))
+  ld.prepare(builder, str(manual_dir))
+  return ld.make_builder(name, str(data_dir))  # a fresh builder reads what was written.
+
+
+def test_coco_karpathy_splits_and_corrupt_image_counted(tmp_path):
+  ids = fx.write_coco(str(tmp_path / "coco"), corrupt_ids=(101,))
+  builder = _build("coco_captions/images", tmp_path / "coco", tmp_path / "tfds")
+  splits = builder.info.splits
+  assert (splits["train"].num_examples, splits["validation"].num_examples, splits["test"].num_examples) == (
+      len(ids["train"]) + len(ids["restval"]) - 1, 2, 2)
+  assert builder.info.metadata["skipped"] == {"train": {"corrupt_image": 1}}
+  records = {r["image_id"].decode(): r for r in builder.as_data_source("train")}
+  assert "101" not in records and "100" in records
+  assert [c.decode() for c in records["100"]["captions"]] == fx.CAPTIONS[:2]
+  pixels = local_files.decode_image(records["100"]["image_bytes"], 32)
+  assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+
+
+def test_soft_score_is_the_official_leave_one_out_average():
+  for matching in range(11):
+    subsets = []
+    for left_out in range(10):  # humans 0..matching-1 gave the answer
+      others = matching - (left_out < matching)
+      subsets.append(min(1.0, others / 3))
+    assert ld.soft_score(matching) == pytest.approx(np.mean(subsets))
+    assert ld.soft_score(matching) == pytest.approx(min(1.0, 0.3 * matching))
+
+
+def test_answer_normalisation():
+  assert ld.normalize_answer("Two.") == "2"
+  assert ld.normalize_answer("a Dog") == "dog"
+  assert ld.normalize_answer(" 2.5 ") == "2.5"
+  assert ld.normalize_answer("t-shirt!") == "tshirt"
+
+
+def test_vqa_v2_soft_scores_and_answer_counts(tmp_path):
+  fx.write_vqa(str(tmp_path / "vqa"))
+  builder = _build("vqa_v2/images", tmp_path / "vqa", tmp_path / "tfds")
+  assert builder.info.splits["train"].num_examples == 8
+  assert builder.info.metadata["answer_counts"] == {"yes": 2, "3": 2, "blue": 2, "cat": 2}
+  records = {int(r["question_id"]): r for r in builder.as_data_source("train")}
+  scores = lambda r: dict(zip([a.decode() for a in r["answers"]], r["answer_scores"].tolist(), strict=True))
+  assert scores(records[11]) == pytest.approx({"2": 1.0, "3": 1.0})  # "two" normalises to "2": 5 of 10
+  assert scores(records[12]) == pytest.approx({"red": 0.3, "blue": 1.0})
+  assert scores(records[13]) == pytest.approx({"dog": 1.0, "cat": 0.6})
+
+
+def test_regions_from_tsv_and_npz_joined_by_image_id(tmp_path):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  # image 1 in a bottom-up TSV under its COCO file name, 2 and 3 as .npz
+  fx.write_regions(str(root), ["COCO_train2014_000000000001"], [2, 3])
+  builder = _build("vqa_v2/regions", root, tmp_path / "tfds")
+  for r in builder.as_data_source("train"):
+    expected = fx.region_arrays(int(r["image_id"]))
+    np.testing.assert_array_equal(r["region_features"], expected["features"])
+    np.testing.assert_allclose(r["boxes"], expected["boxes"] / np.array([200, 100, 200, 100]))
+    np.testing.assert_array_equal(r["labels"], expected["objects_id"])
+
+
+def test_missing_regions_are_skipped_and_counted(tmp_path):
+  root = tmp_path / "jsonl"
+  os.makedirs(root)
+  fx.write_jsonl(str(root), num_train=6)
+  fx.write_regions(str(root), [], [0, 1, 2])  # train_0..2 have features (keys from the file names)
+  builder = _build("image_text_jsonl/regions", root, tmp_path / "tfds")
+  assert builder.info.splits["train"].num_examples == 3
+  assert builder.info.metadata["skipped"]["train"] == {"missing_regions": 3}
+
+
+def test_jsonl_builder(tmp_path):
+  root = tmp_path / "jsonl"
+  os.makedirs(root)
+  fx.write_jsonl(str(root), num_train=10, corrupt=(3,))
+  os.remove(root / "img" / "train_4.jpg")
+  builder = _build("image_text_jsonl/images", root, tmp_path / "tfds")
+  assert builder.info.splits["train"].num_examples == 8
+  assert builder.info.metadata["skipped"]["train"] == {"corrupt_image": 1, "missing_image": 1}
+  assert builder.info.splits["validation"].num_examples == 8
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("bad_json", r"train\.jsonl: line 3: malformed JSON"),
+    ("no_text", r"train\.jsonl: line 2: missing field 'text'"),
+    ("no_file", r"image-text train file not found: .*train\.jsonl"),
+])
+def test_jsonl_errors_name_file_and_line(tmp_path, damage, needle):
+  root = tmp_path / "jsonl"
+  os.makedirs(root)
+  fx.write_jsonl(str(root), num_train=4)
+  lines = (root / "train.jsonl").read_text().splitlines()
+  if damage == "bad_json":
+    lines[2] = lines[2][:-3]
+  elif damage == "no_text":
+    lines[1] = json.dumps({"image": "img/train_1.jpg"})
+  (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+  if damage == "no_file":
+    os.remove(root / "train.jsonl")
+  with pytest.raises(DataFileError, match=needle):
+    _build("image_text_jsonl/images", root, tmp_path / "tfds")
+
+
+def test_coco_and_vqa_errors_name_the_record(tmp_path):
+  root = tmp_path / "coco"
+  fx.write_coco(str(root))
+  data = json.loads((root / "dataset_coco.json").read_text())
+  del data["images"][4]["sentences"]
+  (root / "dataset_coco.json").write_text(json.dumps(data))
+  with pytest.raises(DataFileError, match=r"dataset_coco\.json: images\[4\]: missing field 'sentences'"):
+    _build("coco_captions/images", root, tmp_path / "tfds")
+  vqa = tmp_path / "vqa"
+  fx.write_vqa(str(vqa))
+  os.remove(vqa / "v2_mscoco_train2014_annotations.json")
+  with pytest.raises(DataFileError, match=r"VQA annotations file not found: .*v2_mscoco_train2014"):
+    _build("vqa_v2/images", vqa, tmp_path / "tfds")
+
+
+def test_malformed_tsv_names_its_line(tmp_path):
+  directory = tmp_path / "regions"
+  os.makedirs(directory)
+  good = fx.tsv_line(5, fx.region_arrays(5))
+  bad = fx.tsv_line(6, fx.region_arrays(6)).rsplit("\t", 1)[0] + "\tnot-base64!"
+  (directory / "f.tsv").write_text(good + "\n" + bad + "\n")
+  store = local_files.RegionStore(str(directory), fx.FEATURE_DIM)
+  assert store.get("5").features.shape == (3, fx.FEATURE_DIM)
+  with pytest.raises(DataFileError, match=r"f\.tsv: line 2: field 'features' is not valid base64"):
+    store.get("6")
+  with pytest.raises(DataFileError, match="features of shape"):
+    local_files.RegionStore(str(directory), 1024).get("5")

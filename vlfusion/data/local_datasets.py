@@ -1,0 +1,325 @@
+"""Real datasets read from `manual_dir` as tfds builders: COCO captions, VQA v2, image-text JSONL.
+
+Each builder has two configs: `images` stores each image's encoded file bytes (decoded and resized by the
+pipeline, at whatever resolution the model wants), `regions` stores detector region features read from
+`manual_dir/regions/` (bottom-up-attention TSV files or per-image .npz, see `local_files`) joined to the
+text by image id. Nothing is downloaded. Missing or malformed annotation files raise `DataFileError`
+naming the file and line or record; an image that is missing or cannot be decoded (or has no region
+features) is skipped, logged, and counted in `info.metadata["skipped"]` by split and reason.
+
+The tfds names carry a `vlf_` prefix (tfds has its own `coco_captions`); the pipeline knows them by the
+short names in `BUILDERS`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vlfusion.data import local_files
+from vlfusion.data.local_files import DataFileError, field
+
+Example = tuple[str, dict[str, Any]]
+
+
+@dataclasses.dataclass
+class LocalConfig(tfds.core.BuilderConfig):
+  source: str = "images"  # images | regions
+  feature_dim: int = 2048
+
+
+_CONFIGS = [
+    LocalConfig(name="images", description="Encoded image bytes.", source="images"),
+    LocalConfig(name="regions", description="2048-d detector region features from manual_dir/regions.",
+                source="regions", feature_dim=2048),
+]
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What the local builders share: the image or region features of an example, and skip counting."""
+
+  BUILDER_CONFIGS = _CONFIGS
+
+  def _media_features(self) -> dict[str, Any]:
+    f = tfds.features
+    if self.builder_config.source == "images":
+      return {"image_bytes": f.Tensor(shape=(), dtype=np.object_)}
+    d = self.builder_config.feature_dim
+    return {"region_features": f.Tensor(shape=(None, d), dtype=np.float32),
+            "boxes": f.Tensor(shape=(None, 4), dtype=np.float32),
+            "labels": f.Tensor(shape=(None,), dtype=np.int32)}
+
+  def _start(self, manual_dir: Any) -> str:
+    manual_dir = os.fspath(manual_dir)
+    if not os.path.isdir(manual_dir):
+      raise DataFileError(f"{self.name}: manual_dir not found: {manual_dir}")
+    self._manual_dir = manual_dir
+    self._skips = local_files.SkipCounter(self.name)
+    self.info.metadata.update(self._skips.as_metadata())  # the same dicts, filled in as examples go by.
+    self._regions = None
+    if self.builder_config.source == "regions":
+      self._regions = local_files.RegionStore(os.path.join(manual_dir, "regions"),
+                                              self.builder_config.feature_dim)
+    return manual_dir
+
+  def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
+    """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
+    if self._regions is not None:
+      regions = self._regions.get(key)
+      if regions is None:
+        self._skips.skip(split, "missing_regions", f"image {key}")
+        return None
+      return {"region_features": regions.features, "boxes": regions.boxes, "labels": regions.labels}
+    data, reason = local_files.read_image(image_path)
+    if data is None:
+      self._skips.skip(split, reason, image_path)
+      return None
+    return {"image_bytes": data}
+
+  def _generate_examples(self, *args: Any, **kwargs: Any) -> Iterator[Example]:
+    raise NotImplementedError("each builder's _split_generators returns its own generators")
+
+  def _finish(self, split: str, generated: int, where: str) -> None:
+    skipped = self._skips.total(split)
+    if skipped:
+      logging.warning("%s/%s: %d examples written, %d skipped %s (see info.metadata['skipped']).",
+                      self.name, split, generated, skipped, self._skips.counts.get(split))
+    if not generated:
+      raise DataFileError(f"{self.name}/{split}: no usable examples in {where} ({skipped} skipped: "
+                          f"{self._skips.counts.get(split, {})}); check the image or region paths")
+
+
+def _image_root(manual_dir: str) -> str:
+  images = os.path.join(manual_dir, "images")
+  return images if os.path.isdir(images) else manual_dir
+
+
+class CocoCaptions(_LocalBuilder):
+  """COCO captions on the Karpathy split (train = train + restval, validation = val, test = test)."""
+
+  name = "vlf_coco_captions"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Karpathy split, images or region features."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds dataset_coco.json (the Karpathy split) and the images
+  at images/<filepath>/<filename> (or <filepath>/<filename>); for the `regions` config, regions/ with
+  bottom-up-attention TSV files or <image_id>.npz files."""
+  SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    f = tfds.features
+    return self.dataset_info_from_configs(
+        features=f.FeaturesDict({"image_id": f.Text(), "captions": f.Sequence(f.Text()),
+                                 **self._media_features()}),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    manual_dir = self._start(dl_manager.manual_dir)
+    path = os.path.join(manual_dir, "dataset_coco.json")
+    images = field(local_files.read_json(path, "Karpathy split file"), "images", path, list)
+    return {split: self._generate(split, names, path, images) for split, names in self.SPLITS.items()}
+
+  def _generate(self, split: str, names: tuple[str, ...], path: str, images: list) -> Iterator[Example]:
+    root, generated = _image_root(self._manual_dir), 0
+    for i, entry in enumerate(images):
+      where = f"{path}: images[{i}]"
+      if not isinstance(entry, dict):
+        raise DataFileError(f"{where}: expected an object, got {type(entry).__name__}")
+      if field(entry, "split", where, str) not in names:
+        continue
+      filename = field(entry, "filename", where, str)
+      sentences = field(entry, "sentences", where, list)
+      captions = [field(s, "raw", f"{where}.sentences[{j}]", str) if isinstance(s, dict) else
+                  _bad(f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
+      key = local_files.image_key(entry.get("cocoid", filename))
+      media = self._media(split, key, os.path.join(root, str(entry.get("filepath", "")), filename))
+      if media is None:
+        continue
+      generated += 1
+      yield key, {"image_id": key, "captions": captions, **media}
+    self._finish(split, generated, path)
+
+
+def _bad(where: str):
+  raise DataFileError(f"{where}: expected an object")
+
+
+class ImageTextJsonl(_LocalBuilder):
+  """Generic image-text pairs: `<split>.jsonl` files of {"image": path, "text": str or [str, ...]}.
+
+  Image paths are relative to manual_dir (or absolute); an optional "image_id" field names the image for
+  joining region features, otherwise the image file name does.
+  """
+
+  name = "vlf_image_text_jsonl"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "JSON lines of image path and text."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds train.jsonl (and optionally validation.jsonl,
+  test.jsonl), one {"image": path, "text": caption} object per line, and the images they name."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    f = tfds.features
+    return self.dataset_info_from_configs(
+        features=f.FeaturesDict({"image_id": f.Text(), "captions": f.Sequence(f.Text()),
+                                 **self._media_features()}),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    manual_dir = self._start(dl_manager.manual_dir)
+    local_files.require_file(os.path.join(manual_dir, "train.jsonl"), "image-text train file")
+    return {split: self._generate(split, os.path.join(manual_dir, f"{split}.jsonl"))
+            for split in ("train", "validation", "test")
+            if os.path.isfile(os.path.join(manual_dir, f"{split}.jsonl"))}
+
+  def _generate(self, split: str, path: str) -> Iterator[Example]:
+    generated = 0
+    for number, record in local_files.read_jsonl(path, f"image-text {split} file"):
+      where = f"{path}: line {number}"
+      image = field(record, "image", where, str)
+      text = field(record, "text", where, (str, list))
+      captions = [text] if isinstance(text, str) else text
+      if not captions or not all(isinstance(c, str) for c in captions):
+        raise DataFileError(f"{where}: field 'text' must be a string or a non-empty list of strings")
+      key = local_files.image_key(record.get("image_id", image))
+      media = self._media(split, key, os.path.join(self._manual_dir, image))
+      if media is None:
+        continue
+      generated += 1
+      yield f"{number}", {"image_id": key, "captions": captions, **media}
+    self._finish(split, generated, path)
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten".split())}
+_NUMBER_WORDS["none"] = "0"
+_ARTICLES = {"a", "an", "the"}
+_PUNCTUATION = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!]")
+_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+
+
+def normalize_answer(answer: str) -> str:
+  """An answer as the official VQA evaluation compares them: lowercase, punctuation removed, periods
+  kept only inside numbers, number words as digits, articles dropped (its contraction table is not
+  applied)."""
+  text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
+  text = _PERIOD.sub("", _PUNCTUATION.sub("", text))
+  words = [_NUMBER_WORDS.get(w, w) for w in text.split() if w not in _ARTICLES]
+  return " ".join(words)
+
+
+def soft_score(matching: int, num_humans: int = 10) -> float:
+  """The official VQA accuracy of an answer that `matching` of `num_humans` annotators gave:
+  min(1, matches / 3) averaged over the subsets that leave one annotator out. For 10 annotators this
+  equals min(1, 0.3 * matching) exactly (0.3, 0.6, 0.9, 1.0 for 1, 2, 3, 4+)."""
+  if num_humans <= 1:
+    return float(matching > 0)
+  with_it = matching * min(1.0, (matching - 1) / 3)  # the left-out annotator gave this answer.
+  without = (num_humans - matching) * min(1.0, matching / 3)
+  return (with_it + without) / num_humans
+
+
+class VqaV2(_LocalBuilder):
+  """VQA v2 questions with soft-scored answers (train = train2014, validation = val2014).
+
+  `answers` are the distinct normalised answers of the 10 annotators and `answer_scores` their official
+  soft scores (`soft_score`). `info.metadata["answer_counts"]` counts each normalised
+  `multiple_choice_answer` of the train split: the pipeline's answer vocabulary is drawn from it.
+  """
+
+  name = "vlf_vqa_v2"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds v2_OpenEnded_mscoco_{train,val}2014_questions.json,
+  v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
+  the `regions` config, regions/ with TSV or .npz features."""
+  SUBSETS = {"train": "train2014", "validation": "val2014"}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    f = tfds.features
+    return self.dataset_info_from_configs(
+        features=f.FeaturesDict({
+            "question_id": np.int64, "image_id": f.Text(), "question": f.Text(),
+            "question_type": f.Text(), "answer_type": f.Text(), "multiple_choice_answer": f.Text(),
+            "answers": f.Sequence(f.Text()), "answer_scores": f.Tensor(shape=(None,), dtype=np.float32),
+            **self._media_features()}),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    manual_dir = self._start(dl_manager.manual_dir)
+    splits = {}
+    for split, subset in self.SUBSETS.items():
+      questions = os.path.join(manual_dir, f"v2_OpenEnded_mscoco_{subset}_questions.json")
+      annotations = os.path.join(manual_dir, f"v2_mscoco_{subset}_annotations.json")
+      if split != "train" and not os.path.isfile(questions):
+        continue
+      splits[split] = self._generate(split, subset, self._load(questions, annotations, split))
+    return splits
+
+  def _load(self, questions_path: str, annotations_path: str, split: str) -> list[tuple[dict, dict, str]]:
+    questions = field(local_files.read_json(questions_path, "VQA questions file"), "questions",
+                      questions_path, list)
+    annotations = field(local_files.read_json(annotations_path, "VQA annotations file"), "annotations",
+                        annotations_path, list)
+    by_id = {}
+    for i, a in enumerate(annotations):
+      by_id[field(a, "question_id", f"{annotations_path}: annotations[{i}]", int)] = (a, i)
+    out, counts = [], collections.Counter()
+    for i, q in enumerate(questions):
+      where = f"{questions_path}: questions[{i}]"
+      qid = field(q, "question_id", where, int)
+      if qid not in by_id:
+        raise DataFileError(f"{where}: question_id {qid} has no entry in {annotations_path}")
+      a, j = by_id[qid]
+      a_where = f"{annotations_path}: annotations[{j}]"
+      counts[normalize_answer(field(a, "multiple_choice_answer", a_where, str))] += 1
+      out.append((q, a, f"{where} / {a_where}"))
+    if split == "train":
+      self.info.metadata["answer_counts"] = dict(counts.most_common())
+    return out
+
+  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]]) -> Iterator[Example]:
+    root, generated = _image_root(self._manual_dir), 0
+    for q, a, where in items:
+      image_id = field(q, "image_id", where, int)
+      given = [normalize_answer(field(x, "answer", where, str)) for x in field(a, "answers", where, list)]
+      counts = collections.Counter(given)
+      answers = sorted(counts)
+      key = str(image_id)
+      path = os.path.join(root, subset, f"COCO_{subset}_{image_id:012d}.jpg")
+      media = self._media(split, key, path)
+      if media is None:
+        continue
+      generated += 1
+      yield str(q["question_id"]), {
+          "question_id": q["question_id"], "image_id": key, "question": field(q, "question", where, str),
+          "question_type": str(a.get("question_type", "")), "answer_type": str(a.get("answer_type", "")),
+          "multiple_choice_answer": normalize_answer(a["multiple_choice_answer"]),
+          "answers": answers,
+          "answer_scores": np.array([soft_score(counts[x], len(given)) for x in answers], np.float32),
+          **media}
+    self._finish(split, generated, f"the VQA {subset} files")
+
+
+BUILDERS = {"coco_captions": CocoCaptions, "vqa_v2": VqaV2, "image_text_jsonl": ImageTextJsonl}
+
+
+def make_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The builder for `family/config` (e.g. `image_text_jsonl/images`) under `data_dir`."""
+  family, _, config = name.partition("/")
+  return BUILDERS[family](data_dir=data_dir, config=config or "images")
+
+
+def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
+  """Writes the dataset (ArrayRecord) from `manual_dir` unless it is already prepared."""
+  if builder.is_prepared():
+    return
+  builder.download_and_prepare(
+      file_format="array_record",
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

@@ -1,0 +1,254 @@
+"""Reading the files of real datasets from disk: JSON, JSONL, images, and region features.
+
+Every error names the file and, where there is one, the line or record at fault. Images that cannot be
+read are not errors: the builders skip them and count them in a `SkipCounter`, which logs each skip and
+ends up in the dataset's metadata.
+
+Region features come in the two formats that bottom-up-attention style extractors write, joined to
+captions and questions by `image_key`:
+
+- TSV, one image per line, tab-separated fields `TSV_FIELDS`; `boxes` and `features` are base64 of
+  float32 arrays ([num_boxes, 4] in pixels, [num_boxes, D]), `objects_id` and `attrs_id` base64 of int64,
+  `objects_conf` and `attrs_conf` base64 of float32.
+- one `.npz` file per image named by its key, with `features` [N, D], `boxes` [N, 4] in pixels, `img_h`,
+  `img_w`, and optionally `objects_id` [N].
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import dataclasses
+import glob
+import io
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+TSV_FIELDS = ("img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
+              "num_boxes", "boxes", "features")
+_MAX_LOGGED_SKIPS = 20
+
+
+class DataFileError(ValueError):
+  """A dataset file that is missing or malformed; the message names the file and line or record."""
+
+
+def require_file(path: str, what: str) -> str:
+  """`path`, or a `DataFileError` saying which file of which dataset is missing."""
+  if not os.path.isfile(path):
+    raise DataFileError(f"{what} not found: {path}")
+  return path
+
+
+def read_json(path: str, what: str) -> Any:
+  """The parsed JSON file at `path`; a syntax error names its line and column."""
+  require_file(path, what)
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise DataFileError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON ({e.msg})") from e
+
+
+def read_jsonl(path: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, object) for each non-empty line of a JSON-lines file."""
+  require_file(path, what)
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataFileError(f"{path}: line {number}: malformed JSON ({e.msg})") from e
+      if not isinstance(record, dict):
+        raise DataFileError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
+      yield number, record
+
+
+def field(record: dict[str, Any], name: str, where: str, kind: type | tuple[type, ...] | None = None) -> Any:
+  """`record[name]`, or a `DataFileError` naming `where` (file and line or record) and the field."""
+  if name not in record:
+    raise DataFileError(f"{where}: missing field {name!r}")
+  value = record[name]
+  if kind is not None and not isinstance(value, kind):
+    raise DataFileError(f"{where}: field {name!r} is {type(value).__name__}, not the expected type")
+  return value
+
+
+def image_key(value: Any) -> str:
+  """The join key of an image id or file name: the number at its end (COCO_val2014_000000000042.jpg and
+  42 are both '42'), or the file name without extension when it has no number."""
+  stem = os.path.splitext(os.path.basename(str(value)))[0]
+  match = re.search(r"(\d+)$", stem)
+  return str(int(match.group(1))) if match else stem
+
+
+@dataclasses.dataclass
+class SkipCounter:
+  """Counts, logs and describes the examples a builder skipped, by reason and split."""
+
+  dataset: str
+  counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+  examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+  def skip(self, split: str, reason: str, detail: str) -> None:
+    by_reason = self.counts.setdefault(split, {})
+    by_reason[reason] = by_reason.get(reason, 0) + 1
+    logged = self.examples.setdefault(reason, [])
+    if len(logged) < _MAX_LOGGED_SKIPS:
+      logged.append(detail)
+      logging.warning("%s/%s: skipped an example (%s): %s", self.dataset, split, reason, detail)
+
+  def total(self, split: str | None = None) -> int:
+    splits = [split] if split else list(self.counts)
+    return sum(sum(self.counts.get(s, {}).values()) for s in splits)
+
+  def as_metadata(self) -> dict[str, Any]:
+    return {"skipped": self.counts, "skipped_examples": self.examples}
+
+
+def read_image(path: str) -> tuple[bytes | None, str]:
+  """(encoded bytes, "") of a readable image file, or (None, reason) when it is missing or cannot be
+  decoded. The bytes are the file's own: decoding here only proves that decoding works."""
+  from PIL import Image
+
+  if not os.path.isfile(path):
+    return None, "missing_image"
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+  except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files.
+    return None, "corrupt_image"
+  return data, ""
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+  """uint8 [size, size, 3] RGB pixels of an encoded image, resized (JPEGs are decoded at reduced scale
+  when they are much larger than `size`, which is most of the decoding cost)."""
+  from PIL import Image
+
+  with Image.open(io.BytesIO(data)) as image:
+    image.draft("RGB", (size, size))
+    image = image.convert("RGB")
+    if image.size != (size, size):
+      image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, np.uint8)
+
+
+@dataclasses.dataclass
+class Regions:
+  """Detector outputs for one image: features [N, D], boxes [N, 4] normalised to [0, 1], labels [N]."""
+
+  features: np.ndarray
+  boxes: np.ndarray
+  labels: np.ndarray
+
+
+def _b64_array(text: str, dtype: Any, shape: tuple[int, ...], where: str, name: str) -> np.ndarray:
+  try:
+    raw = base64.b64decode(text, validate=True)
+  except (binascii.Error, ValueError) as e:
+    raise DataFileError(f"{where}: field {name!r} is not valid base64") from e
+  itemsize = np.dtype(dtype).itemsize
+  count = int(np.prod([d for d in shape if d != -1]))
+  if len(raw) % itemsize or (count and len(raw) // itemsize % count):
+    raise DataFileError(f"{where}: field {name!r} has {len(raw)} bytes, which is not a whole number of "
+                        f"{np.dtype(dtype).name} arrays of shape {shape}")
+  return np.frombuffer(raw, dtype).reshape(shape)
+
+
+def _normalise_boxes(boxes: np.ndarray, height: float, width: float) -> np.ndarray:
+  scale = np.array([width, height, width, height], np.float32)
+  return np.clip(boxes.astype(np.float32) / scale, 0.0, 1.0)
+
+
+class RegionStore:
+  """Region features by image key, from TSV files and .npz files, read lazily.
+
+  The TSV files are indexed once (image key -> file and byte offset) without decoding them, and a line is
+  decoded only when its image is asked for, so features larger than memory are fine.
+  """
+
+  def __init__(self, directory: str, feature_dim: int):
+    if not os.path.isdir(directory):
+      raise DataFileError(f"region feature directory not found: {directory}")
+    self.directory = directory
+    self.feature_dim = feature_dim
+    self._tsv: dict[str, tuple[str, int, int]] = {}
+    self._npz: dict[str, str] = {}
+    csv.field_size_limit(sys.maxsize)
+    for path in sorted(glob.glob(os.path.join(directory, "**", "*.tsv"), recursive=True)):
+      with open(path, "rb") as f:
+        offset, number = 0, 0
+        for line in f:
+          number += 1
+          if line.strip():
+            self._tsv.setdefault(image_key(line.split(b"\t", 1)[0].decode()), (path, number, offset))
+          offset += len(line)
+    for path in sorted(glob.glob(os.path.join(directory, "**", "*.npz"), recursive=True)):
+      self._npz.setdefault(image_key(path), path)
+    if not self._tsv and not self._npz:
+      raise DataFileError(f"no region features (*.tsv or *.npz) under {directory}")
+
+  def __len__(self) -> int:
+    return len(set(self._tsv) | set(self._npz))
+
+  def get(self, key: str) -> Regions | None:
+    """The regions of image `key`, or None when there are none; malformed records raise."""
+    if key in self._tsv:
+      return self._read_tsv(*self._tsv[key])
+    if key in self._npz:
+      return self._read_npz(self._npz[key])
+    return None
+
+  def _read_tsv(self, path: str, number: int, offset: int) -> Regions:
+    where = f"{path}: line {number}"
+    with open(path, encoding="utf-8", newline="") as f:
+      f.seek(offset)
+      row = next(csv.reader([f.readline()], delimiter="\t"))
+    if len(row) != len(TSV_FIELDS):
+      raise DataFileError(f"{where}: {len(row)} tab-separated fields, expected {len(TSV_FIELDS)} "
+                          f"({', '.join(TSV_FIELDS)})")
+    item = dict(zip(TSV_FIELDS, row, strict=True))
+    try:
+      n, height, width = int(item["num_boxes"]), float(item["img_h"]), float(item["img_w"])
+    except ValueError as e:
+      raise DataFileError(f"{where}: num_boxes, img_h and img_w must be numbers ({e})") from e
+    boxes = _b64_array(item["boxes"], np.float32, (n, 4), where, "boxes")
+    features = _b64_array(item["features"], np.float32, (n, -1), where, "features")
+    labels = _b64_array(item["objects_id"], np.int64, (n,), where, "objects_id")
+    return self._check(Regions(features, _normalise_boxes(boxes, height, width), labels.astype(np.int32)),
+                       where)
+
+  def _read_npz(self, path: str) -> Regions:
+    try:
+      with np.load(path) as z:
+        features, boxes = z["features"], z["boxes"]
+        height, width = float(z["img_h"]), float(z["img_w"])
+        labels = z["objects_id"] if "objects_id" in z else np.zeros(len(features), np.int64)
+    except KeyError as e:
+      raise DataFileError(f"{path}: missing array {e} (needs features, boxes, img_h, img_w)") from e
+    except Exception as e:  # a truncated or non-zip file.
+      raise DataFileError(f"{path}: unreadable .npz file ({e})") from e
+    if boxes.shape != (len(features), 4) or len(labels) != len(features):
+      raise DataFileError(f"{path}: boxes {boxes.shape} and objects_id {labels.shape} do not match "
+                          f"features {features.shape}")
+    return self._check(Regions(features.astype(np.float32), _normalise_boxes(boxes, height, width),
+                               np.asarray(labels, np.int32)), path)
+
+  def _check(self, regions: Regions, where: str) -> Regions:
+    if regions.features.ndim != 2 or regions.features.shape[1] != self.feature_dim:
+      raise DataFileError(f"{where}: features of shape {regions.features.shape}, expected "
+                          f"[num_boxes, {self.feature_dim}]")
+    return regions

@@ -1,0 +1,168 @@
+"""Shapes-world VQA questions and NLVR2-style statements about pairs of scenes, from the scene graph.
+
+Questions come in five types (colour, shape, count, existence, relation) with answers in a closed
+vocabulary `ANSWERS`; a question is only asked when its answer is unambiguous in the scene. Pair
+statements compare a left and a right scene and are true or false, balanced 50/50.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, _holds_relation, _unique, relation
+
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")
+ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS)
+PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
+
+
+def _pick(items: Sequence, rng: np.random.Generator):
+  return items[int(rng.integers(len(items)))]
+
+
+def _count(objects: Sequence[Obj], **attrs: str) -> int:
+  return sum(all(getattr(o, k) == v for k, v in attrs.items()) for o in objects)
+
+
+def _colour_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+  candidates = []
+  for o in objects:
+    if _count(objects, shape=o.shape) == 1:
+      candidates.append((f"what colour is the {o.shape}?", o.colour))
+    elif _count(objects, shape=o.shape, size=o.size) == 1:
+      candidates.append((f"what colour is the {o.size} {o.shape}?", o.colour))
+  return _pick(candidates, rng) if candidates else None
+
+
+def _shape_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+  candidates = []
+  for o in objects:
+    if _count(objects, colour=o.colour) == 1:
+      candidates.append((f"what shape is the {o.colour} object?", o.shape))
+    elif _count(objects, colour=o.colour, size=o.size) == 1:
+      candidates.append((f"what shape is the {o.size} {o.colour} object?", o.shape))
+  return _pick(candidates, rng) if candidates else None
+
+
+def _count_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str]:
+  # Half the time about an object in the scene, so that the answer is not mostly "zero".
+  if rng.random() < 0.5:
+    o = _pick(objects, rng)
+    colour, shape = o.colour, o.shape
+  else:
+    colour, shape = _pick(list(COLOURS), rng), _pick(SHAPES, rng)
+  form = int(rng.integers(3))
+  if form == 0:
+    return f"how many {colour} {shape}s are there?", NUMBERS[_count(objects, colour=colour, shape=shape)]
+  if form == 1:
+    return f"how many {shape}s are there?", NUMBERS[_count(objects, shape=shape)]
+  return f"how many {colour} objects are there?", NUMBERS[_count(objects, colour=colour)]
+
+
+def _existence_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str]:
+  if rng.random() < 0.5:
+    o = _pick(objects, rng)
+    return f"is there a {o.colour} {o.shape}?", "yes"
+  absent = [(c, s) for c in COLOURS for s in SHAPES if _count(objects, colour=c, shape=s) == 0]
+  c, s = _pick(absent, rng)
+  return f"is there a {c} {s}?", "no"
+
+
+def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+  unique = _unique(objects)
+  pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
+  pairs = [p for p in pairs if p[2] is not None]
+  if not pairs:
+    return None
+  a, b, rel = _pick(pairs, rng)
+  if rng.random() < 0.5 and not _holds_relation(b, a, rel):  # swapped subject and object: false.
+    a, b = b, a
+  answer = "yes" if _holds_relation(a, b, rel) else "no"
+  return f"is the {a.colour} {a.shape} {rel} the {b.colour} {b.shape}?", answer
+
+
+_ASK: dict[str, Callable] = {
+    "colour": _colour_question, "shape": _shape_question, "count": _count_question,
+    "existence": _existence_question, "relation": _relation_question,
+}
+
+
+def make_questions(objects: Sequence[Obj], rng: np.random.Generator) -> list[tuple[str, str, str]]:
+  """(question, answer, question_type) for each type the scene can answer unambiguously."""
+  out = []
+  for qtype in QUESTION_TYPES:
+    qa = _ASK[qtype](objects, rng)
+    if qa is not None:
+      out.append((qa[0], qa[1], qtype))
+  return out
+
+
+def answer_holds(question: str, answer: str, objects: Sequence[Obj]) -> bool:
+  """Re-derives the answer of a generated question from the scene (a check for tests)."""
+  words = question.rstrip("?").split()
+  if words[:2] == ["what", "colour"]:
+    target = words[4:]
+    matches = [o for o in objects if (o.shape == target[-1] and (len(target) == 1 or o.size == target[0]))]
+    return len(matches) == 1 and matches[0].colour == answer
+  if words[:2] == ["what", "shape"]:
+    target = words[4:-1]
+    matches = [o for o in objects if o.colour == target[-1] and (len(target) == 1 or o.size == target[0])]
+    return len(matches) == 1 and matches[0].shape == answer
+  if words[:2] == ["how", "many"]:
+    if words[-3] == "objects":
+      n = _count(objects, colour=words[2])
+    elif len(words) == 6:
+      n = _count(objects, colour=words[2], shape=words[3][:-1])
+    else:
+      n = _count(objects, shape=words[2][:-1])
+    return NUMBERS[n] == answer
+  if words[:2] == ["is", "there"]:
+    return (_count(objects, colour=words[3], shape=words[4]) > 0) == (answer == "yes")
+  # is the C S <relation words> the C2 S2
+  c, s, c2, s2 = words[2], words[3], words[-2], words[-1]
+  rel = " ".join(words[4:-3])
+  a = [o for o in objects if (o.colour, o.shape) == (c, s)]
+  b = [o for o in objects if (o.colour, o.shape) == (c2, s2)]
+  return (len(a) == len(b) == 1) and _holds_relation(a[0], b[0], rel) == (answer == "yes")
+
+
+def _statement(template: str, left: Sequence[Obj], right: Sequence[Obj],
+               rng: np.random.Generator) -> tuple[str, bool]:
+  o = _pick([*left, *right], rng)
+  if template in ("more", "fewer"):
+    form = int(rng.integers(3))
+    attrs, noun = [({"shape": o.shape}, f"{o.shape}s"), ({"colour": o.colour}, f"{o.colour} objects"),
+                   ({"colour": o.colour, "shape": o.shape}, f"{o.colour} {o.shape}s")][form]
+    nl, nr = _count(left, **attrs), _count(right, **attrs)
+    truth = nl > nr if template == "more" else nl < nr
+    return f"the left image has {template} {noun} than the right image", truth
+  in_left = _count(left, colour=o.colour, shape=o.shape) > 0
+  in_right = _count(right, colour=o.colour, shape=o.shape) > 0
+  if template == "both":
+    return f"both images contain a {o.colour} {o.shape}", in_left and in_right
+  if template == "exactly_one":
+    return f"exactly one image contains a {o.colour} {o.shape}", in_left != in_right
+  n = int(rng.integers(1, 4)) if rng.random() < 0.5 else _count(right, shape=o.shape)
+  noun = o.shape if n == 1 else f"{o.shape}s"
+  return f"the right image contains {NUMBERS[n]} {noun}", _count(right, shape=o.shape) == n
+
+
+def pair_statement(left: Sequence[Obj], right: Sequence[Obj], rng: np.random.Generator) -> tuple[str, bool]:
+  """A statement about two scenes (left, right) and whether it is true; true with probability 1/2."""
+  want = bool(rng.random() < 0.5)
+  for _ in range(100):
+    text, truth = _statement(_pick(PAIR_TEMPLATES, rng), left, right, rng)
+    if truth == want:
+      return text, truth
+  return text, truth
+
+
+def vocabulary() -> list[str]:
+  """Every word a question, answer or pair statement can contain, beyond the captions' words."""
+  words = {"what", "colour", "shape", "object", "objects", "how", "many", "is", "are", "there", "the", "a",
+           "left", "right", "image", "images", "has", "more", "fewer", "than", "both", "contain",
+           "contains", "exactly", "yes", "no"}
+  words.update(COLOURS, SHAPES, (s + "s" for s in SHAPES), SIZES, NUMBERS)
+  return sorted(words)

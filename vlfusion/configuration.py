@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.image = dict(
       input="regions", hidden_size=64, num_layers=1, num_heads=4, mlp_dim=128,
       feature_dim=64, num_regions=8, box_dim=4, image_size=64, patch_size=8, init_from="",
+      # How image inputs become tokens: "" = the input's default; regions: "lxmert" (LN(fc(feature)) and
+      # LN(fc(box)) averaged) or "visualbert" (fc(feature) + type + position, LN; no boxes);
+      # patches: "vilt" (conv patches, [CLS], interpolated positions).
+      embedding="",
   )
   c.model.fusion_layers = 2
   c.model.cross = dict(direction="both", share_weights=False, order="cross_self_ffn")
@@ -184,6 +188,26 @@ def _check_stream(stream: Any, name: str) -> None:
   _check(stream.num_layers >= 0, f"config.model.{name}.num_layers={stream.num_layers} is negative")
 
 
+# model.image.embedding -> the image input it embeds ("" = the input's default).
+IMAGE_EMBEDDINGS = {"lxmert": "regions", "visualbert": "regions", "vilt": "patches"}
+
+
+def _check_image_embedding(image: Any) -> None:
+  name = image.get("embedding", "")
+  if not name:
+    return
+  _check(
+      name in IMAGE_EMBEDDINGS,
+      f"config.model.image.embedding={name!r} must be '' (the input's default) or one of "
+      f"{sorted(IMAGE_EMBEDDINGS)}",
+  )
+  _check(
+      IMAGE_EMBEDDINGS[name] == image.input,
+      f"config.model.image.embedding={name!r} embeds {IMAGE_EMBEDDINGS[name]}, but "
+      f"config.model.image.input={image.input!r}",
+  )
+
+
 def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
   """Returns {data, fsdp, tensor} sizes whose product is `num_devices`, resolving one -1."""
   sizes = {ax: int(mesh_config[ax]) for ax in ("data", "fsdp", "tensor")}
@@ -222,6 +246,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       m.image.input in IMAGE_INPUTS,
       f"config.model.image.input={m.image.input!r} must be one of {IMAGE_INPUTS}",
   )
+  _check_image_embedding(m.image)
   _check_stream(m.text, "text")
   _check_stream(m.image, "image")
   if m.fusion in ("single_stream", "merged_attention"):

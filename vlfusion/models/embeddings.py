@@ -1,4 +1,4 @@
-"""Input embeddings: BERT-style text, detector regions (features + boxes) and ViLT-style patches."""
+"""Input embeddings: BERT-style text, detector regions (LXMERT or VisualBERT style) and ViLT-style patches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vlfusion.models.attention import default_kernel_init, partitioned
 from vlfusion.models.layers import dense, layer_norm
@@ -95,21 +96,97 @@ class RegionEmbeddings(nn.Module):
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-def interpolate_positions(table: jax.Array, grid: tuple[int, int]) -> jax.Array:
-  """Bilinearly resizes a [h*w, D] square position table to `grid`, as ViLT does for other sizes."""
+class VisualBertRegionEmbeddings(nn.Module):
+  """Detector regions as VisualBERT embeds them: LN(W_f feature + type + position), then dropout.
+
+  VisualBERT adds its visual token-type row 1 and visual position row 0 to every region (no box input)
+  and normalises with the LayerNorm it also applies to text; here the LayerNorm is the image side's own
+  (a converted checkpoint copies the text one into it, so the two start equal and may drift apart in
+  fine-tuning).
+
+  Attributes:
+    hidden_size: width D.
+  """
+
+  hidden_size: int
+  dropout: float = 0.0
+  layer_norm_eps: float = 1e-12
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+      self, features: jax.Array, boxes: jax.Array | None = None, *, deterministic: bool
+  ) -> jax.Array:
+    """features [B,R,F] -> [B,R,D]; `boxes` is accepted for a uniform signature and ignored."""
+    del boxes
+    x = dense(self.hidden_size, (None, "embed"), self.dtype, self.param_dtype, name="feature_proj")(
+        features)
+    d = self.hidden_size
+    type_row = self.param("type_embedding", partitioned(default_kernel_init, ("embed",)), (d,),
+                          self.param_dtype)
+    position_row = self.param("position_embedding", partitioned(default_kernel_init, ("embed",)), (d,),
+                              self.param_dtype)
+    x = x + (type_row + position_row).astype(x.dtype)
+    x = layer_norm(self.layer_norm_eps, self.dtype, self.param_dtype, name="norm")(x)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+def _bilinear_weights(valid: jax.Array, size: int, side: int) -> jax.Array:
+  """[B,size,side] weights resizing `side` rows to the first `valid[b]` of `size` rows; zero beyond.
+
+  Bilinear with align_corners=True, as ViLT's `F.interpolate` call: output row i reads source position
+  i*(side-1)/(valid-1). `valid` may be traced, so every image of a batch gets its own grid.
+  """
+  i = jnp.arange(size, dtype=jnp.float32)[None, :]
+  valid = valid.astype(jnp.float32)[:, None]
+  scale = jnp.where(valid > 1, (side - 1) / jnp.maximum(valid - 1, 1.0), 0.0)
+  src = i * scale
+  lo = jnp.clip(jnp.floor(src), 0, side - 1)
+  frac = src - lo
+  hi = jnp.minimum(lo + 1, side - 1)
+  w = (jax.nn.one_hot(lo.astype(jnp.int32), side) * (1 - frac)[..., None]
+       + jax.nn.one_hot(hi.astype(jnp.int32), side) * frac[..., None])
+  return jnp.where((i < valid)[..., None], w, 0.0)
+
+
+def interpolate_positions(
+    table: jax.Array, grid: tuple[int, int], valid_rows: jax.Array | None = None,
+    valid_cols: jax.Array | None = None,
+) -> jax.Array:
+  """Resizes a square [h*w, D] position table onto each image's valid patch grid, as ViLT does.
+
+  The table is resized (bilinear, align_corners) to the `valid_rows[b] x valid_cols[b]` top-left part of
+  a `grid` of patches; positions outside it are zero (they are masked). Without valid sizes the whole
+  grid is valid. Returns [B, grid_h*grid_w, D] (B = 1 without valid sizes).
+  """
   side = int(round(table.shape[0] ** 0.5))
-  if (side, side) == tuple(grid):
-    return table
-  square = table.reshape(side, side, -1)
-  return jax.image.resize(square, (*grid, table.shape[-1]), method="bilinear").reshape(
-      grid[0] * grid[1], -1
-  )
+  gh, gw = grid
+  if valid_rows is None:
+    valid_rows, valid_cols = jnp.array([gh]), jnp.array([gw])
+  square = table.reshape(side, side, -1).astype(jnp.float32)
+  wy = _bilinear_weights(valid_rows, gh, side)
+  wx = _bilinear_weights(valid_cols, gw, side)
+  out = jnp.einsum("bis,bjt,std->bijd", wy, wx, square, precision=jax.lax.Precision.HIGHEST)
+  return out.reshape(out.shape[0], gh * gw, -1).astype(table.dtype)
+
+
+def patch_grid_mask(pixel_mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """Nearest-neighbour resize of a pixel mask [B,H,W] to the patch grid (ViLT's `F.interpolate`)."""
+  h, w = pixel_mask.shape[1:3]
+  rows = np.floor(np.arange(grid[0]) * (h / grid[0])).astype(np.int32)
+  cols = np.floor(np.arange(grid[1]) * (w / grid[1])).astype(np.int32)
+  return pixel_mask[:, rows][:, :, cols].astype(bool)
 
 
 class PatchEmbeddings(nn.Module):
   """Image pixels cut into patches (a strided conv), an image [CLS] token and position embeddings.
 
-  The position table is learned for `image_size`; other resolutions interpolate it (ViLT).
+  The position table is learned for `image_size`; images of another size, or padded images (a pixel
+  mask), get it resized to their valid patch grid (bilinear, align_corners, as ViLT). Patches outside
+  the valid region are masked out. Unlike HF's ViLT, patches stay in raster order (HF samples them in a
+  random order).
 
   Attributes:
     hidden_size: width D.
@@ -125,8 +202,10 @@ class PatchEmbeddings(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, pixels: jax.Array, *, deterministic: bool) -> tuple[jax.Array, jax.Array]:
-    """pixels [B,H,W,3] -> (tokens [B,1+N,D], mask bool [B,1+N])."""
+  def __call__(
+      self, pixels: jax.Array, pixel_mask: jax.Array | None = None, *, deterministic: bool
+  ) -> tuple[jax.Array, jax.Array]:
+    """pixels [B,H,W,C], pixel_mask [B,H,W] (1 = real pixel) -> (tokens [B,1+N,D], mask bool [B,1+N])."""
     p = self.patch_size
     x = nn.Conv(
         self.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
@@ -143,9 +222,46 @@ class PatchEmbeddings(nn.Module):
         "position_embeddings", partitioned(default_kernel_init, (None, "embed")), (n + 1, d),
         self.param_dtype,
     )
-    patch_pos = interpolate_positions(pos[1:], (gh, gw))
+    if pixel_mask is None:
+      grid_mask = jnp.ones((b, gh, gw), bool)
+      patch_pos = interpolate_positions(pos[1:], (gh, gw))
+    else:
+      grid_mask = patch_grid_mask(pixel_mask, (gh, gw))
+      # Valid rows/columns counted along the first column/row, as ViLT does (a top-left rectangle).
+      patch_pos = interpolate_positions(pos[1:], (gh, gw), grid_mask[:, :, 0].sum(1),
+                                        grid_mask[:, 0, :].sum(1))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
-    x = x + jnp.concatenate([pos[:1], patch_pos], axis=0)[None].astype(x.dtype)
+    patch_pos = jnp.broadcast_to(patch_pos, (b, gh * gw, d))
+    x = x + jnp.concatenate([jnp.broadcast_to(pos[:1], (b, 1, d)), patch_pos], axis=1).astype(x.dtype)
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    return x, jnp.ones((b, x.shape[1]), bool)
+    mask = jnp.concatenate([jnp.ones((b, 1), bool), grid_mask.reshape(b, gh * gw)], axis=1)
+    return x, mask
+
+
+# model.image.embedding -> (input it serves, module); "" picks the input's default.
+IMAGE_EMBEDDINGS = {
+    "lxmert": ("regions", RegionEmbeddings),
+    "visualbert": ("regions", VisualBertRegionEmbeddings),
+    "vilt": ("patches", PatchEmbeddings),
+}
+DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
+
+
+def image_embedding_name(image_config: Any) -> str:
+  """The embedding variant `model.image` asks for, resolving "" to the input's default."""
+  return image_config.get("embedding", "") or DEFAULT_IMAGE_EMBEDDING[image_config.input]
+
+
+def build_image_embeddings(model_config: Any) -> nn.Module:
+  """The image embedding module named by `model.image.embedding` (regions or patches)."""
+  c = model_config
+  dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+  _, cls = IMAGE_EMBEDDINGS[image_embedding_name(c.image)]
+  if cls is PatchEmbeddings:
+    return PatchEmbeddings(
+        hidden_size=c.image.hidden_size, patch_size=c.image.patch_size, image_size=c.image.image_size,
+        dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
+    )
+  return cls(hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,
+             dtype=dtype, param_dtype=param_dtype)

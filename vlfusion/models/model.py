@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlfusion.models import co_attention, single_stream
-from vlfusion.models.embeddings import PatchEmbeddings, RegionEmbeddings, TextEmbeddings
+from vlfusion.models.embeddings import TextEmbeddings, build_image_embeddings
 from vlfusion.models.heads import ItmHead, MlmHead, Pooler
 
 # fusion family -> module whose `build(model_config)` returns the encoder.
@@ -41,16 +41,7 @@ class VisionLanguageModel(nn.Module):
         type_vocab_size=c.text.type_vocab_size, dropout=c.dropout,
         layer_norm_eps=c.layer_norm_eps, dtype=dtype, param_dtype=param_dtype,
     )
-    if c.image.input == "regions":
-      self.image_embeddings = RegionEmbeddings(
-          hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,
-          dtype=dtype, param_dtype=param_dtype,
-      )
-    else:
-      self.image_embeddings = PatchEmbeddings(
-          hidden_size=c.image.hidden_size, patch_size=c.image.patch_size,
-          image_size=c.image.image_size, dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
-      )
+    self.image_embeddings = build_image_embeddings(c)  # by model.image.embedding
     self.encoder = ENCODERS[c.fusion].build(c)
     self.pooler = Pooler(c.text.hidden_size, dtype=dtype, param_dtype=param_dtype)
     heads = {}
@@ -69,7 +60,7 @@ class VisionLanguageModel(nn.Module):
       regions = batch["regions"]
       x = self.image_embeddings(regions["features"], regions["boxes"], deterministic=deterministic)
       return x, regions["mask"].astype(bool)
-    return self.image_embeddings(batch["image"], deterministic=deterministic)
+    return self.image_embeddings(batch["image"], batch.get("image_mask"), deterministic=deterministic)
 
   def __call__(self, batch: dict[str, Any], train: bool = False) -> dict[str, jax.Array]:
     deterministic = not train

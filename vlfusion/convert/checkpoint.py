@@ -28,18 +28,25 @@ class HfCheckpoint:
     config: the HF config as a dict (for CLIP, its vision config).
     tensors: HF parameter name (wrapper prefix removed) -> float numpy array.
     source: where it came from, for messages.
+    used: the names `get` has read.
   """
 
   model_type: str
   config: dict[str, Any]
   tensors: dict[str, np.ndarray]
   source: str
+  used: set[str] = dataclasses.field(default_factory=set)
 
   def get(self, name: str) -> np.ndarray:
+    """The tensor `name` (recorded as used, so that `unused()` lists what a conversion left out)."""
+    self.used.add(name)
     if name not in self.tensors:
       raise CheckpointError(
           f"{self.source}: tensor {name!r} is missing from the {self.model_type} checkpoint")
     return self.tensors[name]
+
+  def unused(self) -> list[str]:
+    return sorted(set(self.tensors) - self.used)
 
 
 # Wrapper prefixes of task-head models (BertForMaskedLM saves "bert.embeddings...", and so on).

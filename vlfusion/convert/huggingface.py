@@ -179,13 +179,32 @@ def dummy_batch(model_config: Any, batch_size: int = 1) -> dict[str, np.ndarray]
   return batch
 
 
-def init_params(model_config: Any, seed: int = 0) -> Any:
-  """Freshly initialised, unboxed parameters of `build_model(model_config)`."""
+def init_params(model_config: Any, seed: int = 0, only: set[tuple[str, ...]] | None = None) -> Any:
+  """Freshly initialised, unboxed parameters of `build_model(model_config)`, as a flat {path: array}.
+
+  With `only`, just those paths: the jitted init then keeps only their random draws, which compiles
+  in a fraction of the time a whole model takes.
+  """
   from vlfusion.models import build_model
 
   model = build_model(model_config)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(seed), dummy_batch(model_config))
-  return nn.unbox(variables["params"])
+  batch = dummy_batch(model_config)
+
+  def init(rng: jax.Array) -> dict[tuple[str, ...], jax.Array]:
+    flat = traverse_util.flatten_dict(nn.unbox(model.init(rng, batch)["params"]))
+    return {"/".join(k): v for k, v in flat.items() if only is None or k in only}
+
+  out = jax.jit(init)(jax.random.PRNGKey(seed))
+  return {tuple(k.split("/")): v for k, v in out.items()}
+
+
+def abstract_params(model_config: Any) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of `build_model(model_config)`'s parameters (nothing is computed)."""
+  from vlfusion.models import build_model
+
+  model = build_model(model_config)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy_batch(model_config))
+  return traverse_util.flatten_dict(nn.unbox(variables["params"]))
 
 
 def _shape(leaf: Any) -> tuple[int, ...]:
@@ -240,7 +259,10 @@ def from_huggingface(
     raise CheckpointError(
         f"{ck.source}: model_type={ck.model_type!r} cannot be converted; supported: {sorted(CONVERTERS)}")
   model_config, converted = CONVERTERS[ck.model_type](ck)
-  params, fresh = place(init_params(model_config, seed), converted, ck.source)
+  abstract = abstract_params(model_config)
+  missing = {p for p in abstract if p not in converted}
+  fresh_values = init_params(model_config, seed, only=missing) if missing else {}
+  params, fresh = place(traverse_util.unflatten_dict({**abstract, **fresh_values}), converted, ck.source)
   if fresh:
     log.info("from_huggingface(%s): %d parameters not in the checkpoint stay freshly initialised: %s",
              ck.source, len(fresh), ", ".join(fresh))

@@ -55,7 +55,10 @@ class VisionLanguageModel(nn.Module):
     self.heads = heads
 
   def embed_image(self, batch: dict[str, Any], deterministic: bool) -> tuple[jax.Array, jax.Array]:
-    """The image side of `batch` as tokens [B,Li,Di] and a mask [B,Li]."""
+    """The image side of `batch` as tokens [B,Li,Di] and a mask [B,Li].
+
+    Padded images may come with `image_mask` [B,H,W] (1 = real pixel); their padding patches are masked.
+    """
     if self.config.image.input == "regions":
       regions = batch["regions"]
       x = self.image_embeddings(regions["features"], regions["boxes"], deterministic=deterministic)

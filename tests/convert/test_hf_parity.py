@@ -69,6 +69,7 @@ def test_bert_text_stream_matches_bert_model():
   config, params, report = from_huggingface(hf, return_report=True)
   assert config.fusion == "co_attention" and config.fusion_layers == 0
   assert not any(n.startswith(("text_embeddings", "encoder", "pooler")) for n in report["fresh"])
+  assert not report["unused"]
   ids, mask = _text()
   feats, boxes, rmask = _regions(config.image.feature_dim)
   ours = _run(config, params, {"text_ids": ids, "text_mask": mask,
@@ -85,7 +86,8 @@ def test_lxmert_matches_hf():
   cfg = transformers.LxmertConfig(l_layers=2, r_layers=1, x_layers=2, visual_feat_dim=24,
                                   visual_pos_dim=4, **SMALL)
   hf = _randomise(transformers.LxmertModel(cfg))
-  config, params = from_huggingface(hf)
+  config, params, report = from_huggingface(hf, return_report=True)
+  assert not report["unused"] and not report["fresh"]
   assert config.cross.share_weights and config.cross.order == "cross_self_ffn"
   ids, mask = _text()
   feats, boxes, rmask = _regions(24)
@@ -106,7 +108,8 @@ def test_visual_bert_from_directory_matches_hf(tmp_path):
   cfg = transformers.VisualBertConfig(num_hidden_layers=2, visual_embedding_dim=24, **SMALL)
   hf = _randomise(transformers.VisualBertModel(cfg))
   hf.save_pretrained(tmp_path, safe_serialization=True)
-  config, params = from_huggingface(str(tmp_path))
+  config, params, report = from_huggingface(str(tmp_path), return_report=True)
+  assert not report["unused"] and not report["fresh"]
   assert config.fusion == "single_stream" and config.image.embedding == "visualbert"
   ids, mask = _text()
   feats, boxes, rmask = _regions(24)
@@ -128,7 +131,8 @@ def test_vilt_matches_hf_with_padded_images():
   cfg = transformers.ViltConfig(num_hidden_layers=2, image_size=32, patch_size=8,
                                 max_position_embeddings=16, **SMALL)
   hf = _randomise(transformers.ViltModel(cfg))
-  config, params = from_huggingface(hf)
+  config, params, report = from_huggingface(hf, return_report=True)
+  assert not report["unused"] and not report["fresh"]
   assert config.pre_norm and config.image.input == "patches"
   ids, mask = _text()
   rng = np.random.default_rng(2)

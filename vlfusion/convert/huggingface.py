@@ -38,8 +38,12 @@ def _check_activation(hf: dict[str, Any], source: str, key: str = "hidden_act") 
         f"{source}: {key}={act!r} is not supported; vlfusion layers use exact (erf) GELU ('gelu')")
 
 
-def _model_config(hf: dict[str, Any]) -> ml_collections.ConfigDict:
+def _model_config(hf: dict[str, Any], source: str) -> ml_collections.ConfigDict:
   """The defaults, with the text stream and the shared knobs read from a BERT-like HF config."""
+  _check_activation(hf, source)
+  position = hf.get("position_embedding_type", "absolute")
+  if position != "absolute":
+    raise CheckpointError(f"{source}: position_embedding_type={position!r} is not supported (absolute only)")
   m = configuration.base_config().model
   d, heads, mlp = hf["hidden_size"], hf["num_attention_heads"], hf["intermediate_size"]
   m.heads = ()
@@ -54,8 +58,7 @@ def _model_config(hf: dict[str, Any]) -> ml_collections.ConfigDict:
 
 def _bert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
   hf = ck.config
-  _check_activation(hf, ck.source)
-  m = _model_config(hf)
+  m = _model_config(hf, ck.source)
   m.fusion = "co_attention"
   n = hf["num_hidden_layers"]
   m.text.num_layers, m.image.num_layers, m.fusion_layers = n, 0, 0
@@ -70,8 +73,7 @@ def _bert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
 
 def _lxmert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
   hf = ck.config
-  _check_activation(hf, ck.source)
-  m = _model_config(hf)
+  m = _model_config(hf, ck.source)
   m.layer_norm_eps = 1e-12  # HF's LXMERT hard-codes it.
   m.fusion = "co_attention"
   m.text.num_layers, m.image.num_layers, m.fusion_layers = hf["l_layers"], hf["r_layers"], hf["x_layers"]
@@ -106,11 +108,10 @@ def _lxmert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
 
 def _visual_bert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
   hf = ck.config
-  _check_activation(hf, ck.source)
   if hf.get("bypass_transformer"):
     raise CheckpointError(
         f"{ck.source}: bypass_transformer=True (VisualBERT's text-only path) is not supported")
-  m = _model_config(hf)
+  m = _model_config(hf, ck.source)
   m.fusion = "single_stream"
   m.text.num_layers, m.image.num_layers, m.fusion_layers = 0, 0, hf["num_hidden_layers"]
   m.image.update(input="regions", embedding="visualbert", feature_dim=hf["visual_embedding_dim"])
@@ -131,10 +132,9 @@ def _visual_bert(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
 
 def _vilt(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
   hf = ck.config
-  _check_activation(hf, ck.source)
   if hf.get("num_channels", 3) != 3:
     raise CheckpointError(f"{ck.source}: num_channels={hf['num_channels']}; vlfusion images are RGB")
-  m = _model_config(hf)
+  m = _model_config(hf, ck.source)
   m.fusion = "single_stream"
   m.pre_norm = True
   m.text.num_layers, m.image.num_layers, m.fusion_layers = 0, 0, hf["num_hidden_layers"]
@@ -252,7 +252,8 @@ def from_huggingface(
   full `config.model` (`build_model(model_config)` accepts it; `heads` is empty, as the HF base models
   have none) and `params` plain arrays for `apply({'params': params}, batch)`. Parameters the checkpoint
   does not hold (e.g. BERT's unused image embedding) stay freshly initialised from `seed`; they are logged,
-  and with `return_report=True` a third value {'loaded': [...], 'fresh': [...]} lists both.
+  and with `return_report=True` a third value {'loaded': [...], 'fresh': [...], 'unused': [...]} lists
+  them and the checkpoint tensors left out (task heads are dropped with their prefix beforehand).
   """
   ck = load(model_or_dir)
   if ck.model_type not in CONVERTERS:
@@ -267,5 +268,6 @@ def from_huggingface(
     log.info("from_huggingface(%s): %d parameters not in the checkpoint stay freshly initialised: %s",
              ck.source, len(fresh), ", ".join(fresh))
   if return_report:
-    return model_config, params, {"loaded": sorted("/".join(p) for p in converted), "fresh": fresh}
+    return model_config, params, {"loaded": sorted("/".join(p) for p in converted), "fresh": fresh,
+                                  "unused": ck.unused()}
   return model_config, params

@@ -159,3 +159,14 @@ def test_errors_name_the_field_and_the_file(tmp_path, bert_dir):
   config.model.image.init_from = bert_dir[0]
   with pytest.raises(ConfigError, match=r"config\.model\.image\.init_from=.*image\.input='regions'"):
     init_from.apply(config, params)
+
+
+def test_bfloat16_checkpoints_are_read_as_float32(tmp_path):
+  cfg = transformers.BertConfig(num_hidden_layers=1, vocab_size=60, max_position_embeddings=16, **WIDTHS)
+  hf = transformers.BertModel(cfg).to(torch.bfloat16)
+  hf.save_pretrained(tmp_path, safe_serialization=True)
+  ck = checkpoint.load_directory(str(tmp_path))
+  table = ck.tensors["embeddings.word_embeddings.weight"]
+  assert table.dtype == np.float32
+  np.testing.assert_array_equal(table, hf.embeddings.word_embeddings.weight.float().detach().numpy())
+  assert "embeddings.position_ids" not in ck.tensors  # integer buffers are not weights.

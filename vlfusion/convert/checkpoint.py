@@ -99,9 +99,23 @@ def _finish(model_type: str, config: dict[str, Any], tensors: dict[str, np.ndarr
   if model_type == "clip":  # a full CLIPModel: keep its vision tower.
     config = dict(config.get("vision_config") or {})
     model_type = "clip_vision_model"
+  # bfloat16 (an ml_dtypes type, not a numpy floating type) is widened to float32; integer buffers
+  # (position_ids) are dropped.
+  tensors = {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()}
   tensors = {k: v for k, v in tensors.items() if np.issubdtype(v.dtype, np.floating)}
   tensors = _normalise_names(_strip_prefix(tensors, model_type), model_type)
   return HfCheckpoint(model_type, config, tensors, source)
+
+
+def _load_bfloat16(file: str) -> dict[str, np.ndarray]:
+  from safetensors import safe_open
+
+  out = {}
+  with safe_open(file, framework="flax") as f:
+    for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping.
+      x = np.asarray(f.get_tensor(key))
+      out[key] = x.astype(np.float32) if x.dtype.name == "bfloat16" else x
+  return out
 
 
 def load_directory(path: str, field: str = "checkpoint directory") -> HfCheckpoint:
@@ -124,10 +138,13 @@ def load_directory(path: str, field: str = "checkpoint directory") -> HfCheckpoi
     raise CheckpointError(f"{field}={path!r}: no *.safetensors file in the directory{hint}")
   tensors: dict[str, np.ndarray] = {}
   for name in files:
+    file = os.path.join(path, name)
     try:
-      tensors.update(load_file(os.path.join(path, name)))
+      tensors.update(load_file(file))
+    except TypeError:  # numpy has no bfloat16: read through JAX's dtypes, then widen to float32.
+      tensors.update(_load_bfloat16(file))
     except Exception as e:  # noqa: BLE001 - re-raised with the file named.
-      raise CheckpointError(f"{field}={path!r}: cannot read {os.path.join(path, name)}: {e}") from e
+      raise CheckpointError(f"{field}={path!r}: cannot read {file}: {e}") from e
   model_type = config.get("model_type", "")
   if not model_type:
     raise CheckpointError(f"{field}={path!r}: {config_path} has no model_type")

@@ -170,3 +170,17 @@ def test_bfloat16_checkpoints_are_read_as_float32(tmp_path):
   assert table.dtype == np.float32
   np.testing.assert_array_equal(table, hf.embeddings.word_embeddings.weight.float().detach().numpy())
   assert "embeddings.position_ids" not in ck.tensors  # integer buffers are not weights.
+
+
+def test_sharded_parameters_keep_their_sharding(bert_dir):
+  config = _config(co_attention, **{"text.init_from": bert_dir[0]})
+  _, boxed = _init(config, _batch(config))
+  params = nn.unbox(boxed)
+  mesh = jax.make_mesh((len(jax.devices()),), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "fsdp"))
+  table = params["text_embeddings"]["word_embeddings"]["embedding"]
+  params["text_embeddings"]["word_embeddings"]["embedding"] = jax.device_put(table, sharding)
+  loaded, _ = init_from.apply(config, params)
+  new = loaded["text_embeddings"]["word_embeddings"]["embedding"]
+  assert new.sharding == sharding
+  np.testing.assert_array_equal(new, bert_dir[1].embeddings.word_embeddings.weight.detach().numpy())

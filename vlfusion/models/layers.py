@@ -198,4 +198,7 @@ def layer_class(remat_policy: str) -> type[TransformerLayer]:
   """TransformerLayer, rematerialised under `remat_policy` unless it is "none"."""
   if remat_policy == "none":
     return TransformerLayer
-  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[remat_policy], static_argnums=(-1,))
+  # `deterministic` is static. linen counts `self` as argument 0 and the lifted remat shifts indices,
+  # so a negative index (-1) lands on the wrong argument: name the position (self, x, mask, context,
+  # context_mask, deterministic) explicitly. Callers pass all five arguments positionally.
+  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[remat_policy], static_argnums=(5,))

@@ -1,4 +1,4 @@
-"""Every configs/pretrain/*.py `tiny` trains a few steps through the real trainer path, on a synthetic batch."""
+"""Every configs/pretrain/*.py `tiny` trains a few steps through the real trainer path (synthetic batch)."""
 
 import importlib
 import os

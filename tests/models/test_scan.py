@@ -45,7 +45,8 @@ def test_scan_matches_unrolled(module):
     specs = jax.tree.leaves(nn.get_partition_spec(kernel),
                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert specs and all(s[0] == "layers" for s in specs)
-    assert jax.tree.map(jnp.shape, nn.unbox(kernel)) == jax.tree.map(jnp.shape, encoder[f"{prefix}_stack"]["layer"])
+    expected_shapes = jax.tree.map(jnp.shape, encoder[f"{prefix}_stack"]["layer"])
+    assert jax.tree.map(jnp.shape, nn.unbox(kernel)) == expected_shapes
   stacked = dict(params, encoder=encoder)
   got = scanned.apply({"params": stacked}, batch)
   for key in ("text_hidden", "image_hidden", "pooled", "mlm_logits", "itm_logits"):

@@ -46,3 +46,32 @@ def pad_batch(batch, extra_text, extra_regions, seed=1):
         "mask": np.concatenate([r["mask"], np.zeros((b, extra_regions), bool)], 1),
     }
   return out
+
+
+def add_targets(config, batch, seed=2):
+  """Adds the targets of every objective to a `random_batch`, as the data pipeline names them.
+
+  Row 1 is an ITM negative (itm_labels 0); every other row matches its image.
+  """
+  rng = np.random.default_rng(seed)
+  m = config.model
+  b, lt = batch["text_ids"].shape
+  out = dict(batch)
+  out["example_mask"] = np.ones((b,), bool)
+  out["mlm_targets"] = rng.integers(5, m.text.vocab_size, (b, lt)).astype(np.int32)
+  out["mlm_weights"] = (batch["text_mask"] & (rng.random((b, lt)) < 0.5)).astype(np.float32)
+  out["itm_labels"] = (np.arange(b) != 1).astype(np.int32)
+  out["itm_negative_kind"] = (1 - out["itm_labels"]).astype(np.int32)
+  if "regions" in batch:
+    r, f = batch["regions"]["features"].shape[1:]
+    out["mrm_weights"] = (batch["regions"]["mask"] & (rng.random((b, r)) < 0.5)).astype(np.float32)
+    out["mrm_targets"] = rng.normal(size=(b, r, f)).astype(np.float32)
+    out["mrm_labels"] = rng.integers(0, max(m.mrm.num_labels, 1), (b, r)).astype(np.int32)
+    out["pair_regions"] = {k: np.roll(v, 1, axis=0) for k, v in batch["regions"].items()}
+  else:
+    out["pair_image"] = np.roll(batch["image"], 1, axis=0)
+  if m.vqa.num_answers > 0:
+    scores = rng.choice([0.0, 0.3, 0.6, 0.9, 1.0], size=(b, m.vqa.num_answers), p=[.8, .05, .05, .05, .05])
+    out["vqa_scores"] = scores.astype(np.float32)
+  out["pair_labels"] = rng.integers(0, 2, (b,)).astype(np.int32)
+  return out

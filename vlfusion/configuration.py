@@ -22,6 +22,8 @@ FUSION_FAMILIES = (
 )
 IMAGE_INPUTS = ("regions", "patches")
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
+POOLERS = ("text", "concat", "product")
+CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -44,9 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.fusion = "single_stream"
   c.model.heads = ("mlm", "itm")
+  # `pre_norm`/`layer_norm_eps` of a stream (None: the model-wide value) apply to its unimodal layers;
+  # ALBEF and METER pair a pre-LN ViT (eps 1e-6 / 1e-5) with a post-LN BERT.
   c.model.text = dict(
       hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, vocab_size=512, max_len=40,
-      type_vocab_size=2, init_from="",
+      type_vocab_size=2, init_from="", pre_norm=None, layer_norm_eps=None,
   )
   c.model.image = dict(
       input="regions", hidden_size=64, num_layers=1, num_heads=4, mlp_dim=128,
@@ -55,9 +59,17 @@ def base_config() -> ml_collections.ConfigDict:
       # LN(fc(box)) averaged) or "visualbert" (fc(feature) + type + position, LN; no boxes);
       # patches: "vilt" (conv patches, [CLS], interpolated positions).
       embedding="",
+      pre_norm=None, layer_norm_eps=None,
   )
   c.model.fusion_layers = 2
-  c.model.cross = dict(direction="both", share_weights=False, order="cross_self_ffn")
+  # hidden_size / num_heads of cross-attention (0: the query stream's); ViLBERT: 1024 wide, 8 heads.
+  c.model.cross = dict(direction="both", share_weights=False, order="cross_self_ffn", hidden_size=0,
+                       num_heads=0)
+  c.model.pooler = "text"  # text | concat (METER) | product (ViLBERT, dual encoder); see heads.Pooler.
+  # Head settings (a head exists iff named in model.heads; objectives only weight the losses).
+  c.model.mrm = dict(num_labels=0, regression=True)  # num_labels 0: no object-label classification.
+  c.model.itc = dict(embed_dim=256, temperature=0.07, min_temperature=0.001, max_temperature=0.5)
+  c.model.vqa = dict(num_answers=0)  # the answer vocabulary size; must be set when the head is on.
   c.model.pre_norm = False
   c.model.layer_norm_eps = 1e-12
   c.model.dropout = 0.1
@@ -106,6 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
       ("embed", "fsdp"),
       ("kv", None),
       ("length", None),
+      ("layers", None),  # the leading axis of scanned layer stacks (model.scan_layers).
   )
 
   c.train = dict(
@@ -256,12 +269,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"{m.text.hidden_size} differs from config.model.image.hidden_size={m.image.hidden_size}",
     )
   _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
+  _validate_model_extras(m)
   _check(
       m.cross.direction in ("both", "text_to_image"),
       f"config.model.cross.direction={m.cross.direction!r} must be 'both' or 'text_to_image'",
   )
   _check(
-      m.cross.order in ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self"),
+      m.cross.order in CROSS_ORDERS,
       f"config.model.cross.order={m.cross.order!r} must be one of "
       "'cross_self_ffn' (LXMERT), 'self_cross_ffn' (METER), 'coattn_ffn_self' (ViLBERT)",
   )
@@ -352,6 +366,57 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.eval.batch_size={e} is not divisible by the data-parallel size "
         f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
+
+
+def _validate_model_extras(m: Any) -> None:
+  """Per-stream norms, cross-attention sizes, pooler, family constraints and head settings."""
+  for stream in ("text", "image"):
+    s = m[stream]
+    if s.get("pre_norm") is not None:
+      _check(isinstance(s.pre_norm, bool),
+             f"config.model.{stream}.pre_norm={s.pre_norm!r} must be True, False or None")
+    if s.get("layer_norm_eps") is not None:
+      _check(s.layer_norm_eps > 0, f"config.model.{stream}.layer_norm_eps={s.layer_norm_eps} must be > 0")
+  _check(m.layer_norm_eps > 0, f"config.model.layer_norm_eps={m.layer_norm_eps} must be > 0")
+  cross = m.cross
+  _check(cross.get("hidden_size", 0) >= 0 and cross.get("num_heads", 0) >= 0,
+         f"config.model.cross.hidden_size={cross.get('hidden_size')} and config.model.cross.num_heads="
+         f"{cross.get('num_heads')} must be >= 0 (0: the query stream's)")
+  if cross.get("hidden_size", 0) > 0:
+    heads = cross.get("num_heads", 0) or min(m.text.num_heads, m.image.num_heads)
+    _check(cross.hidden_size % heads == 0,
+           f"config.model.cross.num_heads={heads} does not divide "
+           f"config.model.cross.hidden_size={cross.hidden_size}")
+  pooler = m.get("pooler", "text")
+  _check(pooler in POOLERS, f"config.model.pooler={pooler!r} must be one of {POOLERS}")
+  for head in m.heads:
+    _check(head in OBJECTIVES, f"config.model.heads has {head!r}, not a head; known: {OBJECTIVES}")
+  if m.fusion == "dual_encoder":
+    _check(m.fusion_layers == 0,
+           f"config.model.fusion_layers={m.fusion_layers}: the dual encoder has no fusion layers; set 0")
+    needs_both = sorted(set(m.heads) & {"itm", "vqa", "pairs"})
+    _check(not needs_both or pooler != "text",
+           f"config.model.pooler='text' sees no image in a dual encoder, but heads {needs_both} read "
+           "the pooled output; use 'product' or 'concat'")
+  if "mrm" in m.heads:
+    _check(m.image.input == "regions",
+           f"config.model.heads has 'mrm' but config.model.image.input={m.image.input!r}; masked "
+           "region modelling needs 'regions'")
+    _check(m.mrm.num_labels >= 0, f"config.model.mrm.num_labels={m.mrm.num_labels} must be >= 0")
+    _check(m.mrm.regression or m.mrm.num_labels > 0,
+           "config.model.heads has 'mrm' but config.model.mrm.regression=False and "
+           "config.model.mrm.num_labels=0: nothing to predict")
+  if "itc" in m.heads:
+    itc = m.itc
+    _check(itc.embed_dim > 0, f"config.model.itc.embed_dim={itc.embed_dim} must be positive")
+    _check(0 < itc.min_temperature <= itc.temperature <= itc.max_temperature,
+           f"config.model.itc.temperature={itc.temperature} must lie in [config.model.itc."
+           f"min_temperature={itc.min_temperature}, config.model.itc.max_temperature="
+           f"{itc.max_temperature}] with a positive minimum")
+  if "vqa" in m.heads:
+    _check(m.vqa.num_answers >= 1,
+           f"config.model.vqa.num_answers={m.vqa.num_answers} must be >= 1 when the 'vqa' head is on "
+           "(the size of the answer vocabulary)")
 
 
 def _validate_data(d: Any) -> None:

@@ -9,6 +9,8 @@ The argument picks a size: tiny (CPU, minutes), small, base. Ablate the fusion l
 
 from vlfusion import configuration
 
+PAPER = "generic co-attention, LXMERT layer order (Tan & Bansal, 2019)"
+
 
 def get_config(arg=None):
   args = configuration.parse_arg(arg)

@@ -8,6 +8,8 @@ The argument picks a size: tiny (CPU, minutes), small, base (BERT-base widths).
 
 from vlfusion import configuration
 
+PAPER = "generic single stream, VisualBERT/UNITER-style"
+
 
 def get_config(arg=None):
   args = configuration.parse_arg(arg)

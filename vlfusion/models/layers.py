@@ -130,6 +130,7 @@ class TransformerLayer(nn.Module):
     self_attention: whether the layer has a self-attention sublayer.
     cross_attention: whether the layer attends into a context (after self-attention).
     cross_features: inner width of the cross-attention (defaults to the query width).
+    cross_num_heads: heads of the cross-attention (defaults to `num_heads`).
     dropout, attention_dropout, pre_norm, layer_norm_eps, dtype, param_dtype: as in `Residual`.
   """
 
@@ -138,6 +139,7 @@ class TransformerLayer(nn.Module):
   self_attention: bool = True
   cross_attention: bool = False
   cross_features: int | None = None
+  cross_num_heads: int | None = None
   dropout: float = 0.0
   attention_dropout: float = 0.0
   pre_norm: bool = False
@@ -179,7 +181,8 @@ class TransformerLayer(nn.Module):
       if context is None:
         raise ValueError(f"{self.name}: cross_attention=True needs a context")
       x = self.sublayer(
-          "attention", "cross_attention", num_heads=self.num_heads, qkv_features=self.cross_features
+          "attention", "cross_attention", num_heads=self.cross_num_heads or self.num_heads,
+          qkv_features=self.cross_features,
       )(x, None, context, context_mask, deterministic=deterministic)
     return self.sublayer("mlp", "mlp", mlp_dim=self.mlp_dim)(x, deterministic=deterministic)
 
@@ -195,4 +198,7 @@ def layer_class(remat_policy: str) -> type[TransformerLayer]:
   """TransformerLayer, rematerialised under `remat_policy` unless it is "none"."""
   if remat_policy == "none":
     return TransformerLayer
-  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[remat_policy], static_argnums=(-1,))
+  # `deterministic` is static. linen counts `self` as argument 0 and the lifted remat shifts indices,
+  # so a negative index (-1) lands on the wrong argument: name the position (self, x, mask, context,
+  # context_mask, deterministic) explicitly. Callers pass all five arguments positionally.
+  return nn.remat(TransformerLayer, policy=REMAT_POLICIES[remat_policy], static_argnums=(5,))

@@ -9,23 +9,32 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vlfusion.models import co_attention, single_stream
+from vlfusion.models import co_attention, dual_encoder, merged_attention, one_way, single_stream
 from vlfusion.models.embeddings import TextEmbeddings, build_image_embeddings
-from vlfusion.models.heads import ItmHead, MlmHead, Pooler
+from vlfusion.models.heads import ItcHead, ItmHead, MlmHead, MlpClassifier, MrmHead, Pooler
 
 # fusion family -> module whose `build(model_config)` returns the encoder.
 ENCODERS = {
     "single_stream": single_stream,
     "co_attention": co_attention,
+    "merged_attention": merged_attention,
+    "one_way": one_way,
+    "dual_encoder": dual_encoder,
 }
 
 
 class VisionLanguageModel(nn.Module):
   """Embeds text and image, fuses them, pools, and applies the heads named in `config.heads`.
 
-  `apply({'params': p}, batch, train=False, rngs=...)` returns a dict: `text_hidden` [B,Lt,D],
-  `image_hidden` [B,Li,D], `pooled` [B,D], and `<head>_logits` for each head (DESIGN.md section 2).
-  Training with dropout needs `rngs={'dropout': key}`.
+  `apply({'params': p}, batch, train=False, rngs=...)` returns a dict: `text_hidden` [B,Lt,Dt],
+  `image_hidden` [B,Li,Di] (every family, the dual encoder included), `pooled` [B,P], and for each
+  head in `config.heads`: `mlm_logits` [B,Lt,V], `itm_logits` [B,2], `mrm_features` [B,R,F] /
+  `mrm_logits` [B,R,C], `itc_logits` [B,B] (+ `itc_text_embeds`, `itc_image_embeds`,
+  `itc_temperature`), `vqa_logits` [B,A], `pairs_logits` [B,2]. A head exists and runs exactly when it
+  is named in `config.heads`; `config.objectives` only weights the losses (a weight > 0 needs its head).
+  The pairs head encodes the text a second time with `pair_regions`/`pair_image` and runs only when
+  the batch has them (at init the first image stands in). Training with dropout needs
+  `rngs={'dropout': key}`.
 
   Attributes:
     config: the model config (`config.model` of a run), frozen.
@@ -43,7 +52,8 @@ class VisionLanguageModel(nn.Module):
     )
     self.image_embeddings = build_image_embeddings(c)  # by model.image.embedding
     self.encoder = ENCODERS[c.fusion].build(c)
-    self.pooler = Pooler(c.text.hidden_size, dtype=dtype, param_dtype=param_dtype)
+    self.pooler = Pooler(c.text.hidden_size, dtype=dtype, param_dtype=param_dtype, mode=c.pooler,
+                         image_size=c.image.hidden_size, image_input=c.image.input)
     heads = {}
     if "mlm" in c.heads:
       heads["mlm"] = MlmHead(
@@ -52,32 +62,70 @@ class VisionLanguageModel(nn.Module):
       )
     if "itm" in c.heads:
       heads["itm"] = ItmHead(dtype=dtype, param_dtype=param_dtype)
+    if "mrm" in c.heads:
+      heads["mrm"] = MrmHead(c.image.feature_dim, num_labels=c.mrm.num_labels,
+                             regression=c.mrm.regression, layer_norm_eps=c.layer_norm_eps,
+                             dtype=dtype, param_dtype=param_dtype)
+    if "itc" in c.heads:
+      heads["itc"] = ItcHead(c.itc.embed_dim, temperature=c.itc.temperature,
+                             min_temperature=c.itc.min_temperature,
+                             max_temperature=c.itc.max_temperature, image_input=c.image.input,
+                             dtype=dtype, param_dtype=param_dtype)
+    pooled_size = {"text": c.text.hidden_size, "concat": c.text.hidden_size + c.image.hidden_size,
+                   "product": c.image.hidden_size}[c.pooler]
+    if "vqa" in c.heads:
+      heads["vqa"] = MlpClassifier(2 * pooled_size, c.vqa.num_answers, c.layer_norm_eps, dtype,
+                                   param_dtype)
+    if "pairs" in c.heads:
+      heads["pairs"] = MlpClassifier(2 * pooled_size, 2, c.layer_norm_eps, dtype, param_dtype)
     self.heads = heads
 
-  def embed_image(self, batch: dict[str, Any], deterministic: bool) -> tuple[jax.Array, jax.Array]:
-    """The image side of `batch` as tokens [B,Li,Di] and a mask [B,Li].
+  def embed_image(self, batch: dict[str, Any], deterministic: bool, prefix: str = ""
+                  ) -> tuple[jax.Array, jax.Array]:
+    """The image side of `batch` (`<prefix>regions` or `<prefix>image`) as tokens [B,Li,Di], mask [B,Li].
 
-    Padded images may come with `image_mask` [B,H,W] (1 = real pixel); their padding patches are masked.
+    Padded images may come with `<prefix>image_mask` [B,H,W] (1 = real pixel); their padding patches
+    are masked.
     """
     if self.config.image.input == "regions":
-      regions = batch["regions"]
+      regions = batch[f"{prefix}regions"]
       x = self.image_embeddings(regions["features"], regions["boxes"], deterministic=deterministic)
       return x, regions["mask"].astype(bool)
-    return self.image_embeddings(batch["image"], batch.get("image_mask"), deterministic=deterministic)
+    return self.image_embeddings(batch[f"{prefix}image"], batch.get(f"{prefix}image_mask"),
+                                 deterministic=deterministic)
+
+  def encode(self, batch: dict[str, Any], deterministic: bool, prefix: str = ""):
+    """Embeds and fuses the text with the image `<prefix>regions`/`<prefix>image`.
+
+    Returns (EncoderOutput, image mask [B,Li], pooled [B,P]).
+    """
+    text_mask = batch["text_mask"].astype(bool)
+    text = self.text_embeddings(batch["text_ids"], deterministic=deterministic)
+    image, image_mask = self.embed_image(batch, deterministic, prefix)
+    enc = self.encoder(text, text_mask, image, image_mask, deterministic=deterministic)
+    pooled = self.pooler(enc.text, enc.image, image_mask)
+    return enc, image_mask, pooled
 
   def __call__(self, batch: dict[str, Any], train: bool = False) -> dict[str, jax.Array]:
     deterministic = not train
-    text_mask = batch["text_mask"].astype(bool)
-    text = self.text_embeddings(batch["text_ids"], deterministic=deterministic)
-    image, image_mask = self.embed_image(batch, deterministic)
-    text_hidden, image_hidden = self.encoder(
-        text, text_mask, image, image_mask, deterministic=deterministic)
-    pooled = self.pooler(text_hidden)
-    outputs = {"text_hidden": text_hidden, "image_hidden": image_hidden, "pooled": pooled}
+    enc, image_mask, pooled = self.encode(batch, deterministic)
+    outputs = {"text_hidden": enc.text, "image_hidden": enc.image, "pooled": pooled}
     if "mlm" in self.heads:
-      outputs["mlm_logits"] = self.heads["mlm"](text_hidden)
+      outputs["mlm_logits"] = self.heads["mlm"](enc.text)
     if "itm" in self.heads:
       outputs["itm_logits"] = self.heads["itm"](pooled)
+    if "mrm" in self.heads:
+      outputs.update(self.heads["mrm"](enc.image))
+    if "itc" in self.heads:
+      outputs.update(self.heads["itc"](enc.text_unimodal, enc.image_unimodal, image_mask))
+    if "vqa" in self.heads:
+      outputs["vqa_logits"] = self.heads["vqa"](pooled)
+    if "pairs" in self.heads:
+      key = "pair_regions" if self.config.image.input == "regions" else "pair_image"
+      if key in batch or self.is_initializing():
+        prefix = "pair_" if key in batch else ""
+        _, _, pooled_2 = self.encode(batch, deterministic, prefix)
+        outputs["pairs_logits"] = self.heads["pairs"](jnp.concatenate([pooled, pooled_2], axis=-1))
     return outputs
 
 

@@ -57,9 +57,97 @@ def itm_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: 
   return loss, {"itm_loss": loss, "itm_accuracy": jnp.sum(correct * weights) / _safe(denominator)}
 
 
+def _mrm_weights(batch: dict[str, Any]) -> jax.Array:
+  return batch["mrm_weights"].astype(jnp.float32) * _example_weights(batch)[:, None]
+
+
+def mrm_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
+  """Masked region modelling at the masked regions (`mrm_weights` > 0), per masked region:
+  feature regression, the mean squared error over the F features against `mrm_targets` (UNITER's MRFR;
+  when the head predicts features), plus object-label cross-entropy against `mrm_labels` (when it
+  classifies). The two terms add with weight 1 each."""
+  weights = _mrm_weights(batch)
+  loss = jnp.zeros((), jnp.float32)
+  metrics = {}
+  if "mrm_features" in outputs:
+    err = jnp.mean(jnp.square(outputs["mrm_features"] - batch["mrm_targets"].astype(jnp.float32)), -1)
+    feature_loss = jnp.sum(err * weights) / _safe(denominator)
+    loss = loss + feature_loss
+    metrics["mrm_feature_loss"] = feature_loss
+  if "mrm_logits" in outputs:
+    logits, labels = outputs["mrm_logits"], batch["mrm_labels"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    label_loss = jnp.sum(ce * weights) / _safe(denominator)
+    loss = loss + label_loss
+    metrics["mrm_label_loss"] = label_loss
+    metrics["mrm_label_accuracy"] = jnp.sum(correct * weights) / _safe(denominator)
+  metrics["mrm_loss"] = loss
+  return loss, metrics
+
+
+def _itc_rows(batch: dict[str, Any]) -> jax.Array:
+  """Rows that take part in ITC: real examples whose caption matches their image."""
+  return _example_weights(batch) * (batch["itm_labels"] == 1).astype(jnp.float32)
+
+
+def itc_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
+  """Symmetric InfoNCE over in-batch negatives (ALBEF/CLIP): for each matching row i, cross-entropy of
+  text i against every candidate image and of image i against every candidate text, averaged.
+
+  Candidates and positives are the rows with `itm_labels == 1` and `example_mask` (an ITM negative's
+  caption does not describe its image). `itc_logits` [B,B] are over the global batch: inside jax.jit
+  the batch is one jax.Array sharded over the data axes, so the negatives already come from every
+  data-parallel device. With gradient accumulation each micro-batch contrasts only its own rows, so
+  unlike the other objectives ITC is not exactly the full-batch loss then (its denominator still is).
+  """
+  logits = outputs["itc_logits"]
+  rows = _itc_rows(batch)
+  valid = (rows[:, None] * rows[None, :]) > 0
+  masked = jnp.where(valid, logits, -1e9)
+  diag = jnp.diagonal(logits)
+  t2i = jax.nn.logsumexp(masked, axis=1) - diag
+  i2t = jax.nn.logsumexp(masked, axis=0) - diag
+  losses = 0.5 * (t2i + i2t)
+  loss = jnp.sum(jnp.where(rows > 0, losses, 0.0)) / _safe(denominator)
+  correct = (jnp.argmax(masked, axis=1) == jnp.arange(logits.shape[0])).astype(jnp.float32)
+  # Metrics of micro-batches are summed: the temperature is weighted by this micro-batch's share.
+  share = jnp.sum(rows) / _safe(denominator)
+  return loss, {"itc_loss": loss, "itc_t2i_accuracy": jnp.sum(correct * rows) / _safe(denominator),
+                "itc_temperature": outputs["itc_temperature"] * share}
+
+
+def vqa_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
+  """Binary cross-entropy of `vqa_logits` against the soft scores `vqa_scores`, summed over answers and
+  averaged over questions: the mean over answers times their number, as UNITER and ViLT scale it.
+  `vqa_score` is the soft score of the arg-max answer (the VQA accuracy)."""
+  logits = outputs["vqa_logits"]
+  scores = batch["vqa_scores"].astype(jnp.float32)
+  weights = _example_weights(batch)
+  bce = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, scores), axis=-1)
+  loss = jnp.sum(bce * weights) / _safe(denominator)
+  top = jnp.take_along_axis(scores, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
+  return loss, {"vqa_loss": loss, "vqa_score": jnp.sum(top * weights) / _safe(denominator)}
+
+
+def pairs_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
+  """Two-way cross-entropy of `pairs_logits` (statement about two images) against `pair_labels`."""
+  logits = outputs["pairs_logits"]
+  weights = _example_weights(batch)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["pair_labels"])
+  correct = (jnp.argmax(logits, -1) == batch["pair_labels"]).astype(jnp.float32)
+  loss = jnp.sum(losses * weights) / _safe(denominator)
+  return loss, {"pairs_loss": loss,
+                "pairs_accuracy": jnp.sum(correct * weights) / _safe(denominator)}
+
+
 OBJECTIVES = {
     "mlm": Objective(lambda b: jnp.sum(_mlm_weights(b)), mlm_loss),
     "itm": Objective(lambda b: jnp.sum(_example_weights(b)), itm_loss),
+    "mrm": Objective(lambda b: jnp.sum(_mrm_weights(b)), mrm_loss),
+    "itc": Objective(lambda b: jnp.sum(_itc_rows(b)), itc_loss),
+    "vqa": Objective(lambda b: jnp.sum(_example_weights(b)), vqa_loss),
+    "pairs": Objective(lambda b: jnp.sum(_example_weights(b)), pairs_loss),
 }
 
 

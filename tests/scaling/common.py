@@ -6,36 +6,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from configs.pretrain import co_attention, single_stream
+from tests.scaling.small_configs import small_config  # noqa: F401 - re-exported for the tests.
 from vlfusion.training import partitioning, trainer
-
-FAMILIES = {"co_attention": co_attention, "single_stream": single_stream}
-
-
-def small_config(family: str, **overrides):
-  """A 1-layer-per-stream tiny config with a batch of 16; dotted-path `overrides` applied last."""
-  config = FAMILIES[family].get_config("tiny")
-  config.unlock()
-  m = config.model
-  m.text.vocab_size = 128
-  for stream in (m.text, m.image):
-    stream.hidden_size, stream.num_heads, stream.mlp_dim = 32, 4, 64
-  if family == "co_attention":
-    m.text.num_layers, m.image.num_layers = 1, 0
-  m.fusion_layers = 1
-  m.image.feature_dim = 16
-  m.image.num_regions = 6
-  config.data.max_text_len = 12
-  config.data.global_batch_size = 16
-  config.optimizer.warmup_steps = 1
-  config.train.num_steps = 10
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 def synthetic_batch(config, step: int) -> dict:

@@ -1,0 +1,142 @@
+"""train.py over 2 processes x 2 CPU devices (jax.distributed, gloo) trains like 1 process x 4 devices, and
+checkpoints move between the two layouts in both directions.
+
+This process trains 4 steps over 4 of its devices through the trainer API, checkpointing step 2. Then two
+2-process train.py runs go at once: one from scratch to step 4, one resuming the 1-process checkpoint of
+step 2. Their losses equal the 1-process ones, and their step-4 checkpoints (written by 2 processes),
+restored here in one process, hold the 1-process parameters. Constant learning rate; dropout on (0.1).
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from tests.scaling.common import FAST_COMPILE, initial_state, max_abs_diff
+from tests.scaling.small_configs import small_config
+from vlfusion import configuration
+from vlfusion.data import pipeline
+from vlfusion.training import checkpointing, partitioning, trainer
+from vlfusion.training import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Fast XLA:CPU compiles (see common.FAST_COMPILE); the programs are the same.
+FAST = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+ARGS = ("--config.mesh.fsdp=2", "--config.optimizer.schedule=constant",
+        "--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=2")
+LOSS_ATOL = 2e-5
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, data_dir, num_steps, num_processes, devices_per_process):
+  """Starts train.py as `num_processes` processes; returns the Popen objects."""
+  port = _free_port()
+  procs = []
+  for i in range(num_processes):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process} {FAST}")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"),
+           f"--config={ROOT}/tests/scaling/small_configs.py:co_attention", f"--workdir={workdir}",
+           f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={num_steps}", *ARGS]
+    if num_processes > 1:
+      cmd += [f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
+              f"--process_id={i}"]
+    log = open(f"{workdir}.{i}.log", "w")
+    procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+  return procs
+
+
+def _wait(procs, workdir):
+  for i, p in enumerate(procs):
+    code = p.wait(timeout=600)
+    with open(f"{workdir}.{i}.log") as f:
+      log = f.read()
+    assert code == 0, f"process {i} of {workdir} exited {code}:\n{log[-4000:]}"
+  return [open(f"{workdir}.{i}.log").read() for i in range(len(procs))]
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  steps = [r["step"] for r in records]
+  assert len(steps) == len(set(steps)), f"a step was logged twice (by two processes?): {steps}"
+  return {r["step"]: r["loss"] for r in records}
+
+
+def _restore(workdir, step, config):
+  setup = trainer.Setup(config, devices=jax.devices()[:4])
+  manager = checkpointing.make_manager(workdir, config.train, read_only=True)
+  state, _, restored_step = checkpointing.restore(manager, setup.abstract_state, step)
+  manager.close()
+  assert restored_step == step
+  return jax.device_get(state.params)
+
+
+def _train_in_process(config, workdir, num_steps, save_at):
+  """1 process x 4 devices through the trainer API (FAST_COMPILE); saves a train.py-style checkpoint."""
+  setup = trainer.Setup(config, devices=jax.devices()[:4])
+  workdir_lib.prepare(workdir, config)
+  source = pipeline.make_batch_source(config, config.data.train_split)
+  state = initial_state(setup)
+  step_fn = setup.jit_train_step()
+  manager = checkpointing.make_manager(workdir, config.train)
+  config_dict = json.loads(configuration.to_json(config))
+  losses = {}
+  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    for step in range(num_steps):
+      batch = partitioning.to_global_batch(source.get_batch(step), setup.mesh)
+      if step == 0:
+        step_fn = step_fn.lower(state, batch).compile(compiler_options=FAST_COMPILE)
+      state, metrics = step_fn(state, batch)
+      losses[step + 1] = float(metrics["loss"])
+      if step + 1 == save_at:
+        checkpointing.save(manager, step + 1, state, source.state(step + 1), config_dict)
+  manager.wait_until_finished()
+  manager.close()
+  return losses, jax.device_get(state.params)
+
+
+def test_two_processes_train_and_checkpoint_like_one(data_dir, tmp_path):
+  config = small_config("co_attention", **{
+      "data.data_dir": data_dir, "mesh.fsdp": 2, "optimizer.schedule": "constant",
+      "train.num_steps": 4})
+  one, scratch, resumed = (str(tmp_path / n) for n in ("one", "scratch", "resumed"))
+  losses_one, params_one = _train_in_process(config, one, 4, save_at=2)
+  shutil.copytree(one, resumed)
+  # Two 2-process runs at once: one from scratch, one resuming the 1-process checkpoint of step 2.
+  procs_scratch = _launch(scratch, data_dir, 4, 2, 2)
+  procs_resumed = _launch(resumed, data_dir, 4, 2, 2)
+  logs = _wait(procs_scratch, scratch)
+  _wait(procs_resumed, resumed)
+  assert "process 0 of 2, 2 local / 4 global devices" in logs[0]
+  assert "Compiled the train step" in logs[0] and "Compiled the train step" not in logs[1], (
+      "only process 0 logs at INFO")
+
+  losses_scratch, losses_resumed = _losses(scratch), _losses(resumed)
+  assert sorted(losses_scratch) == [1, 2, 3, 4]
+  assert sorted(losses_resumed) == [3, 4], "the 2-process run did not resume the 1-process checkpoint"
+  steps = [1, 2, 3, 4]
+  np.testing.assert_allclose([losses_scratch[s] for s in steps], [losses_one[s] for s in steps],
+                             rtol=0, atol=LOSS_ATOL)
+  np.testing.assert_allclose([losses_resumed[s] for s in (3, 4)], [losses_one[s] for s in (3, 4)],
+                             rtol=0, atol=LOSS_ATOL)
+  assert abs(losses_one[4] - losses_one[1]) > 1e-3  # the steps train: equal losses are not trivial.
+
+  # Checkpoints written by 2 processes, restored by this 1-process run into a 4-device mesh.
+  diffs = {name: max_abs_diff(_restore(workdir, 4, config), params_one)
+           for name, workdir in (("scratch", scratch), ("resumed", resumed))}
+  print(f"2 vs 1 process: max |loss diff| "
+        f"{max(abs(losses_scratch[s] - losses_one[s]) for s in steps):.2e}; max |param diff| at step 4: "
+        f"{diffs}")
+  assert max(diffs.values()) < 2e-6

@@ -7,6 +7,7 @@ step 2. Their losses equal the 1-process ones, and their step-4 checkpoints (wri
 restored here in one process, hold the 1-process parameters. Constant learning rate; dropout on (0.1).
 """
 
+import glob
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Fast XLA:CPU compiles (see common.FAST_COMPILE); the programs are the same.
 FAST = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 ARGS = ("--config.mesh.fsdp=2", "--config.optimizer.schedule=constant",
+        "--config.train.peak_flops_per_device=1e11",
         "--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=2")
 LOSS_ATOL = 2e-5
 
@@ -66,9 +68,13 @@ def _wait(procs, workdir):
   return [open(f"{workdir}.{i}.log").read() for i in range(len(procs))]
 
 
-def _losses(workdir):
+def _records(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
+    return [json.loads(line) for line in f]
+
+
+def _losses(workdir):
+  records = _records(workdir)
   steps = [r["step"] for r in records]
   assert len(steps) == len(set(steps)), f"a step was logged twice (by two processes?): {steps}"
   return {r["step"]: r["loss"] for r in records}
@@ -122,6 +128,15 @@ def test_two_processes_train_and_checkpoint_like_one(data_dir, tmp_path):
   assert "process 0 of 2, 2 local / 4 global devices" in logs[0]
   assert "Compiled the train step" in logs[0] and "Compiled the train step" not in logs[1], (
       "only process 0 logs at INFO")
+
+  # What the run reports, once, from process 0: compile time and FLOPs first, then throughput and MFU.
+  first, *rest = _records(scratch)
+  assert first["compile_seconds"] > 0 and first["flops_per_step"] > 0
+  assert all("compile_seconds" not in r for r in rest)
+  for key in ("examples_per_sec", "steps_per_sec", "eta_seconds", "mfu", "learning_rate", "grad_norm",
+              "mlm_loss", "itm_loss"):
+    assert key in rest[-1], key
+  assert len(glob.glob(os.path.join(scratch, "tensorboard", "events.out.tfevents.*"))) == 1
 
   losses_scratch, losses_resumed = _losses(scratch), _losses(resumed)
   assert sorted(losses_scratch) == [1, 2, 3, 4]

@@ -1,10 +1,12 @@
 """train.py over 2 processes x 2 CPU devices (jax.distributed, gloo) trains like 1 process x 4 devices, and
 checkpoints move between the two layouts in both directions.
 
-This process trains 4 steps over 4 of its devices through the trainer API, checkpointing step 2. Then two
-2-process train.py runs go at once: one from scratch to step 4, one resuming the 1-process checkpoint of
-step 2. Their losses equal the 1-process ones, and their step-4 checkpoints (written by 2 processes),
-restored here in one process, hold the 1-process parameters. Constant learning rate; dropout on (0.1).
+This process trains 4 steps over 4 of its devices through the trainer API, checkpointing step 1. A
+2-process train.py run (2 CPU devices each, mesh data=2 x fsdp=2 across them) resumes that checkpoint
+and trains steps 2-4: its losses equal the 1-process ones, and its step-4 checkpoint, written by 2
+processes and restored here in one, holds the 1-process parameters. One launch, not two (a from-scratch
+2-process run as well), to stay within the test-time budget: the sharded initialisation is tested on 8
+devices in test_logical_axes.py. Constant learning rate; dropout on (0.1).
 """
 
 import glob
@@ -117,41 +119,36 @@ def test_two_processes_train_and_checkpoint_like_one(data_dir, tmp_path):
   config = small_config("co_attention", **{
       "data.data_dir": data_dir, "mesh.fsdp": 2, "optimizer.schedule": "constant",
       "train.num_steps": 4})
-  one, scratch, resumed = (str(tmp_path / n) for n in ("one", "scratch", "resumed"))
-  losses_one, params_one = _train_in_process(config, one, 4, save_at=2)
-  shutil.copytree(one, resumed)
-  # Two 2-process runs at once: one from scratch, one resuming the 1-process checkpoint of step 2.
-  procs_scratch = _launch(scratch, data_dir, 4, 2, 2)
-  procs_resumed = _launch(resumed, data_dir, 4, 2, 2)
-  logs = _wait(procs_scratch, scratch)
-  _wait(procs_resumed, resumed)
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  losses_one, params_one = _train_in_process(config, one, 4, save_at=1)
+  shutil.copytree(one, two)
+  logs = _wait(_launch(two, data_dir, 4, 2, 2), two)
   assert "process 0 of 2, 2 local / 4 global devices" in logs[0]
+  assert "Resumed from step 1" in logs[0]
   assert "Compiled the train step" in logs[0] and "Compiled the train step" not in logs[1], (
       "only process 0 logs at INFO")
 
   # What the run reports, once, from process 0: compile time and FLOPs first, then throughput and MFU.
-  first, *rest = _records(scratch)
+  first, *rest = _records(two)
   assert first["compile_seconds"] > 0 and first["flops_per_step"] > 0
-  assert all("compile_seconds" not in r for r in rest)
+  assert rest and all("compile_seconds" not in r for r in rest)
   for key in ("examples_per_sec", "steps_per_sec", "eta_seconds", "mfu", "learning_rate", "grad_norm",
               "mlm_loss", "itm_loss"):
     assert key in rest[-1], key
-  assert len(glob.glob(os.path.join(scratch, "tensorboard", "events.out.tfevents.*"))) == 1
+  assert len(glob.glob(os.path.join(two, "tensorboard", "events.out.tfevents.*"))) == 1
 
-  losses_scratch, losses_resumed = _losses(scratch), _losses(resumed)
-  assert sorted(losses_scratch) == [1, 2, 3, 4]
-  assert sorted(losses_resumed) == [3, 4], "the 2-process run did not resume the 1-process checkpoint"
-  steps = [1, 2, 3, 4]
-  np.testing.assert_allclose([losses_scratch[s] for s in steps], [losses_one[s] for s in steps],
+  # The 2-process run restored the 1-process checkpoint of step 1 and trained like the 1-process run.
+  losses_two = _losses(two)
+  assert sorted(losses_two) == [2, 3, 4], "the 2-process run did not resume the 1-process checkpoint"
+  steps = [2, 3, 4]
+  np.testing.assert_allclose([losses_two[s] for s in steps], [losses_one[s] for s in steps],
                              rtol=0, atol=LOSS_ATOL)
-  np.testing.assert_allclose([losses_resumed[s] for s in (3, 4)], [losses_one[s] for s in (3, 4)],
-                             rtol=0, atol=LOSS_ATOL)
-  assert abs(losses_one[4] - losses_one[1]) > 1e-3  # the steps train: equal losses are not trivial.
+  # Batches and parameters change from step to step, so equal losses are not a coincidence.
+  assert max(losses_one[s] for s in steps) - min(losses_one[s] for s in steps) > 1e-3
 
-  # Checkpoints written by 2 processes, restored by this 1-process run into a 4-device mesh.
-  diffs = {name: max_abs_diff(_restore(workdir, 4, config), params_one)
-           for name, workdir in (("scratch", scratch), ("resumed", resumed))}
+  # Its checkpoints (written by 2 processes), restored by this 1-process run into a 4-device mesh.
+  diff = max_abs_diff(_restore(two, 4, config), params_one)
   print(f"2 vs 1 process: max |loss diff| "
-        f"{max(abs(losses_scratch[s] - losses_one[s]) for s in steps):.2e}; max |param diff| at step 4: "
-        f"{diffs}")
-  assert max(diffs.values()) < 2e-6
+        f"{max(abs(losses_two[s] - losses_one[s]) for s in steps):.2e}; max |param diff| at step 4: "
+        f"{diff:.2e}")
+  assert diff < 2e-6

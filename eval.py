@@ -8,7 +8,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from vlfusion import runtime
+from vlfusion import distributed, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
@@ -19,6 +19,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a JAX backend.
   runtime.initialize()
   from vlfusion.evaluation import evaluator
 

@@ -4,13 +4,15 @@
   python train.py --config=configs/pretrain/single_stream.py:tiny --workdir=/tmp/vlf \
       --config.model.fusion_layers=3 --config.train.num_steps=200
 
-Run again with the same workdir to resume from its latest checkpoint.
+Run again with the same workdir to resume from its latest checkpoint. Over several processes (hosts),
+start the same command in each with --coordinator_address=host:port --num_processes=N --process_id=i
+(auto-detected on Cloud TPU and SLURM); docs/scaling.md has the launch commands.
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vlfusion import runtime
+from vlfusion import distributed, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
@@ -23,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  distributed.initialize()  # before anything touches a JAX backend.
   runtime.initialize()
   from vlfusion.training import trainer  # after runtime setup: imports JAX and TensorFlow.
 

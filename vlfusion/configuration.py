@@ -103,6 +103,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = dict(
       learning_rate=1e-3, schedule="cosine", warmup_steps=50, weight_decay=0.01,
       b1=0.9, b2=0.999, eps=1e-6, grad_clip_norm=1.0, grad_accum_steps=1,
+      # Weight decay applies to kernels, never to biases or LayerNorm; embedding tables only if set.
+      decay_embeddings=False,
+      # Per-module learning rates: "regex:factor,..." (first re.search match on the parameter path
+      # wins, e.g. "text_layers:0.1,image:0.5"); "" = none.
+      lr_multipliers="",
   )
 
   # Mesh axis sizes; -1 takes the devices left over. Rules map logical axis names to mesh axes.
@@ -130,6 +135,8 @@ def base_config() -> ml_collections.ConfigDict:
       nonfinite_policy="skip", max_consecutive_nonfinite=5,
       # Testing aid: multiply this objective's logits by NaN at this step (-1: never).
       inject_nan_at_step=-1, inject_nan_objective="mlm",
+      # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
+      peak_flops_per_device=0.0,
   )
   c.eval = dict(every_steps=0, tasks=("itm", "mlm"), batch_size=64)
   return c
@@ -327,6 +334,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
   _check(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps} is negative")
   _check(o.grad_accum_steps >= 1, f"config.optimizer.grad_accum_steps={o.grad_accum_steps} < 1")
+  _check(o.weight_decay >= 0, f"config.optimizer.weight_decay={o.weight_decay} is negative")
+  _check(o.grad_clip_norm >= 0, f"config.optimizer.grad_clip_norm={o.grad_clip_norm} is negative "
+         "(0 turns clipping off)")
+  if "lr_multipliers" in o:
+    from vlfusion.training.optimizer import parse_lr_multipliers  # imports optax; raises ConfigError.
+
+    parse_lr_multipliers(o.lr_multipliers)
 
   t = config.train
   _check(t.num_steps >= 1, f"config.train.num_steps={t.num_steps} must be >= 1")
@@ -339,6 +353,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       t.max_consecutive_nonfinite >= 1,
       f"config.train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1",
   )
+  _check(t.get("peak_flops_per_device", 0.0) >= 0,
+         f"config.train.peak_flops_per_device={t.get('peak_flops_per_device')} is negative")
   _check(
       t.checkpoint_every_steps >= 1,
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",

@@ -20,10 +20,9 @@ from jax.experimental import multihost_utils
 from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.models import build_model
-from vlfusion.training import checkpointing, losses, partitioning, train_state
+from vlfusion.training import checkpointing, losses, partitioning, reporting, train_state
 from vlfusion.training import workdir as workdir_lib
-from vlfusion.training.optimizer import make_optimizer
-from vlfusion.training.reporting import MetricsReporter
+from vlfusion.training.optimizer import check_lr_multipliers, make_optimizer
 from vlfusion.training.train_state import TrainState
 
 
@@ -94,8 +93,10 @@ def train_step(
 class Setup:
   """What training and evaluation share: validated config, mesh, model, optimizer, state layout."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    configuration.validate(config, num_devices=jax.device_count())
+  def __init__(self, config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None):
+    """`devices` (all of them by default) are the mesh's; a subset lets one process build several."""
+    self.devices = list(devices if devices is not None else jax.devices())
+    configuration.validate(config, num_devices=len(self.devices))
     unknown = [n for n, w in config.objectives.items() if w > 0 and n not in losses.OBJECTIVES]
     if unknown:
       raise configuration.ConfigError(
@@ -103,7 +104,7 @@ class Setup:
           f"implemented: {sorted(losses.OBJECTIVES)}"
       )
     self.config = config
-    self.mesh = partitioning.make_mesh(config.mesh)
+    self.mesh = partitioning.make_mesh(config.mesh, self.devices)
     self.rules = partitioning.logical_rules(config.mesh)
     self.model = build_model(config.model)
     self.optimizer, self.schedule = make_optimizer(config.optimizer, config.train.num_steps)
@@ -111,27 +112,46 @@ class Setup:
     with jax.set_mesh(self.mesh):
       self.abstract_state, self.state_shardings = train_state.abstract_state(
           self.init_fn, self.mesh, self.rules)
+    check_lr_multipliers(config.optimizer, self.abstract_state.params)
 
   def initial_state(self) -> TrainState:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return train_state.create_sharded_state(
           self.init_fn, self.state_shardings, self.config.train.seed)
 
-  def jit_train_step(self):
-    """`train_step` jit-compiled over the mesh with explicit shardings and a donated state."""
-    fn = functools.partial(
+  def step_function(self, grad_accum_steps: int | None = None):
+    """`train_step` with this run's model, optimizer and objectives bound (not yet jitted)."""
+    t = self.config.train
+    return functools.partial(
         train_step, model=self.model, optimizer=self.optimizer, schedule=self.schedule,
         objective_weights=dict(self.config.objectives),
-        grad_accum_steps=self.config.optimizer.grad_accum_steps,
-        nan_injection=(None if self.config.train.inject_nan_at_step < 0 else
-                       (self.config.train.inject_nan_at_step, self.config.train.inject_nan_objective)),
+        grad_accum_steps=(self.config.optimizer.grad_accum_steps if grad_accum_steps is None
+                          else grad_accum_steps),
+        nan_injection=(None if t.inject_nan_at_step < 0 else
+                       (t.inject_nan_at_step, t.inject_nan_objective)),
     )
+
+  def jit_train_step(self, grad_accum_steps: int | None = None):
+    """`train_step` jit-compiled over the mesh with explicit shardings and a donated state."""
     return jax.jit(
-        fn,
+        self.step_function(grad_accum_steps),
         in_shardings=(self.state_shardings, partitioning.batch_sharding(self.mesh)),
         out_shardings=(self.state_shardings, partitioning.replicated(self.mesh)),
         donate_argnums=(0,),
     )
+
+  def flops_per_device_step(self, compiled: Any, batch: dict[str, Any]) -> float | None:
+    """FLOPs one device executes per train step, from XLA's cost analysis of the compiled step.
+
+    XLA counts a loop body once, so with gradient accumulation (a scan over micro-batches) the count
+    comes from the unpartitioned HLO of the same step without accumulation, divided by the devices.
+    """
+    if self.config.optimizer.grad_accum_steps == 1:
+      return reporting.cost_flops(compiled.cost_analysis())
+    with nn.logical_axis_rules(self.rules):
+      lowered = self.jit_train_step(grad_accum_steps=1).lower(self.abstract_state, batch)
+    flops = reporting.cost_flops(lowered.cost_analysis())
+    return None if flops is None else flops / len(self.devices)
 
 
 class _Preemption:
@@ -176,13 +196,15 @@ def _all_hosts_agree(flag: bool) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       allow_config_change: bool = False) -> TrainState:
+                       allow_config_change: bool = False,
+                       devices: list[jax.Device] | None = None) -> TrainState:
   """Trains for `config.train.num_steps`, resuming from the latest complete checkpoint in `workdir`.
 
   Resume is exact: the batches, dropout keys and optimizer state of a resumed run are those an
   uninterrupted run would have used. SIGTERM saves a checkpoint at the current step and returns.
+  `devices` (default: all) are the devices the mesh spans.
   """
-  setup = Setup(config)  # validates before anything is built or compiled.
+  setup = Setup(config, devices)  # validates before anything is built or compiled.
   workdir_lib.prepare(workdir, config, allow_config_change)
   source = pipeline.make_batch_source(
       config, config.data.train_split, process_index=jax.process_index(),
@@ -205,9 +227,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     evaluator = Evaluator(setup, config)
   config_dict = json.loads(configuration.to_json(config))
   step_fn = setup.jit_train_step()
-  reporter = MetricsReporter(workdir)
+  reporter = reporting.MetricsReporter(workdir)
   t = config.train
-  last_time, last_step = time.time(), start
+  throughput = None
+  once: dict[str, float] = {}  # reported with the first logged step only.
   consecutive_bad = 0
   try:
     with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
@@ -215,10 +238,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       while step < t.num_steps:
         batch = partitioning.to_global_batch(source.get_batch(step), setup.mesh)
         if step == start:
-          compile_start = time.time()
+          compile_start = time.perf_counter()
           step_fn = step_fn.lower(state, batch).compile()
-          logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
-          last_time = time.time()
+          once["compile_seconds"] = time.perf_counter() - compile_start
+          flops = setup.flops_per_device_step(step_fn, batch)
+          peak = reporting.peak_flops_per_device(t.get("peak_flops_per_device", 0.0),
+                                                 setup.devices[0].device_kind)
+          if flops:
+            once["flops_per_step"] = flops * len(setup.devices)
+          logging.info(
+              "Compiled the train step in %.1fs; %s FLOPs per step (XLA), %s per device; peak %s "
+              "FLOP/s per device (%s).", once["compile_seconds"],
+              f"{flops * len(setup.devices):.4g}" if flops else "unknown",
+              f"{flops:.4g}" if flops else "unknown", f"{peak:.4g}" if peak else "unknown",
+              setup.devices[0].device_kind)
+          throughput = reporting.Throughput(config.data.global_batch_size, t.num_steps, flops, peak,
+                                            start)
         state, metrics = step_fn(state, batch)
         step += 1
         if float(metrics["nonfinite"]) > 0:
@@ -239,13 +274,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           consecutive_bad = 0
         if step % t.log_every_steps == 0 or step == t.num_steps:
           metrics = jax.device_get(metrics)
-          now = time.time()
-          steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-          metrics.update(steps_per_sec=steps_per_sec,
-                         examples_per_sec=steps_per_sec * config.data.global_batch_size)
-          last_time, last_step = now, step
+          metrics.update(throughput.measure(step), **once)
+          once = {}
           reporter.write(step, metrics)
-          logging.info("step %d: %s", step, " ".join(
+          logging.info("step %d/%d: %s", step, t.num_steps, " ".join(
               f"{k}={float(v):.4g}" for k, v in sorted(metrics.items())))
         eval_metrics = None
         if evaluator is not None and (step % config.eval.every_steps == 0 or step == t.num_steps):
@@ -253,6 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           eval_metrics = {f"{task}_accuracy": r["accuracy"] for task, r in results.items()}
           reporter.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
           logging.info("step %d eval: %s", step, eval_metrics)
+          throughput.reset(step)  # evaluation time is not training throughput.
         stop = _all_hosts_agree(preemption.requested)
         if (step % t.checkpoint_every_steps == 0 or step == t.num_steps or stop
             or eval_metrics is not None and t.best_metric):

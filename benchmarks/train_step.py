@@ -1,0 +1,128 @@
+r"""Train-step speed of a config on this machine's devices: steps/s, examples/s, FLOPs and MFU.
+
+  python benchmarks/train_step.py                                   # co_attention tiny, all devices
+  python benchmarks/train_step.py --config=configs/pretrain/single_stream.py:small --steps=20 \
+      --mesh=data=2,fsdp=2,tensor=2 --dtype=bfloat16 --peak_flops=1e11
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/train_step.py --mesh=fsdp=8
+
+Batches are synthetic (the input pipeline has its own benchmark, benchmarks/input_pipeline.py), so the
+numbers are the jitted step alone: `Setup(config).jit_train_step()` on a state initialised into its
+shardings. FLOPs are XLA's cost analysis of the compiled step; MFU needs a peak (auto on TPU/GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vlfusion.training import partitioning, reporting, trainer  # noqa: E402
+
+
+def load_config(spec: str):
+  """`path[:arg]` -> the config its `get_config(arg)` returns, unlocked."""
+  import importlib.util
+
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config.unlock()
+  return config
+
+
+def synthetic_batch(config, seed: int) -> dict[str, np.ndarray]:
+  """A global batch of random inputs and MLM/ITM targets with the shapes `config` implies."""
+  rng = np.random.default_rng(seed)
+  m, b, lt = config.model, config.data.global_batch_size, config.data.max_text_len
+  batch = {
+      "text_ids": rng.integers(5, m.text.vocab_size, (b, lt)).astype(np.int32),
+      "text_mask": np.ones((b, lt), bool),
+      "example_mask": np.ones((b,), bool),
+      "itm_labels": rng.integers(0, 2, b).astype(np.int32),
+      "mlm_targets": rng.integers(5, m.text.vocab_size, (b, lt)).astype(np.int32),
+      "mlm_weights": (rng.uniform(size=(b, lt)) < 0.15).astype(np.float32),
+  }
+  if m.image.input == "regions":
+    r = m.image.num_regions
+    batch["regions"] = {
+        "features": rng.normal(size=(b, r, m.image.feature_dim)).astype(np.float32),
+        "boxes": rng.uniform(size=(b, r, m.image.box_dim)).astype(np.float32),
+        "mask": np.ones((b, r), bool),
+    }
+  else:
+    s = m.image.image_size
+    batch["image"] = rng.normal(size=(b, s, s, 3)).astype(np.float32)
+  return batch
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/pretrain/co_attention.py:tiny")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps after one warm-up step")
+  parser.add_argument("--mesh", default="", help="e.g. data=2,fsdp=2,tensor=2 (default: data=all)")
+  parser.add_argument("--batch_size", type=int, default=0, help="global batch (default: the config's)")
+  parser.add_argument("--dtype", default="", help="model compute dtype, e.g. bfloat16")
+  parser.add_argument("--remat_policy", default="")
+  parser.add_argument("--peak_flops", type=float, default=0.0, help="peak FLOP/s per device for MFU")
+  args = parser.parse_args()
+
+  config = load_config(args.config)
+  for part in filter(None, args.mesh.split(",")):
+    axis, size = part.split("=")
+    config.mesh[axis.strip()] = int(size)
+  if args.batch_size:
+    config.data.global_batch_size = args.batch_size
+  if args.dtype:
+    config.model.dtype = args.dtype
+  if args.remat_policy:
+    config.model.remat_policy = args.remat_policy
+
+  setup = trainer.Setup(config)
+  state = setup.initial_state()
+  batches = [synthetic_batch(config, s) for s in range(2)]
+  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    batches = [partitioning.to_global_batch(b, setup.mesh) for b in batches]
+    start = time.perf_counter()
+    step_fn = setup.jit_train_step().lower(state, batches[0]).compile()
+    compile_seconds = time.perf_counter() - start
+    flops = setup.flops_per_device_step(step_fn, batches[0])
+    state, metrics = step_fn(state, batches[0])  # warm-up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(args.steps):
+      state, metrics = step_fn(state, batches[i % 2])
+    jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - start
+
+  n = len(setup.devices)
+  peak = reporting.peak_flops_per_device(args.peak_flops, setup.devices[0].device_kind)
+  steps_per_sec = args.steps / seconds
+  sizes = dict(zip(setup.mesh.axis_names, setup.mesh.devices.shape, strict=True))
+  print(f"config {args.config}  mesh {sizes}  devices {n} x {setup.devices[0].device_kind}  "
+        f"batch {config.data.global_batch_size}  dtype {config.model.dtype}  "
+        f"remat {config.model.remat_policy}")
+  print(f"compile            {compile_seconds:.1f} s")
+  print(f"steps/s            {steps_per_sec:.3f}")
+  print(f"examples/s         {steps_per_sec * config.data.global_batch_size:.1f}")
+  if flops:
+    print(f"FLOPs/step         {flops * n:.4g} (XLA; {flops:.4g} per device)")
+    print(f"TFLOP/s per device {flops * steps_per_sec / 1e12:.4g}")
+    if peak:
+      print(f"MFU                {flops * steps_per_sec / peak:.2%} of {peak:.4g} FLOP/s per device")
+    else:
+      print("MFU                unknown: no peak for this device kind (pass --peak_flops)")
+  print(f"final loss         {float(metrics['loss']):.4f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -277,6 +277,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
   _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
   _validate_model_extras(m)
+  for stream in ("text", "image"):
+    _check(not (m[stream].get("init_from") and m.scan_layers),
+           f"config.model.{stream}.init_from={m[stream].get('init_from')!r} with "
+           "config.model.scan_layers=True is not supported: checkpoints load into unrolled layers; "
+           "set scan_layers=False")
   _check(
       m.cross.direction in ("both", "text_to_image"),
       f"config.model.cross.direction={m.cross.direction!r} must be 'both' or 'text_to_image'",

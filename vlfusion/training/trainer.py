@@ -115,9 +115,19 @@ class Setup:
     check_lr_multipliers(config.optimizer, self.abstract_state.params)
 
   def initial_state(self) -> TrainState:
+    """A freshly initialised, sharded state; streams named by `model.{text,image}.init_from` are
+    loaded from their checkpoints (what was loaded and what was not is logged)."""
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      return train_state.create_sharded_state(
+      state = train_state.create_sharded_state(
           self.init_fn, self.state_shardings, self.config.train.seed)
+    m = self.config.model
+    if m.text.get("init_from") or m.image.get("init_from"):
+      from vlfusion.convert import init_from  # safetensors readers; no torch needed.
+
+      params, report = init_from.apply(self.config, state.params)
+      logging.info("Initialised from checkpoints:\n%s", report.summary())
+      state = state.replace(params=params)
+    return state
 
   def step_function(self, grad_accum_steps: int | None = None):
     """`train_step` with this run's model, optimizer and objectives bound (not yet jitted)."""

@@ -184,3 +184,26 @@ def test_sharded_parameters_keep_their_sharding(bert_dir):
   new = loaded["text_embeddings"]["word_embeddings"]["embedding"]
   assert new.sharding == sharding
   np.testing.assert_array_equal(new, bert_dir[1].embeddings.word_embeddings.weight.detach().numpy())
+
+
+def test_training_starts_from_the_checkpoint(bert_dir, caplog):
+  """The trainer's initial state carries the BERT weights named by model.text.init_from."""
+  from vlfusion.training import trainer
+
+  config = _config(co_attention, **{"text.init_from": bert_dir[0]})
+  with caplog.at_level("INFO"):
+    state = trainer.Setup(config).initial_state()
+  hf = bert_dir[1]
+  np.testing.assert_array_equal(np.asarray(state.params["text_embeddings"]["word_embeddings"]["embedding"]),
+                                hf.embeddings.word_embeddings.weight.detach().numpy())
+  assert "model.text.init_from: loaded" in caplog.text
+  # the image stream was not in the checkpoint and keeps its fresh initialisation.
+  assert "freshly initialised" in caplog.text
+
+
+def test_init_from_with_scanned_layers_is_refused(bert_dir):
+  from vlfusion.configuration import validate
+
+  config = _config(co_attention, **{"text.init_from": bert_dir[0], "scan_layers": True})
+  with pytest.raises(ConfigError, match="config.model.text.init_from.*scan_layers"):
+    validate(config)

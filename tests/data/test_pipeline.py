@@ -80,7 +80,8 @@ def test_only_enabled_objectives_get_targets(data_dir):
 
 def test_vqa_batches(data_dir):
   config = tiny_config(co_attention, data_dir, **{"objectives.mlm": 0.0, "objectives.itm": 0.0,
-                                                  "objectives.vqa": 1.0, "model.heads": ("vqa",)})
+                                                  "objectives.vqa": 1.0, "model.heads": ("vqa",),
+                                                  "model.vqa.num_answers": len(questions.ANSWERS)})
   source = pipeline.make_batch_source(config, "train")
   b = source.get_batch(0)
   assert b["vqa_scores"].shape == (32, len(questions.ANSWERS))
@@ -181,10 +182,24 @@ def test_pipeline_reads_vqa_v2_with_soft_scores(data_dir, tmp_path):
       "data.name": "vqa_v2/images", "data.manual_dir": str(tmp_path), "data.vocab_path": BERT_VOCAB,
       "data.global_batch_size": 4, "data.vqa_min_answer_count": 2, "model.text.vocab_size": 30522,
       "model.image.input": "patches", "model.image.image_size": 32, "model.image.patch_size": 8,
-      "objectives.mlm": 0.0, "objectives.itm": 0.0, "objectives.vqa": 1.0, "model.heads": ("vqa",)})
+      "objectives.mlm": 0.0, "objectives.itm": 0.0, "objectives.vqa": 1.0, "model.heads": ("vqa",),
+      "model.vqa.num_answers": 4})
   source = pipeline.make_batch_source(config, "train")
   assert source.answer_vocab == ["yes", "3", "blue", "cat"]
   rows = [r for b in source.eval_batches(4) for r in b["vqa_scores"]]
   by_row = sorted(tuple(np.round(r.astype(np.float64), 3).tolist()) for r in rows)
   # per image: yes=1; "3" 1.0 (5 of 10); blue 1.0 (red is not in the vocab); cat 0.6 (dog is not)
   assert by_row == sorted(2 * [(1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 1.0, 0), (0, 0, 0, 0.6)])
+
+
+def test_head_sizes_must_match_the_data(data_dir):
+  config = tiny_config(co_attention, data_dir, **{"objectives.mlm": 0.0, "objectives.itm": 0.0,
+                                                  "objectives.vqa": 1.0, "model.heads": ("vqa",),
+                                                  "model.vqa.num_answers": 3})
+  with pytest.raises(ConfigError, match=f"model.vqa.num_answers=3 but .* {len(questions.ANSWERS)} answers"):
+    pipeline.make_batch_source(config, "train")
+  config = tiny_config(co_attention, data_dir, **{"objectives.mrm": 1.0,
+                                                  "model.heads": ("mlm", "itm", "mrm"),
+                                                  "model.mrm.num_labels": 4})
+  with pytest.raises(ConfigError, match=f"model.mrm.num_labels=4 but .* {scenes.NUM_LABELS} object"):
+    pipeline.make_batch_source(config, "train")

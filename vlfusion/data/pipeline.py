@@ -135,6 +135,22 @@ def _check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer
                       f"are {bc.image_size}x{bc.image_size}")
 
 
+def _check_heads(config: ml_collections.ConfigDict, builder: Any, answer_vocab: list[str]) -> None:
+  """Head sizes that must equal the data's: the VQA answer vocabulary, the object labels."""
+  m, name, active = config.model, config.data.name, _active(config)
+  if "vqa" in active and m.vqa.num_answers != len(answer_vocab):
+    raise ConfigError(f"config.model.vqa.num_answers={m.vqa.num_answers} but {name} has "
+                      f"{len(answer_vocab)} answers in its vocabulary")
+  num_labels = (builder.info.metadata or {}).get("num_labels")
+  if "mrm" in active and m.mrm.num_labels > 0:
+    if num_labels is None:
+      raise ConfigError(f"config.model.mrm.num_labels={m.mrm.num_labels} but {name} has no object "
+                        "labels; set it to 0 (feature regression only)")
+    if m.mrm.num_labels < num_labels:
+      raise ConfigError(f"config.model.mrm.num_labels={m.mrm.num_labels} but {name} has "
+                        f"{num_labels} object labels")
+
+
 def _text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -169,6 +185,7 @@ class BatchSource:
     self.objectives = _active(config)
     self.answer_vocab = _answer_vocab(config, self.builder)
     self._answer_index = {a: i for i, a in enumerate(self.answer_vocab)}
+    _check_heads(config, self.builder, self.answer_vocab)
     self.num_examples = len(self.data_source)
     if self.num_examples < self.global_batch_size:
       raise ConfigError(f"config.data.global_batch_size={self.global_batch_size} is larger than the "

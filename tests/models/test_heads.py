@@ -1,12 +1,11 @@
 """Heads and their losses against numpy references; masking; gradient-accumulation exactness."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.model_fixtures import add_targets, random_batch
+from tests.model_fixtures import add_targets, random_batch, random_params
 from vlfusion import configuration
 from vlfusion.models import build_model
 from vlfusion.models.heads import ItcHead
@@ -151,8 +150,8 @@ def test_vqa_and_pairs_heads_in_the_model():
   configuration.validate(config)
   batch = add_targets(config, random_batch(config, 3, 6, 4, (6, 3, 4), (4, 2, 3)))
   model = build_model(m)
-  params = nn.unbox(model.init(jax.random.PRNGKey(0), {k: v for k, v in batch.items()
-                                                       if not k.startswith("pair_")})["params"])
+  # Initialised without pair inputs: the first image stands in for the second at init.
+  params = random_params(model, {k: v for k, v in batch.items() if not k.startswith("pair_")})
   out = model.apply({"params": params}, batch)
   assert out["vqa_logits"].shape == (3, 9) and out["pairs_logits"].shape == (3, 2)
   assert "mlm_logits" not in out and "itm_logits" not in out

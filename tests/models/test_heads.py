@@ -152,13 +152,14 @@ def test_vqa_and_pairs_heads_in_the_model():
   model = build_model(m)
   # Initialised without pair inputs: the first image stands in for the second at init.
   params = random_params(model, {k: v for k, v in batch.items() if not k.startswith("pair_")})
-  out = model.apply({"params": params}, batch)
+  apply = jax.jit(lambda b: model.apply({"params": params}, b))
+  out = apply(batch)
   assert out["vqa_logits"].shape == (3, 9) and out["pairs_logits"].shape == (3, 2)
   assert "mlm_logits" not in out and "itm_logits" not in out
   other = dict(batch, pair_regions={k: np.roll(v, 1, axis=0) for k, v in batch["pair_regions"].items()})
-  assert not np.allclose(model.apply({"params": params}, other)["pairs_logits"], out["pairs_logits"])
+  assert not np.allclose(apply(other)["pairs_logits"], out["pairs_logits"])
   # Without a second image (e.g. a captioning batch) the pairs head does not run.
   single = {k: v for k, v in batch.items() if not k.startswith("pair_")}
-  assert "pairs_logits" not in model.apply({"params": params}, single)
+  assert "pairs_logits" not in apply(single)
   total, metrics = losses.total_loss(out, batch, {"vqa": 1.0, "pairs": 1.0})
   assert np.isfinite(float(total)) and {"vqa_loss", "pairs_loss", "pairs_accuracy"} <= set(metrics)

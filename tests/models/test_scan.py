@@ -33,7 +33,7 @@ def test_scan_matches_unrolled(module):
   batch = random_batch(unrolled_config, 2, 6, 4, (6, 3), (4, 2))
   unrolled = build_model(unrolled_config.model)
   params = random_params(unrolled, batch)
-  expected = unrolled.apply({"params": params}, batch)
+  expected = jax.jit(unrolled.apply)({"params": params}, batch)
 
   scanned = build_model(_config(module, scan=True).model)
   boxed = jax.eval_shape(scanned.init, jax.random.PRNGKey(0), batch)["params"]
@@ -48,7 +48,7 @@ def test_scan_matches_unrolled(module):
     expected_shapes = jax.tree.map(jnp.shape, encoder[f"{prefix}_stack"]["layer"])
     assert jax.tree.map(jnp.shape, nn.unbox(kernel)) == expected_shapes
   stacked = dict(params, encoder=encoder)
-  got = scanned.apply({"params": stacked}, batch)
+  got = jax.jit(scanned.apply)({"params": stacked}, batch)
   for key in ("text_hidden", "image_hidden", "pooled", "mlm_logits", "itm_logits"):
     np.testing.assert_allclose(got[key], expected[key], atol=1e-5, err_msg=key)
   # And back: the round trip restores the unrolled layout exactly.

@@ -75,3 +75,27 @@ def add_targets(config, batch, seed=2):
     out["vqa_scores"] = scores.astype(np.float32)
   out["pair_labels"] = rng.integers(0, 2, (b,)).astype(np.int32)
   return out
+
+
+def random_params(model, batch, seed=0, scale=0.3, bert_like=False):
+  """Parameters of `model` filled from numpy, without running (and compiling) the random init.
+
+  Shapes come from `jax.eval_shape` of init. By default every value is N(0, scale), LayerNorm scales
+  included (so no layer is the identity), which is all that tests of structure and invariance need;
+  `bert_like` gives BERT's init instead (weights N(0, 0.02), biases 0, LayerNorm scales 1), for training.
+  """
+  import flax.linen as nn
+  import jax
+
+  rng = np.random.default_rng(seed)
+  shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)["params"])
+
+  def fill(path, s):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if bert_like and name == "scale":
+      return np.ones(s.shape, s.dtype)
+    if bert_like and name == "bias":
+      return np.zeros(s.shape, s.dtype)
+    return rng.normal(0.0, 0.02 if bert_like else scale, s.shape).astype(s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -3,18 +3,20 @@
 import importlib
 import os
 
-import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.model_fixtures import add_targets, random_batch
-from vlfusion.training import partitioning, trainer
+from tests.model_fixtures import add_targets, random_batch, random_params
+from vlfusion.training import partitioning, train_state, trainer
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain")
 NAMES = sorted(os.path.splitext(f)[0] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")
                and not f.startswith("_"))
 BATCH = 8  # one row per simulated device.
+# The CPU backend's cheapest code generation: the same jitted step and shardings, compiled faster.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def synthetic_batch(config):
@@ -48,13 +50,19 @@ def test_tiny_config_trains(name):
   config.model.dropout = 0.0
   config.optimizer.warmup_steps = 0
   config.optimizer.learning_rate = 3e-3
-  config.model.scan_layers = True  # also runs every family's scanned stacks through the trainer.
+  # Also runs every family's scanned, rematerialised stacks through the trainer.
+  config.model.scan_layers = True
+  config.model.remat_policy = "full"
   setup = trainer.Setup(config)
-  # Setup's init placed into Setup's shardings (eagerly: one compile per config, the train step's).
-  state = jax.device_put(nn.unbox(setup.init_fn(jax.random.PRNGKey(0))), setup.state_shardings)
-  step = setup.jit_train_step()
+  # BERT-initialised parameters from numpy and Setup's optimizer state, placed in Setup's shardings:
+  # the random init would cost a compile (or seconds of eager ops) per config; the step is the test.
+  params = random_params(setup.model, train_state.example_batch(config), bert_like=True)
+  state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                 opt_state=setup.optimizer.init(params), rng=jax.random.PRNGKey(0))
+  state = jax.device_put(state, setup.state_shardings)
   with jax.set_mesh(setup.mesh):
     batch = partitioning.to_global_batch(synthetic_batch(config), setup.mesh)
+    step = setup.jit_train_step().lower(state, batch).compile(compiler_options=FAST_COMPILE)
     losses = []
     for _ in range(3):
       state, metrics = step(state, batch)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.model_fixtures import add_targets, pad_batch, random_batch
+from tests.model_fixtures import pad_batch, random_batch, random_params
 from vlfusion import configuration
 from vlfusion.models import build_model
 
@@ -52,12 +52,27 @@ CASES = {
 }
 
 
+class Jitted:
+  """model.apply under jax.jit with fixed parameters (one compile per input shape, cheaper than eager)."""
+
+  def __init__(self, model, params):
+    self.params = params
+    self.fn = jax.jit(lambda p, b: model.apply({"params": p}, b))
+
+  def apply(self, variables, batch):
+    return self.fn(variables["params"], batch)
+
+
 def init(config, batch):
   model = build_model(config.model)
-  return model, nn.unbox(model.init(jax.random.PRNGKey(0), batch)["params"])
+  params = random_params(model, batch)
+  return Jitted(model, params), params
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# Padding cases: one per family. The other co-attention cases change no masking path: the ViLBERT case
+# (product pooler, cross-attention between widths) covers co_attention; tests/test_models.py pads the
+# LXMERT order.
+@pytest.mark.parametrize("case", sorted(set(CASES) - {"co_attention_lxmert_shared", "co_attention_meter"}))
 def test_padding_invariance(case):
   """Outputs at valid positions, and every head's output, do not depend on the amount of padding."""
   config = CASES[case]
@@ -151,15 +166,3 @@ def test_per_stream_norm_settings():
   assert StreamSettings.from_config(m, "image", own_norm=False).pre_norm is False
   assert StreamSettings.from_config(m, "text").pre_norm is False
   assert StreamSettings.from_config(m, "text").layer_norm_eps == 1e-12
-
-
-def test_all_heads_with_targets_give_finite_losses():
-  from vlfusion.training import losses
-  config = CASES["co_attention_lxmert_shared"]
-  batch = add_targets(config, random_batch(config, 3, 6, 4, (6, 3, 4), (4, 2, 3)))
-  model, params = init(config, batch)
-  out = model.apply({"params": params}, batch)
-  weights = {"mlm": 1.0, "itm": 1.0, "mrm": 1.0, "itc": 1.0, "vqa": 1.0}
-  total, metrics = losses.total_loss(out, batch, weights)
-  assert np.isfinite(float(total))
-  assert {"mrm_feature_loss", "mrm_label_loss", "itc_loss", "vqa_loss"} <= set(metrics)

@@ -1,12 +1,11 @@
 """Heads and their losses against numpy references; masking; gradient-accumulation exactness."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.model_fixtures import add_targets, random_batch
+from tests.model_fixtures import add_targets, random_batch, random_params
 from vlfusion import configuration
 from vlfusion.models import build_model
 from vlfusion.models.heads import ItcHead
@@ -151,15 +150,16 @@ def test_vqa_and_pairs_heads_in_the_model():
   configuration.validate(config)
   batch = add_targets(config, random_batch(config, 3, 6, 4, (6, 3, 4), (4, 2, 3)))
   model = build_model(m)
-  params = nn.unbox(model.init(jax.random.PRNGKey(0), {k: v for k, v in batch.items()
-                                                       if not k.startswith("pair_")})["params"])
-  out = model.apply({"params": params}, batch)
+  # Initialised without pair inputs: the first image stands in for the second at init.
+  params = random_params(model, {k: v for k, v in batch.items() if not k.startswith("pair_")})
+  apply = jax.jit(lambda b: model.apply({"params": params}, b))
+  out = apply(batch)
   assert out["vqa_logits"].shape == (3, 9) and out["pairs_logits"].shape == (3, 2)
   assert "mlm_logits" not in out and "itm_logits" not in out
   other = dict(batch, pair_regions={k: np.roll(v, 1, axis=0) for k, v in batch["pair_regions"].items()})
-  assert not np.allclose(model.apply({"params": params}, other)["pairs_logits"], out["pairs_logits"])
+  assert not np.allclose(apply(other)["pairs_logits"], out["pairs_logits"])
   # Without a second image (e.g. a captioning batch) the pairs head does not run.
   single = {k: v for k, v in batch.items() if not k.startswith("pair_")}
-  assert "pairs_logits" not in model.apply({"params": params}, single)
+  assert "pairs_logits" not in apply(single)
   total, metrics = losses.total_loss(out, batch, {"vqa": 1.0, "pairs": 1.0})
   assert np.isfinite(float(total)) and {"vqa_loss", "pairs_loss", "pairs_accuracy"} <= set(metrics)

@@ -118,9 +118,10 @@ def markdown(rows: list[dict[str, Any]], size: str, batch_size: int) -> str:
       f"`{size}`; do not edit by hand. Parameters come from `jax.eval_shape` of the model's init, by stage "
       "(embeddings: text + image input embeddings; text / image: unimodal layers; fusion: everything else "
       "in the encoder; heads: pooler and every configured head, MLM decoder tied to the word table). "
-      "Forward GFLOPs: XLA's cost analysis of the compiled forward pass (eval mode, every configured "
-      f"head) on CPU, batch {batch_size}, {TEXT_LEN} text tokens (the text max_len where smaller), the "
-      "image side as the config says (regions or image size / patch size). Layers are text / image / fusion "
+      "Forward GFLOPs: XLA's cost analysis of the compiled forward pass (a multiply-add counts 2; eval "
+      f"mode, every configured head) on CPU, batch {batch_size}, {TEXT_LEN} text tokens (the text "
+      "max_len where smaller), the image side as the config says (regions or image size / patch size). "
+      "Layers are text / image / fusion "
       "(single-stream: the joint stack; ViLBERT: each fusion layer also holds a text and an image "
       "self-attention layer). Hidden is text / image width.",
       "",

@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
+from tests.conftest import FAST_XLA
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
 def _env():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=1 {FAST_XLA}"
   env["PYTHONUNBUFFERED"] = "1"
   return env
 

@@ -6,12 +6,14 @@ import subprocess
 import sys
 import time
 
+from tests.conftest import FAST_XLA
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def env():
   e = dict(os.environ)
-  e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=1 {FAST_XLA}"
   e["PYTHONUNBUFFERED"] = "1"
   return e
 

@@ -25,6 +25,7 @@ def get_config(arg=None):
   m.fusion_layers = m.text.num_layers  # the joint stack; no unimodal layers.
   m.text.num_layers = 0
   m.image.num_layers = 0
+  m.image.embedding = "visualbert"  # fc(features) + visual type + position, LayerNorm; no boxes.
   if size == "base":
     m.text.update(dict(vocab_size=30522, max_len=512))
     m.image.update(dict(feature_dim=2048, num_regions=36))

@@ -13,6 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from vlfusion import configuration  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
@@ -25,10 +27,4 @@ def tiny_config(module, data_dir, **overrides):
   config = module.get_config("tiny")
   config.unlock()
   config.data.data_dir = data_dir
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return configuration.override(config, overrides)

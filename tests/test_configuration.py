@@ -10,13 +10,7 @@ from vlfusion.configuration import ConfigError
 def _config(**overrides):
   config = co_attention.get_config("tiny")
   config.unlock()
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return configuration.override(config, overrides)
 
 
 @pytest.mark.parametrize("module", [co_attention, single_stream])

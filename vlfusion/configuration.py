@@ -178,6 +178,17 @@ def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   config.optimizer.warmup_steps = d["warmup_steps"]
 
 
+def override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets each dotted path of `overrides` ("model.fusion_layers": 2, ...) on an unlocked `config`."""
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
 def parse_arg(arg: str | None, default_size: str = "tiny") -> dict[str, str]:
   """Parses a config argument like `tiny` or `size=small,fusion=co_attention` into a dict."""
   out = {"size": default_size}

@@ -6,6 +6,7 @@ The argument names the fusion family. Importing it touches no JAX backend (train
 """
 
 from configs.pretrain import co_attention, single_stream
+from vlfusion import configuration
 
 FAMILIES = {"co_attention": co_attention, "single_stream": single_stream}
 
@@ -23,13 +24,7 @@ def small_config(family: str = "co_attention", **overrides):
   config.data.global_batch_size = 16
   config.optimizer.warmup_steps = 1
   config.train.num_steps = 10
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return configuration.override(config, overrides)
 
 
 def get_config(arg=None):

@@ -13,6 +13,7 @@ import pytest
 from configs.pretrain import albef, co_attention, lxmert, vilt
 from tests.conftest import tiny_config
 from vlfusion.data import questions
+from vlfusion.evaluation import evaluator
 from vlfusion.training import trainer
 
 pytestmark = pytest.mark.slow
@@ -52,3 +53,15 @@ def test_objective_trains_on_shapes_world(case, data_dir, tmp_path):
   parts = {k for k in losses if not k.startswith("mrm_")}
   parts |= {"mrm_loss"} if "mrm_label_loss" in losses else set()
   assert records[0]["loss"] == pytest.approx(sum(records[0][k] for k in parts), rel=1e-5)
+  # eval.py's path reports the task heads over the whole validation split.
+  task = {"vilt_vqa": "vqa", "co_attention_pairs": "pairs"}.get(case)
+  if task:
+    result = evaluator.evaluate(config, workdir)
+    source = evaluator.pipeline.make_batch_source(config, config.data.eval_split)
+    assert result[task]["count"] == source.num_examples
+    assert 0.0 <= result[task]["accuracy"] <= 1.0
+    if task == "vqa":
+      by_type = result["vqa"]["by_type"]
+      assert sum(t["count"] for t in by_type.values()) == source.num_examples
+      assert sum(t["accuracy"] * t["count"] for t in by_type.values()) == pytest.approx(
+          result["vqa"]["accuracy"] * source.num_examples, rel=1e-5)

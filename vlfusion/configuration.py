@@ -22,6 +22,7 @@ FUSION_FAMILIES = (
 )
 IMAGE_INPUTS = ("regions", "patches")
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
+EVAL_TASKS = ("itm", "mlm", "vqa", "pairs")
 POOLERS = ("text", "concat", "product")
 CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -138,7 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
       peak_flops_per_device=0.0,
   )
-  c.eval = dict(every_steps=0, tasks=("itm", "mlm"), batch_size=64)
+  # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score).
+  c.eval = dict(every_steps=0, tasks=EVAL_TASKS, batch_size=64)
   return c
 
 
@@ -341,6 +343,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       any(config.objectives[n] > 0 for n in config.objectives),
       "every weight in config.objectives is 0: nothing to train",
   )
+  for task in config.eval.tasks:
+    _check(task in EVAL_TASKS, f"config.eval.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
 
   o = config.optimizer
   _check(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate} must be positive")

@@ -14,6 +14,7 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.data import pipeline
+from vlfusion.data.questions import QUESTION_TYPES
 from vlfusion.data.scenes import NEGATIVE_KINDS
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
@@ -21,7 +22,7 @@ from vlfusion.training.trainer import Setup
 
 
 def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
-  """Correct and total counts of ITM and MLM predictions on one batch (padding rows excluded)."""
+  """Correct and total counts of ITM, MLM, VQA and pair predictions on one batch (padding rows excluded)."""
   outputs = model.apply({"params": params}, batch, train=False)
   example = batch["example_mask"].astype(jnp.float32)
   counts = {}
@@ -34,6 +35,21 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[s
         of_kind = example * (batch["itm_negative_kind"] == k)
         counts[f"itm_{kind}_correct"] = jnp.sum(correct * of_kind)
         counts[f"itm_{kind}_total"] = jnp.sum(of_kind)
+  if "vqa_logits" in outputs and "vqa_scores" in batch:
+    # VQA accuracy: the soft score of the arg-max answer (min(#humans who gave it / 3, 1) on VQA v2).
+    scores = batch["vqa_scores"].astype(jnp.float32)
+    top = jnp.take_along_axis(scores, jnp.argmax(outputs["vqa_logits"], -1)[:, None], axis=-1)[:, 0]
+    counts["vqa_correct"] = jnp.sum(top * example)
+    counts["vqa_total"] = jnp.sum(example)
+    if "vqa_question_type" in batch:  # shapes world: per question type (-1 = untyped, VQA v2).
+      for k, qtype in enumerate(QUESTION_TYPES):
+        of_type = example * (batch["vqa_question_type"] == k)
+        counts[f"vqa_{qtype}_correct"] = jnp.sum(top * of_type)
+        counts[f"vqa_{qtype}_total"] = jnp.sum(of_type)
+  if "pairs_logits" in outputs and "pair_labels" in batch:
+    correct = (jnp.argmax(outputs["pairs_logits"], -1) == batch["pair_labels"]).astype(jnp.float32)
+    counts["pairs_correct"] = jnp.sum(correct * example)
+    counts["pairs_total"] = jnp.sum(example)
   if "mlm_logits" in outputs and "mlm_weights" in batch:
     w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
     correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
@@ -43,7 +59,10 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[s
 
 
 class Evaluator:
-  """Accuracy of ITM and MLM predictions over the whole eval split, for any parameters.
+  """Accuracy of the model's ITM, MLM, VQA and pair predictions over the whole eval split.
+
+  Reports each task of `config.eval.tasks` that is a head of the model (`config.model.heads`); VQA
+  accuracy is the soft score of the arg-max answer, also by question type on the shapes world.
 
   Shared by eval.py and by evaluation during training (`config.eval.every_steps`).
   """
@@ -51,13 +70,19 @@ class Evaluator:
   def __init__(self, setup: Any, config: ml_collections.ConfigDict):
     self.setup = setup
     self.config = config
+    heads = set(config.model.heads)
+    self.tasks = [t for t in config.eval.tasks if t in heads]
+    if not self.tasks:
+      raise configuration.ConfigError(
+          f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
+          f"(config.model.heads={tuple(config.model.heads)}); evaluable tasks: {configuration.EVAL_TASKS}")
     self.source = pipeline.make_batch_source(
         config, config.data.eval_split, process_index=jax.process_index(),
         process_count=jax.process_count())
     self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
 
   def run(self, params: Any) -> dict[str, dict[str, float]]:
-    """{task: {"accuracy": a, "count": n}} for each task of `config.eval.tasks` the model has."""
+    """{task: {"accuracy": a, "count": n, ...}} for each evaluated task."""
     totals: dict[str, float] = {}
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
       for local in self.source.eval_batches(self.config.eval.batch_size):
@@ -65,8 +90,8 @@ class Evaluator:
         for k, v in jax.device_get(self.counts_fn(params, batch)).items():
           totals[k] = totals.get(k, 0.0) + float(v)
     metrics = {}
-    for task in ("itm", "mlm"):
-      if f"{task}_total" in totals and task in self.config.eval.tasks:
+    for task in self.tasks:
+      if f"{task}_total" in totals:
         metrics[task] = {
             "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
             "count": int(totals[f"{task}_total"]),
@@ -77,6 +102,11 @@ class Evaluator:
               "accuracy": totals[f"itm_{kind}_correct"] / totals[f"itm_{kind}_total"],
               "count": int(totals[f"itm_{kind}_total"])}
           for kind in NEGATIVE_KINDS if totals.get(f"itm_{kind}_total", 0) > 0}
+    if "vqa" in metrics:
+      metrics["vqa"]["by_type"] = {
+          qtype: {"accuracy": totals[f"vqa_{qtype}_correct"] / totals[f"vqa_{qtype}_total"],
+                  "count": int(totals[f"vqa_{qtype}_total"])}
+          for qtype in QUESTION_TYPES if totals.get(f"vqa_{qtype}_total", 0) > 0}
     return metrics
 
 

@@ -51,3 +51,13 @@ def test_no_evaluable_task_is_a_config_error():
   config.eval.tasks = ("vqa",)
   with pytest.raises(ConfigError, match=r"config.eval.tasks=\('vqa',\): none is a head"):
     evaluator.Evaluator(types.SimpleNamespace(), config)
+
+
+def test_recall_at_k_ranks_the_true_match():
+  # query 0's match is best; query 1's is second; query 2's is third; query 3 ties its match (counts against).
+  similarity = np.array([[0.9, 0.1, 0.2, 0.0],
+                         [0.8, 0.7, 0.1, 0.0],
+                         [0.6, 0.5, 0.4, 0.0],
+                         [0.3, 0.0, 0.0, 0.3]])
+  r = evaluator.recall_at_k(similarity, ks=(1, 2, 3))
+  assert r == {"r1": 0.25, "r2": 0.75, "r3": 1.0}

@@ -54,12 +54,18 @@ def test_objective_trains_on_shapes_world(case, data_dir, tmp_path):
   parts |= {"mrm_loss"} if "mrm_label_loss" in losses else set()
   assert records[0]["loss"] == pytest.approx(sum(records[0][k] for k in parts), rel=1e-5)
   # eval.py's path reports the task heads over the whole validation split.
-  task = {"vilt_vqa": "vqa", "co_attention_pairs": "pairs"}.get(case)
+  task = {"vilt_vqa": "vqa", "co_attention_pairs": "pairs", "albef_itc": "itc"}.get(case)
   if task:
     result = evaluator.evaluate(config, workdir)
     source = evaluator.pipeline.make_batch_source(config, config.data.eval_split)
-    assert result[task]["count"] == source.num_examples
     assert 0.0 <= result[task]["accuracy"] <= 1.0
+    if task == "itc":  # retrieval among the split's matching pairs (about half its rows).
+      assert 0 < result["itc"]["count"] < source.num_examples
+      for direction in ("text_to_image", "image_to_text"):
+        r = result["itc"][direction]
+        assert 0.0 <= r["r1"] <= r["r5"] <= r["r10"] <= 1.0
+      return
+    assert result[task]["count"] == source.num_examples
     if task == "vqa":
       by_type = result["vqa"]["by_type"]
       assert sum(t["count"] for t in by_type.values()) == source.num_examples

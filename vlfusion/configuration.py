@@ -22,7 +22,7 @@ FUSION_FAMILIES = (
 )
 IMAGE_INPUTS = ("regions", "patches")
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
-EVAL_TASKS = ("itm", "mlm", "vqa", "pairs")
+EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc")
 POOLERS = ("text", "concat", "product")
 CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -139,7 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
       peak_flops_per_device=0.0,
   )
-  # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score).
+  # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score), ITC
+  # retrieval R@K.
   c.eval = dict(every_steps=0, tasks=EVAL_TASKS, batch_size=64)
   return c
 

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from vlfusion import configuration
@@ -58,11 +59,31 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[s
   return counts
 
 
+def _itc_embeddings(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
+  """The ITC text and image embeddings of one batch and which rows are matching pairs."""
+  outputs = model.apply({"params": params}, batch, train=False)
+  pair = batch["example_mask"].astype(bool)
+  if "itm_labels" in batch:  # an ITM negative's caption does not describe its image.
+    pair = pair & (batch["itm_labels"] == 1)
+  return {"text": outputs["itc_text_embeds"], "image": outputs["itc_image_embeds"], "pair": pair}
+
+
+def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+  """R@K of retrieving column i for query row i of `similarity` [N,N] (ties count against)."""
+  diagonal = np.diagonal(similarity)[:, None]
+  rank = np.sum(similarity > diagonal, axis=1) + np.sum(
+      (similarity == diagonal) & ~np.eye(len(similarity), dtype=bool), axis=1)
+  return {f"r{k}": float(np.mean(rank < k)) for k in ks}
+
+
 class Evaluator:
   """Accuracy of the model's ITM, MLM, VQA and pair predictions over the whole eval split.
 
   Reports each task of `config.eval.tasks` that is a head of the model (`config.model.heads`); VQA
-  accuracy is the soft score of the arg-max answer, also by question type on the shapes world.
+  accuracy is the soft score of the arg-max answer, also by question type on the shapes world. `itc` is
+  retrieval over the split's matching pairs with the ITC embeddings: R@1/5/10 text-to-image and
+  image-to-text, with `accuracy` = text-to-image R@1. Scenes with identical captions make some
+  ground truths ambiguous, so retrieval on the shapes world is bounded below 1.
 
   Shared by eval.py and by evaluation during training (`config.eval.every_steps`).
   """
@@ -80,15 +101,23 @@ class Evaluator:
         config, config.data.eval_split, process_index=jax.process_index(),
         process_count=jax.process_count())
     self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
+    if "itc" in self.tasks:
+      self.itc_fn = jax.jit(lambda p, b: _itc_embeddings(setup.model, p, b),
+                            out_shardings=partitioning.replicated(setup.mesh))
 
   def run(self, params: Any) -> dict[str, dict[str, float]]:
     """{task: {"accuracy": a, "count": n, ...}} for each evaluated task."""
     totals: dict[str, float] = {}
+    embeddings: dict[str, list[np.ndarray]] = {"text": [], "image": []}
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
       for local in self.source.eval_batches(self.config.eval.batch_size):
         batch = partitioning.to_global_batch(local, self.setup.mesh)
         for k, v in jax.device_get(self.counts_fn(params, batch)).items():
           totals[k] = totals.get(k, 0.0) + float(v)
+        if "itc" in self.tasks:  # replicated: every process holds the whole batch's embeddings.
+          out = {k: np.asarray(v.addressable_data(0)) for k, v in self.itc_fn(params, batch).items()}
+          for k in ("text", "image"):
+            embeddings[k].append(out[k][out["pair"]])
     metrics = {}
     for task in self.tasks:
       if f"{task}_total" in totals:
@@ -102,6 +131,12 @@ class Evaluator:
               "accuracy": totals[f"itm_{kind}_correct"] / totals[f"itm_{kind}_total"],
               "count": int(totals[f"itm_{kind}_total"])}
           for kind in NEGATIVE_KINDS if totals.get(f"itm_{kind}_total", 0) > 0}
+    if "itc" in self.tasks:
+      text, image = (np.concatenate(embeddings[k]).astype(np.float64) for k in ("text", "image"))
+      similarity = text @ image.T  # the embeddings are unit vectors: cosine similarity.
+      t2i, i2t = recall_at_k(similarity), recall_at_k(similarity.T)
+      metrics["itc"] = {"accuracy": t2i["r1"], "count": len(text), "text_to_image": t2i,
+                        "image_to_text": i2t}
     if "vqa" in metrics:
       metrics["vqa"]["by_type"] = {
           qtype: {"accuracy": totals[f"vqa_{qtype}_correct"] / totals[f"vqa_{qtype}_total"],

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from configs.pretrain import co_attention, single_stream  # noqa: E402
+from vlfusion import configuration  # noqa: E402
 from vlfusion.data import pipeline  # noqa: E402
 
 
@@ -53,13 +54,7 @@ def make_cases(size: str, data_dir: str, jsonl_dir: str) -> dict[str, ml_collect
     c = module.get_config(size)
     c.unlock()
     c.data.data_dir = data_dir
-    for dotted, value in overrides.items():
-      node = c
-      *parents, leaf = dotted.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-    return c
+    return configuration.override(c, overrides)
 
   patches = {"model.image.input": "patches", "model.image.patch_size": 16}
   return {

@@ -192,6 +192,16 @@ def override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml
   return config
 
 
+def sized_config(arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
+  """What every config file starts from: `base_config()` with the size `arg` picks (and its data
+  defaults) applied, unlocked, and that size."""
+  size = parse_arg(arg)["size"]
+  config = base_config()
+  apply_size(config, size)
+  apply_data_defaults(config, size)
+  return config, size
+
+
 def parse_arg(arg: str | None, default_size: str = "tiny") -> dict[str, str]:
   """Parses a config argument like `tiny` or `size=small,fusion=co_attention` into a dict."""
   out = {"size": default_size}

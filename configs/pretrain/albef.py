@@ -18,11 +18,7 @@ PAPER = "ALBEF (Li et al., 2021)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "one_way"
   m.heads = ("mlm", "itm", "itc")

@@ -18,11 +18,7 @@ PAPER = "CLIP (Radford et al., 2021) as the control"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "dual_encoder"
   m.heads = ("mlm", "itm", "itc")

@@ -34,11 +34,7 @@ def apply_meter_encoders(config, size):
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "co_attention"
   m.cross.order = "self_cross_ffn"

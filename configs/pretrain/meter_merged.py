@@ -15,11 +15,7 @@ PAPER = "METER, merged attention (Dou et al., 2022)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   config.model.fusion = "merged_attention"
   config.model.heads = ("mlm", "itm")
   apply_meter_encoders(config, size)

@@ -15,11 +15,7 @@ PAPER = "UNITER (Chen et al., 2020)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "single_stream"
   m.heads = ("mlm", "itm", "mrm")

@@ -16,11 +16,7 @@ PAPER = "ViLBERT (Lu et al., 2019)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "co_attention"
   m.cross.order = "coattn_ffn_self"

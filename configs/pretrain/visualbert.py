@@ -14,11 +14,7 @@ PAPER = "VisualBERT (Li et al., 2019)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  size = args["size"]
-  config = configuration.base_config()
-  configuration.apply_size(config, size)
-  configuration.apply_data_defaults(config, size)
+  config, size = configuration.sized_config(arg)
   m = config.model
   m.fusion = "single_stream"
   m.heads = ("mlm", "itm")

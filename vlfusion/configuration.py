@@ -21,6 +21,7 @@ FUSION_FAMILIES = (
     "dual_encoder",
 )
 IMAGE_INPUTS = ("regions", "patches")
+IMAGE_STEMS = ("linear", "conv")  # how `patches` input becomes tokens (model.image.stem).
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
 EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc")
 POOLERS = ("text", "concat", "product")
@@ -60,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
       # LN(fc(box)) averaged) or "visualbert" (fc(feature) + type + position, LN; no boxes);
       # patches: "vilt" (conv patches, [CLS], interpolated positions).
       embedding="",
+      # patches: "linear" (one strided convolution, ViT/ViLT) or "conv" (stride-2 3x3 convolutions with
+      # LayerNorm and ReLU down to the patch grid; learns small objects from little data).
+      stem="linear",
       pre_norm=None, layer_norm_eps=None,
   )
   c.model.fusion_layers = 2
@@ -125,6 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
       ("kv", None),
       ("length", None),
       ("layers", None),  # the leading axis of scanned layer stacks (model.scan_layers).
+      ("stem", None),  # channels inside the convolutional image stem (model.image.stem='conv').
   )
 
   c.train = dict(
@@ -329,12 +334,22 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
   for rate in ("dropout", "attention_dropout"):
     _check(0.0 <= m[rate] < 1.0, f"config.model.{rate}={m[rate]} must be in [0, 1)")
+  stem = m.image.get("stem", "linear")
+  _check(stem in IMAGE_STEMS, f"config.model.image.stem={stem!r} must be one of {IMAGE_STEMS}")
   if m.image.input == "patches":
     _check(
         m.image.image_size % m.image.patch_size == 0,
         f"config.model.image.patch_size={m.image.patch_size} does not divide "
         f"config.model.image.image_size={m.image.image_size}",
     )
+    p = m.image.patch_size
+    _check(stem != "conv" or (p >= 2 and p & (p - 1) == 0),
+           f"config.model.image.stem='conv' halves the image per convolution, so "
+           f"config.model.image.patch_size={p} must be a power of two (>= 2)")
+  else:
+    _check(stem == "linear",
+           f"config.model.image.stem={stem!r} applies to pixels, but config.model.image.input="
+           f"{m.image.input!r}; leave it 'linear' or use input='patches'")
   _check(
       config.data.max_text_len <= m.text.max_len,
       f"config.data.max_text_len={config.data.max_text_len} exceeds the position table "

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlfusion.configuration import IMAGE_STEMS
 from vlfusion.models.attention import default_kernel_init, partitioned
 from vlfusion.models.layers import dense, layer_norm
 
@@ -180,8 +181,57 @@ def patch_grid_mask(pixel_mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
   return pixel_mask[:, rows][:, :, cols].astype(bool)
 
 
+class ConvStem(nn.Module):
+  """Pixels to a patch grid through stride-2 3x3 convolutions (Xiao et al., 2021, "Early convolutions
+  help transformers see better"), each followed by LayerNorm over channels and ReLU, then a 1x1
+  convolution to the model width.
+
+  log2(patch_size) stride-2 convolutions bring [B,H,W,3] to the [B,H/p,W/p,D] grid a linear patch
+  projection would give, so positions, [CLS] and masks are the same for both stems. Channels double at
+  every stage and reach D/2 at the last 3x3 convolution. Small objects (a few pixels) then become
+  local features before attention, which a linear projection of raw 8x8 patches learns slowly.
+
+  Attributes:
+    hidden_size: output width D.
+    patch_size: a power of two: the total stride.
+  """
+
+  hidden_size: int
+  patch_size: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, pixels: jax.Array) -> jax.Array:
+    """pixels [B,H,W,C] -> [B,H/p,W/p,D]."""
+    stages = int(round(np.log2(self.patch_size)))
+    x = pixels
+    for i in range(stages):
+      channels = max(self.hidden_size // 2 ** (stages - i), 8)
+      x = nn.Conv(
+          channels, (3, 3), strides=(2, 2), padding="SAME", use_bias=False, dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          kernel_init=partitioned(nn.initializers.he_normal(), (None, None, None, "stem")),
+          name=f"conv_{i}",
+      )(x)
+      x = nn.LayerNorm(
+          epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+          scale_init=partitioned(nn.initializers.ones, ("stem",)),
+          bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"norm_{i}",
+      )(x)
+      x = nn.relu(x)
+    return nn.Conv(
+        self.hidden_size, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=partitioned(default_kernel_init, (None, None, "stem", "embed")),
+        bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="proj",
+    )(x)
+
+
 class PatchEmbeddings(nn.Module):
-  """Image pixels cut into patches (a strided conv), an image [CLS] token and position embeddings.
+  """Image pixels cut into patches, an image [CLS] token and position embeddings.
+
+  `stem` turns pixels into patch tokens: "linear" (ViT/ViLT: one strided convolution, a linear map of
+  each patch) or "conv" (`ConvStem`: a small strided CNN down to the same grid).
 
   The position table is learned for `image_size`; images of another size, or padded images (a pixel
   mask), get it resized to their valid patch grid (bilinear, align_corners, as ViLT). Patches outside
@@ -197,6 +247,7 @@ class PatchEmbeddings(nn.Module):
   hidden_size: int
   patch_size: int
   image_size: int
+  stem: str = "linear"
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -207,12 +258,18 @@ class PatchEmbeddings(nn.Module):
   ) -> tuple[jax.Array, jax.Array]:
     """pixels [B,H,W,C], pixel_mask [B,H,W] (1 = real pixel) -> (tokens [B,1+N,D], mask bool [B,1+N])."""
     p = self.patch_size
-    x = nn.Conv(
-        self.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=partitioned(default_kernel_init, (None, None, None, "embed")),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="patch_proj",
-    )(pixels)
+    if self.stem == "conv":
+      x = ConvStem(self.hidden_size, p, dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="conv_stem")(pixels)
+    elif self.stem == "linear":
+      x = nn.Conv(
+          self.hidden_size, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          kernel_init=partitioned(default_kernel_init, (None, None, None, "embed")),
+          bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="patch_proj",
+      )(pixels)
+    else:
+      raise ValueError(f"config.model.image.stem={self.stem!r} must be one of {IMAGE_STEMS}")
     b, gh, gw, d = x.shape
     x = x.reshape(b, gh * gw, d)
     cls = self.param("cls", partitioned(nn.initializers.zeros, (None, "embed")), (1, d),
@@ -261,7 +318,7 @@ def build_image_embeddings(model_config: Any) -> nn.Module:
   if cls is PatchEmbeddings:
     return PatchEmbeddings(
         hidden_size=c.image.hidden_size, patch_size=c.image.patch_size, image_size=c.image.image_size,
-        dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
+        stem=c.image.get("stem", "linear"), dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
     )
   return cls(hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,
              dtype=dtype, param_dtype=param_dtype)

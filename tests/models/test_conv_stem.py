@@ -1,0 +1,89 @@
+"""The convolutional image stem (model.image.stem='conv'): same token grid as the linear patch
+projection, usable by every family, parameters named for sharding, validated before compilation."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
+from vlfusion import configuration
+from vlfusion.models import build_model
+from vlfusion.models.embeddings import ConvStem, PatchEmbeddings
+from vlfusion.training import trainer
+from vlfusion.training.optimizer import param_path
+from vlfusion.training.train_state import example_batch
+
+
+def _patches(module, **overrides):
+  config = module.get_config("tiny")
+  config.unlock()
+  config.model.image.update(dict(input="patches", image_size=32, patch_size=8, stem="conv",
+                                 embedding=""))
+  return configuration.override(config, overrides)
+
+
+def test_conv_stem_gives_the_linear_grid_and_sees_its_pixels():
+  pixels = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  linear = PatchEmbeddings(hidden_size=16, patch_size=8, image_size=32)
+  conv = PatchEmbeddings(hidden_size=16, patch_size=8, image_size=32, stem="conv")
+  out = {}
+  for name, layer in (("linear", linear), ("conv", conv)):
+    params = layer.init(jax.random.PRNGKey(0), pixels, deterministic=True)
+    out[name] = layer.apply(params, pixels, deterministic=True)
+  assert out["conv"][0].shape == out["linear"][0].shape == (2, 1 + 16, 16)
+  np.testing.assert_array_equal(out["conv"][1], out["linear"][1])
+  # log2(8) = 3 stride-2 convolutions, channels doubling up to D/2, then a 1x1 projection to D.
+  stem = ConvStem(hidden_size=16, patch_size=8)
+  variables = stem.init(jax.random.PRNGKey(0), pixels)
+  kernels = {k: v["kernel"].value.shape for k, v in variables["params"].items() if "kernel" in v}
+  assert kernels == {"conv_0": (3, 3, 3, 8), "conv_1": (3, 3, 8, 8), "conv_2": (3, 3, 8, 8),
+                     "proj": (1, 1, 8, 16)}
+  # A token depends on its own image region: changing one 8x8 cell changes that token most.
+  changed = pixels.copy()
+  changed[:, 8:16, 8:16] = 0.0
+  a, b = stem.apply(variables, pixels), stem.apply(variables, changed)
+  delta = np.abs(np.asarray(a) - np.asarray(b)).sum(-1)[0]
+  assert np.unravel_index(delta.argmax(), delta.shape) == (1, 1)
+
+
+@pytest.mark.parametrize("module", [single_stream, co_attention, meter_merged, albef, dual_encoder])
+def test_every_family_takes_the_conv_stem(module):
+  config = _patches(module)
+  configuration.validate(config)
+  model = build_model(config.model)
+  batch = example_batch(config, batch_size=2)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))["params"]
+  stem = params["image_embeddings"]["conv_stem"]
+  assert "patch_proj" not in params["image_embeddings"]
+  assert stem["proj"]["kernel"].value.shape[-1] == config.model.image.hidden_size
+
+
+def test_conv_stem_parameters_carry_logical_names_in_the_rules():
+  config = _patches(single_stream, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  setup = trainer.Setup(config)
+  rule_names = {name for name, _ in setup.rules}
+  boxed = jax.eval_shape(setup.init_fn, jax.random.PRNGKey(0)).params
+  leaves = jax.tree_util.tree_flatten_with_path(
+      boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+  stem = [(param_path(p), leaf) for p, leaf in leaves if "conv_stem" in param_path(p)]
+  assert len(stem) == 3 * 3 + 2  # 3 x (conv kernel, norm scale, norm bias) + projection kernel, bias.
+  for name, leaf in stem:
+    assert isinstance(leaf, nn.LogicallyPartitioned), f"{name} carries no logical axis names"
+    assert len(leaf.names) == leaf.value.ndim, name
+    assert {n for n in leaf.names if n is not None} <= rule_names, f"{name}: {leaf.names}"
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model.image.stem": "resnet"}, r"config\.model\.image\.stem='resnet'"),
+    ({"model.image.patch_size": 4, "model.image.image_size": 36}, None),
+    ({"model.image.patch_size": 6, "model.image.image_size": 36}, r"power of two"),
+    ({"model.image.input": "regions"}, r"config\.model\.image\.stem='conv' applies to pixels"),
+])
+def test_conv_stem_settings_are_validated(overrides, match):
+  config = _patches(co_attention, **overrides)
+  if match is None:
+    configuration.validate(config)
+  else:
+    with pytest.raises(configuration.ConfigError, match=match):
+      configuration.validate(config)

@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.vqa = dict(num_answers=0)  # the answer vocabulary size; must be set when the head is on.
   c.model.pre_norm = False
   c.model.layer_norm_eps = 1e-12
+  # Standard deviation of every kernel and embedding table at initialisation (BERT: 0.02; narrow
+  # models trained from scratch learn from pixels much sooner near 1/sqrt(width), docs/recipes.md).
+  c.model.initializer_range = 0.02
   c.model.dropout = 0.1
   c.model.attention_dropout = 0.0
   c.model.dtype = "float32"
@@ -440,6 +443,8 @@ def _validate_model_extras(m: Any) -> None:
     if s.get("layer_norm_eps") is not None:
       _check(s.layer_norm_eps > 0, f"config.model.{stream}.layer_norm_eps={s.layer_norm_eps} must be > 0")
   _check(m.layer_norm_eps > 0, f"config.model.layer_norm_eps={m.layer_norm_eps} must be > 0")
+  _check(m.get("initializer_range", 0.02) > 0,
+         f"config.model.initializer_range={m.get('initializer_range')} must be > 0")
   cross = m.cross
   _check(cross.get("hidden_size", 0) >= 0 and cross.get("num_heads", 0) >= 0,
          f"config.model.cross.hidden_size={cross.get('hidden_size')} and config.model.cross.num_heads="

@@ -33,12 +33,12 @@ def test_conv_stem_gives_the_linear_grid_and_sees_its_pixels():
     out[name] = layer.apply(params, pixels, deterministic=True)
   assert out["conv"][0].shape == out["linear"][0].shape == (2, 1 + 16, 16)
   np.testing.assert_array_equal(out["conv"][1], out["linear"][1])
-  # log2(8) = 3 stride-2 convolutions, channels doubling up to D/2, then a 1x1 projection to D.
-  stem = ConvStem(hidden_size=16, patch_size=8)
+  # log2(8) = 3 stride-2 convolutions, channels doubling (at least 16) up to D, then a 1x1 projection.
+  stem = ConvStem(hidden_size=64, patch_size=8)
   variables = stem.init(jax.random.PRNGKey(0), pixels)
   kernels = {k: v["kernel"].value.shape for k, v in variables["params"].items() if "kernel" in v}
-  assert kernels == {"conv_0": (3, 3, 3, 8), "conv_1": (3, 3, 8, 8), "conv_2": (3, 3, 8, 8),
-                     "proj": (1, 1, 8, 16)}
+  assert kernels == {"conv_0": (3, 3, 3, 16), "conv_1": (3, 3, 16, 32), "conv_2": (3, 3, 32, 64),
+                     "proj": (1, 1, 64, 64)}
   # A token depends on its own image region: changing one 8x8 cell changes that token most.
   changed = pixels.copy()
   changed[:, 8:16, 8:16] = 0.0
@@ -67,7 +67,7 @@ def test_conv_stem_parameters_carry_logical_names_in_the_rules():
   leaves = jax.tree_util.tree_flatten_with_path(
       boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
   stem = [(param_path(p), leaf) for p, leaf in leaves if "conv_stem" in param_path(p)]
-  assert len(stem) == 3 * 3 + 2  # 3 x (conv kernel, norm scale, norm bias) + projection kernel, bias.
+  assert len(stem) == 3 * 3 + 4  # 3 x (conv kernel, norm scale, bias) + projection kernel, bias + norm.
   for name, leaf in stem:
     assert isinstance(leaf, nn.LogicallyPartitioned), f"{name} carries no logical axis names"
     assert len(leaf.names) == leaf.value.ndim, name

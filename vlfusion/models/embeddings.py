@@ -188,7 +188,8 @@ class ConvStem(nn.Module):
 
   log2(patch_size) stride-2 convolutions bring [B,H,W,3] to the [B,H/p,W/p,D] grid a linear patch
   projection would give, so positions, [CLS] and masks are the same for both stems. Channels double at
-  every stage and reach D/2 at the last 3x3 convolution. Small objects (a few pixels) then become
+  every stage (at least 16) and reach D at the last 3x3 convolution; a LayerNorm puts the tokens at the
+  scale of the text embeddings. Small objects (a few pixels) then become
   local features before attention, which a linear projection of raw 8x8 patches learns slowly.
 
   Attributes:
@@ -207,7 +208,7 @@ class ConvStem(nn.Module):
     stages = int(round(np.log2(self.patch_size)))
     x = pixels
     for i in range(stages):
-      channels = max(self.hidden_size // 2 ** (stages - i), 8)
+      channels = max(self.hidden_size // 2 ** (stages - 1 - i), 16)
       x = nn.Conv(
           channels, (3, 3), strides=(2, 2), padding="SAME", use_bias=False, dtype=self.dtype,
           param_dtype=self.param_dtype,
@@ -220,11 +221,13 @@ class ConvStem(nn.Module):
           bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"norm_{i}",
       )(x)
       x = nn.relu(x)
-    return nn.Conv(
+    x = nn.Conv(
         self.hidden_size, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=partitioned(default_kernel_init, (None, None, "stem", "embed")),
         bias_init=partitioned(nn.initializers.zeros, ("embed",)), name="proj",
     )(x)
+    # Tokens at the scale of the (LayerNorm-ed) text embeddings, as region embeddings are.
+    return layer_norm(1e-6, self.dtype, self.param_dtype, name="norm")(x)
 
 
 class PatchEmbeddings(nn.Module):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlfusion.models import co_attention, dual_encoder, merged_attention, one_way, single_stream
+from vlfusion.models.attention import initializer_range
 from vlfusion.models.embeddings import TextEmbeddings, build_image_embeddings
 from vlfusion.models.heads import ItcHead, ItmHead, MlmHead, MlpClassifier, MrmHead, Pooler
 
@@ -107,6 +108,11 @@ class VisionLanguageModel(nn.Module):
     return enc, image_mask, pooled
 
   def __call__(self, batch: dict[str, Any], train: bool = False) -> dict[str, jax.Array]:
+    # Parameters are created inside this call (at init): draw them at the model's initializer range.
+    with initializer_range(self.config.get("initializer_range", 0.02)):
+      return self._outputs(batch, train)
+
+  def _outputs(self, batch: dict[str, Any], train: bool) -> dict[str, jax.Array]:
     deterministic = not train
     enc, image_mask, pooled = self.encode(batch, deterministic)
     outputs = {"text_hidden": enc.text, "image_hidden": enc.image, "pooled": pooled}

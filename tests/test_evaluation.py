@@ -2,6 +2,7 @@
 
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,22 +27,57 @@ def test_vqa_accuracy_is_the_soft_score_of_the_top_answer():
   scores = np.array([[0.0, 1.0, 0.3], [0.6, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
   logits = np.array([[0, 5, 1], [4, 0, 1], [0, 3, 0], [0, 0, 9]], np.float32)  # picks 1, 0, 1, 2
   batch = {"vqa_scores": scores, "example_mask": np.array([1, 1, 1, 0], bool),  # last row is padding
-           "vqa_question_type": np.array([0, 0, 1, 1], np.int32)}
-  counts = evaluator._eval_counts(_Fixed({"vqa_logits": jnp.asarray(logits)}), None, batch)
-  assert float(counts["vqa_correct"]) == pytest.approx(1.0 + 0.6 + 0.0)
-  assert float(counts["vqa_total"]) == 3
+           "vqa_question_type": np.array([0, 0, 1, 1], np.int32),
+           "vqa_prior_answer": np.array([2, 2, 0, 0], np.int32)}  # scores 0.3, 1.0, 1.0
+  counts = evaluator._eval_counts(_Fixed({"vqa_logits": jnp.asarray(logits)}), None, batch)["vqa"]
+  assert float(counts[""]["correct"]) == pytest.approx(1.0 + 0.6 + 0.0)
+  assert float(counts[""]["prior"]) == pytest.approx(0.3 + 1.0 + 1.0)
+  assert float(counts[""]["total"]) == 3
   first, second = QUESTION_TYPES[0], QUESTION_TYPES[1]
-  assert float(counts[f"vqa_{first}_correct"]) == pytest.approx(1.6)
-  assert float(counts[f"vqa_{first}_total"]) == 2
-  assert float(counts[f"vqa_{second}_correct"]) == 0.0 and float(counts[f"vqa_{second}_total"]) == 1
+  assert float(counts[f"type:{first}"]["correct"]) == pytest.approx(1.6)
+  assert float(counts[f"type:{first}"]["total"]) == 2
+  assert float(counts[f"type:{second}"]["correct"]) == 0.0 and float(counts[f"type:{second}"]["total"]) == 1
+  metrics = evaluator.metrics_from_counts({"vqa": jax.tree.map(float, counts)})
+  assert metrics["vqa"]["accuracy"] == pytest.approx(1.6 / 3)
+  assert metrics["vqa"]["text_prior_accuracy"] == pytest.approx(2.3 / 3)
+  assert metrics["vqa"]["by_type"][first]["count"] == 2
+  assert set(metrics["vqa"]["by_type"]) == {first, second}  # types without rows are left out.
 
 
 def test_pair_accuracy_counts_real_rows():
   logits = np.array([[2, 0], [0, 2], [0, 2], [0, 2]], np.float32)  # predicts 0, 1, 1, 1
   batch = {"pair_labels": np.array([0, 0, 1, 0], np.int32),
            "example_mask": np.array([1, 1, 1, 0], bool)}
-  counts = evaluator._eval_counts(_Fixed({"pairs_logits": jnp.asarray(logits)}), None, batch)
-  assert float(counts["pairs_correct"]) == 2 and float(counts["pairs_total"]) == 3
+  counts = evaluator._eval_counts(_Fixed({"pairs_logits": jnp.asarray(logits)}), None, batch)["pairs"][""]
+  assert float(counts["correct"]) == 2 and float(counts["total"]) == 3
+
+
+class _ReadsImage:
+  """Stands in for a model whose VQA answer is the answer index written in its image's first pixel."""
+
+  def apply(self, variables, batch, train=False):
+    return {"vqa_logits": jax.nn.one_hot(batch["image"][:, 0, 0, 0].astype(jnp.int32), 3)}
+
+
+def test_shuffled_images_move_among_valid_rows_only():
+  image = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 2, 3), np.float32)
+  batch = {"image": image, "regions": {"mask": np.eye(5, dtype=bool)},
+           "example_mask": np.array([1, 1, 0, 1, 0], bool), "text_ids": np.arange(5)}
+  out = evaluator.shuffle_images(batch)
+  # valid rows 0, 1, 3 take the images of 1, 3, 0; padding rows keep theirs; text stays.
+  np.testing.assert_array_equal(out["image"][:, 0, 0, 0], [1, 3, 2, 0, 4])
+  np.testing.assert_array_equal(out["regions"]["mask"].argmax(-1), [1, 3, 2, 0, 4])
+  np.testing.assert_array_equal(out["text_ids"], batch["text_ids"])
+
+
+def test_a_model_that_reads_the_image_loses_accuracy_when_images_are_shuffled():
+  image = np.zeros((4, 2, 2, 3), np.float32)
+  image[:, 0, 0, 0] = [0, 1, 2, 1]  # the right answer of each row.
+  batch = {"image": image, "vqa_scores": np.eye(3, dtype=np.float32)[[0, 1, 2, 1]],
+           "example_mask": np.ones(4, bool)}
+  counts = evaluator._eval_counts(_ReadsImage(), None, batch)["vqa"][""]
+  assert float(counts["correct"]) == 4
+  assert float(counts["shuffled"]) == 0  # row i now sees row i+1's image: 1, 2, 1, 0.
 
 
 def test_no_evaluable_task_is_a_config_error():

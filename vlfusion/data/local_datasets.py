@@ -17,7 +17,6 @@ import collections
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from vlfusion.data import local_files
 from vlfusion.data.local_files import DataFileError, field
+from vlfusion.evaluation.metrics import normalize_answer, soft_score  # the official VQA definitions.
 
 Example = tuple[str, dict[str, Any]]
 
@@ -196,35 +196,6 @@ class ImageTextJsonl(_LocalBuilder):
     self._finish(split, generated, path)
 
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten".split())}
-_NUMBER_WORDS["none"] = "0"
-_ARTICLES = {"a", "an", "the"}
-_PUNCTUATION = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!]")
-_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
-
-
-def normalize_answer(answer: str) -> str:
-  """An answer as the official VQA evaluation compares them: lowercase, punctuation removed, periods
-  kept only inside numbers, number words as digits, articles dropped (its contraction table is not
-  applied)."""
-  text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-  text = _PERIOD.sub("", _PUNCTUATION.sub("", text))
-  words = [_NUMBER_WORDS.get(w, w) for w in text.split() if w not in _ARTICLES]
-  return " ".join(words)
-
-
-def soft_score(matching: int, num_humans: int = 10) -> float:
-  """The official VQA accuracy of an answer that `matching` of `num_humans` annotators gave:
-  min(1, matches / 3) averaged over the subsets that leave one annotator out. For 10 annotators this
-  equals min(1, 0.3 * matching) exactly (0.3, 0.6, 0.9, 1.0 for 1, 2, 3, 4+)."""
-  if num_humans <= 1:
-    return float(matching > 0)
-  with_it = matching * min(1.0, (matching - 1) / 3)  # the left-out annotator gave this answer.
-  without = (num_humans - matching) * min(1.0, matching / 3)
-  return (with_it + without) / num_humans
-
-
 class VqaV2(_LocalBuilder):
   """VQA v2 questions with soft-scored answers (train = train2014, validation = val2014).
 
@@ -234,8 +205,9 @@ class VqaV2(_LocalBuilder):
   """
 
   name = "vlf_vqa_v2"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features.",
+                   "1.1.0": "Answers normalised as the official evaluation does (contraction table)."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds v2_OpenEnded_mscoco_{train,val}2014_questions.json,
   v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
   the `regions` config, regions/ with TSV or .npz features."""

@@ -26,6 +26,10 @@ LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl")
 DATASETS = ("shapes_world", *LOCAL_DATASETS)
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
 _OWN_TEXT = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
+# VQA v2 answer types, as `vqa_answer_type` indexes them (-1: none, e.g. the shapes world).
+ANSWER_TYPES = ("yes/no", "number", "other")
+# Host-side strings `eval_batches(keep_text=True)` adds to a batch; never sent to devices.
+HOST_KEYS = ("text", "vqa_question_type_name")
 
 
 def _split_key(split: str) -> int:
@@ -227,11 +231,13 @@ class BatchSource:
                 for r in rows]
     return collate(examples)
 
-  def eval_batches(self, batch_size: int):
+  def eval_batches(self, batch_size: int, keep_text: bool = False):
     """The whole split in index order, in global batches of `batch_size` (this process's rows).
 
     The last batch is padded with copies of example 0 whose `example_mask` is False. The random choices
-    of example i depend only on (seed, split, i), so every evaluation sees the same examples.
+    of example i depend only on (seed, split, i), so every evaluation sees the same examples. With
+    `keep_text`, each batch also holds the strings of `HOST_KEYS` (the row's text; a VQA v2 row's
+    question type) for host-side metrics; pop them before the batch goes to the devices.
     """
     if batch_size % self.process_count:
       raise ConfigError(f"config.eval.batch_size={batch_size} is not divisible by the number of "
@@ -244,14 +250,14 @@ class BatchSource:
       for i in indices[rows]:
         real = i < self.num_examples
         index = int(i) if real else 0
-        ex = self.example(index, np.random.default_rng([seed, split, _EVAL_STREAM, index]))
+        ex = self.example(index, np.random.default_rng([seed, split, _EVAL_STREAM, index]), keep_text)
         ex["example_mask"] = np.bool_(real)
         examples.append(ex)
       yield collate(examples)
 
   # -- one example -----------------------------------------------------------------------------------
 
-  def example(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+  def example(self, index: int, rng: np.random.Generator, keep_text: bool = False) -> dict[str, Any]:
     """One model input: image or regions, a text, and the targets of the enabled objectives.
 
     The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
@@ -271,6 +277,10 @@ class BatchSource:
       ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
     ex.update(self._text_inputs(text, positive, rng))
     ex.update(self._media(record))
+    if keep_text:
+      ex["text"] = text
+      if "vqa" in self.objectives:
+        ex["vqa_question_type_name"] = _text(record.get("question_type", ""))
     if "mrm" in self.objectives and "regions" in ex:
       ex.update(self._mask_regions(ex["regions"], record, positive, rng))
     return ex
@@ -300,17 +310,21 @@ class BatchSource:
     return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
 
   def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
-    """The text of a VQA row (a question), filling `vqa_scores` [A] and `vqa_question_type` in `ex`."""
+    """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)
+    and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none."""
     scores = np.zeros((len(self.answer_vocab),), np.float32)
     if "question" in record:  # VQA v2: one question per record, soft scores per answer.
       for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
         if _text(answer) in self._answer_index:
           scores[self._answer_index[_text(answer)]] = score
       ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(-1)
+      answer_type = _text(record.get("answer_type", ""))
+      ex["vqa_answer_type"] = np.int32(ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else -1)
       return _text(record["question"])
     q = int(rng.integers(len(record["questions"])))
     scores[int(record["answers"][q])] = 1.0
     ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
+    ex["vqa_answer_type"] = np.int32(-1)
     return _text(record["questions"][q])
 
   def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:

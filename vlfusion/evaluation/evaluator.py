@@ -1,4 +1,11 @@
-"""Evaluates a checkpoint on the validation split and writes `workdir/eval/step_<N>.json`."""
+"""Evaluates a checkpoint on the validation split and writes `workdir/eval/step_<N>.json`.
+
+Every accuracy that depends on the image is reported with `accuracy_shuffled_images`: the same rows
+scored again with the images (`image` or `regions`, and a pair's second image) moved one valid row on
+within each eval batch, so every row sees another row's image. A model that ignores the image scores the
+same both ways. VQA also reports `text_prior_accuracy` (see `text_prior`) and both figures by question
+type (and by answer type on VQA v2).
+"""
 
 from __future__ import annotations
 
@@ -17,45 +24,84 @@ from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.data.questions import QUESTION_TYPES
 from vlfusion.data.scenes import NEGATIVE_KINDS
+from vlfusion.evaluation import text_prior
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
 from vlfusion.training.trainer import Setup
 
+# Batch keys that hold an image; shuffling moves all of a row's together.
+IMAGE_KEYS = ("image", "regions", "pair_image", "pair_regions")
+# Per-row values summed per group: the model's score, with shuffled images, and the text prior's.
+_VALUES = {"correct": "accuracy", "shuffled": "accuracy_shuffled_images", "prior": "text_prior_accuracy"}
 
-def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
-  """Correct and total counts of ITM, MLM, VQA and pair predictions on one batch (padding rows excluded)."""
+
+def shuffle_images(batch: dict[str, Any]) -> dict[str, Any]:
+  """`batch` with each valid row's images replaced by the next valid row's (the last takes the first's).
+
+  A fixed derangement among the valid rows (with one valid row, nothing moves); padding rows keep
+  their own images.
+  """
+  valid = batch["example_mask"].astype(bool)
+  rows = valid.shape[0]
+  order = jnp.argsort(jnp.logical_not(valid).astype(jnp.int32), stable=True)  # valid rows first.
+  count = jnp.maximum(jnp.sum(valid), 1)
+  rank = jnp.cumsum(valid) - 1
+  source = jnp.where(valid, order[(rank + 1) % count], jnp.arange(rows))
+  out = dict(batch)
+  for key in IMAGE_KEYS:
+    if key in batch:
+      out[key] = jax.tree.map(lambda x: jnp.take(x, source, axis=0), batch[key])
+  return out
+
+
+def _sums(values: dict[str, jax.Array], weight: jax.Array) -> dict[str, jax.Array]:
+  return {**{k: jnp.sum(v * weight) for k, v in values.items()}, "total": jnp.sum(weight)}
+
+
+def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
+                 question_types: tuple[str, ...] = QUESTION_TYPES) -> dict[str, dict[str, dict]]:
+  """{task: {group: {value: sum, "total": n}}} on one batch, padding rows excluded.
+
+  Group "" is the whole task; "type:<t>" a VQA question type (`vqa_question_type` indexes
+  `question_types`), "answer:<a>" a VQA v2 answer type, "kind:<k>" an ITM negative kind. Values:
+  `correct` (the model's accuracy summed; VQA: the soft score of the arg-max answer), `shuffled` (the
+  same with `shuffle_images`), `prior` (VQA: the soft score of `vqa_prior_answer`, -1 scoring 0).
+  """
   outputs = model.apply({"params": params}, batch, train=False)
+  image_heads = {"itm_logits", "vqa_logits", "pairs_logits"} & set(outputs)
+  shuffled = model.apply({"params": params}, shuffle_images(batch), train=False) if image_heads else {}
   example = batch["example_mask"].astype(jnp.float32)
-  counts = {}
+  counts: dict[str, dict[str, dict]] = {}
   if "itm_logits" in outputs:
-    correct = (jnp.argmax(outputs["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
-    counts["itm_correct"] = jnp.sum(correct * example)
-    counts["itm_total"] = jnp.sum(example)
+    correct = lambda out: (jnp.argmax(out["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
+    values = {"correct": correct(outputs), "shuffled": correct(shuffled)}
+    counts["itm"] = {"": _sums(values, example)}
     if "itm_negative_kind" in batch:  # accuracy on positives and on each kind of negative.
       for k, kind in enumerate(NEGATIVE_KINDS):
-        of_kind = example * (batch["itm_negative_kind"] == k)
-        counts[f"itm_{kind}_correct"] = jnp.sum(correct * of_kind)
-        counts[f"itm_{kind}_total"] = jnp.sum(of_kind)
+        counts["itm"][f"kind:{kind}"] = _sums(values, example * (batch["itm_negative_kind"] == k))
   if "vqa_logits" in outputs and "vqa_scores" in batch:
     # VQA accuracy: the soft score of the arg-max answer (min(#humans who gave it / 3, 1) on VQA v2).
     scores = batch["vqa_scores"].astype(jnp.float32)
-    top = jnp.take_along_axis(scores, jnp.argmax(outputs["vqa_logits"], -1)[:, None], axis=-1)[:, 0]
-    counts["vqa_correct"] = jnp.sum(top * example)
-    counts["vqa_total"] = jnp.sum(example)
-    if "vqa_question_type" in batch:  # shapes world: per question type (-1 = untyped, VQA v2).
-      for k, qtype in enumerate(QUESTION_TYPES):
-        of_type = example * (batch["vqa_question_type"] == k)
-        counts[f"vqa_{qtype}_correct"] = jnp.sum(top * of_type)
-        counts[f"vqa_{qtype}_total"] = jnp.sum(of_type)
+    score_of = lambda answer: jnp.take_along_axis(scores, jnp.maximum(answer, 0)[:, None], -1)[:, 0] * (
+        answer >= 0)
+    values = {"correct": score_of(jnp.argmax(outputs["vqa_logits"], -1)),
+              "shuffled": score_of(jnp.argmax(shuffled["vqa_logits"], -1))}
+    if "vqa_prior_answer" in batch:
+      values["prior"] = score_of(batch["vqa_prior_answer"])
+    counts["vqa"] = {"": _sums(values, example)}
+    if "vqa_question_type" in batch:
+      for k, qtype in enumerate(question_types):
+        counts["vqa"][f"type:{qtype}"] = _sums(values, example * (batch["vqa_question_type"] == k))
+    if "vqa_answer_type" in batch:
+      for k, atype in enumerate(pipeline.ANSWER_TYPES):
+        counts["vqa"][f"answer:{atype}"] = _sums(values, example * (batch["vqa_answer_type"] == k))
   if "pairs_logits" in outputs and "pair_labels" in batch:
-    correct = (jnp.argmax(outputs["pairs_logits"], -1) == batch["pair_labels"]).astype(jnp.float32)
-    counts["pairs_correct"] = jnp.sum(correct * example)
-    counts["pairs_total"] = jnp.sum(example)
+    correct = lambda out: (jnp.argmax(out["pairs_logits"], -1) == batch["pair_labels"]).astype(jnp.float32)
+    counts["pairs"] = {"": _sums({"correct": correct(outputs), "shuffled": correct(shuffled)}, example)}
   if "mlm_logits" in outputs and "mlm_weights" in batch:
     w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
     correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
-    counts["mlm_correct"] = jnp.sum(correct * w)
-    counts["mlm_total"] = jnp.sum(w)
+    counts["mlm"] = {"": _sums({"correct": correct}, w)}
   return counts
 
 
@@ -76,14 +122,38 @@ def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dic
   return {f"r{k}": float(np.mean(rank < k)) for k in ks}
 
 
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+  """{"accuracy", "accuracy_shuffled_images", ["text_prior_accuracy"], "count"} of one group's sums."""
+  total = sums["total"]
+  out = {name: sums[value] / max(total, 1.0) for value, name in _VALUES.items() if value in sums}
+  out["count"] = int(round(total))
+  return out
+
+
+def metrics_from_counts(totals: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+  """The reported metrics of each task from its summed counts; groups with no rows are left out."""
+  metrics: dict[str, dict[str, Any]] = {}
+  for task, groups in totals.items():
+    metrics[task] = summarize(groups[""])
+    for group, sums in groups.items():
+      if not group or sums["total"] <= 0:
+        continue
+      kind, name = group.split(":", 1)
+      key = {"type": "by_type", "answer": "by_answer_type", "kind": "by_kind"}[kind]
+      name = "positive" if (kind, name) == ("kind", "none") else name
+      metrics[task].setdefault(key, {})[name] = summarize(sums)
+  return metrics
+
+
 class Evaluator:
   """Accuracy of the model's ITM, MLM, VQA and pair predictions over the whole eval split.
 
   Reports each task of `config.eval.tasks` that is a head of the model (`config.model.heads`); VQA
-  accuracy is the soft score of the arg-max answer, also by question type on the shapes world. `itc` is
-  retrieval over the split's matching pairs with the ITC embeddings: R@1/5/10 text-to-image and
-  image-to-text, with `accuracy` = text-to-image R@1. Scenes with identical captions make some
-  ground truths ambiguous, so retrieval on the shapes world is bounded below 1.
+  accuracy is the soft score of the arg-max answer, also by question type. ITM, VQA and pairs come with
+  `accuracy_shuffled_images`, VQA with `text_prior_accuracy` (module docstring). `itc` is retrieval over
+  the split's matching pairs with the ITC embeddings: R@1/5/10 text-to-image and image-to-text, with
+  `accuracy` = text-to-image R@1. Scenes with identical captions make some ground truths ambiguous, so
+  retrieval on the shapes world is bounded below 1.
 
   Shared by eval.py and by evaluation during training (`config.eval.every_steps`).
   """
@@ -97,52 +167,129 @@ class Evaluator:
       raise configuration.ConfigError(
           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
           f"(config.model.heads={tuple(config.model.heads)}); evaluable tasks: {configuration.EVAL_TASKS}")
-    self.source = pipeline.make_batch_source(
-        config, config.data.eval_split, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b))
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.source = pipeline.make_batch_source(config, config.data.eval_split, **process)
+    self.prior = None
+    self.question_types = QUESTION_TYPES
+    self._named_types = False  # VQA v2: question types are the annotations' strings.
+    if "vqa" in self.tasks and "vqa" in self.source.objectives:
+      self.prior = self._text_prior(config, process)
+      if "question_types" not in (self.source.builder.info.metadata or {}):
+        self._named_types = True  # indexed by the types seen in training.
+        self.question_types = tuple(self.prior.question_types) if self.prior else ()
+    self._answer_index = {a: i for i, a in enumerate(self.source.answer_vocab)}
+    self._type_index = {t: i for i, t in enumerate(self.question_types)}
+    question_types = self.question_types
+    self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, question_types))
     if "itc" in self.tasks:
       self.itc_fn = jax.jit(lambda p, b: _itc_embeddings(setup.model, p, b),
                             out_shardings=partitioning.replicated(setup.mesh))
 
-  def run(self, params: Any) -> dict[str, dict[str, float]]:
+  def _text_prior(self, config: ml_collections.ConfigDict, process: dict[str, int]):
+    """The text prior of the dataset's training split (config.data.train_split), or None without one."""
+    try:
+      train = (self.source if config.data.train_split == config.data.eval_split else
+               pipeline.make_batch_source(config, config.data.train_split, **process))
+    except configuration.ConfigError as e:
+      logging.warning("No VQA text prior: %s", e)
+      return None
+    return text_prior.for_split(train.data_source, train.answer_vocab, train.builder.data_dir,
+                                config.data.train_split)
+
+  def _host_inputs(self, local: dict[str, Any]) -> dict[str, Any]:
+    """Pops the host-side strings of a local batch; adds `vqa_prior_answer` (and VQA v2 type ids)."""
+    host = {k: local.pop(k) for k in pipeline.HOST_KEYS if k in local}
+    if self.prior is None or "text" not in host:
+      return local
+    names = host.get("vqa_question_type_name")
+    if self._named_types:
+      local["vqa_question_type"] = np.array([self._type_index.get(str(t), -1) for t in names], np.int32)
+    else:
+      names = [QUESTION_TYPES[t] if 0 <= t < len(QUESTION_TYPES) else "" for t in local["vqa_question_type"]]
+    answers = [self.prior.answer(str(q), str(t)) for q, t in zip(host["text"], names, strict=True)]
+    local["vqa_prior_answer"] = np.array([self._answer_index.get(a, -1) for a in answers], np.int32)
+    return local
+
+  def run(self, params: Any) -> dict[str, dict[str, Any]]:
     """{task: {"accuracy": a, "count": n, ...}} for each evaluated task."""
-    totals: dict[str, float] = {}
+    totals: Any = None
     embeddings: dict[str, list[np.ndarray]] = {"text": [], "image": []}
+    keep_text = self.prior is not None
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
-      for local in self.source.eval_batches(self.config.eval.batch_size):
-        batch = partitioning.to_global_batch(local, self.setup.mesh)
-        for k, v in jax.device_get(self.counts_fn(params, batch)).items():
-          totals[k] = totals.get(k, 0.0) + float(v)
+      for local in self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text):
+        batch = partitioning.to_global_batch(self._host_inputs(local), self.setup.mesh)
+        counts = jax.tree.map(float, jax.device_get(self.counts_fn(params, batch)))
+        totals = counts if totals is None else jax.tree.map(lambda a, b: a + b, totals, counts)
         if "itc" in self.tasks:  # replicated: every process holds the whole batch's embeddings.
           out = {k: np.asarray(v.addressable_data(0)) for k, v in self.itc_fn(params, batch).items()}
           for k in ("text", "image"):
             embeddings[k].append(out[k][out["pair"]])
-    metrics = {}
-    for task in self.tasks:
-      if f"{task}_total" in totals:
-        metrics[task] = {
-            "accuracy": totals[f"{task}_correct"] / max(totals[f"{task}_total"], 1.0),
-            "count": int(totals[f"{task}_total"]),
-        }
-    if "itm" in metrics:
-      metrics["itm"]["by_kind"] = {
-          ("positive" if kind == "none" else kind): {
-              "accuracy": totals[f"itm_{kind}_correct"] / totals[f"itm_{kind}_total"],
-              "count": int(totals[f"itm_{kind}_total"])}
-          for kind in NEGATIVE_KINDS if totals.get(f"itm_{kind}_total", 0) > 0}
+    measured = metrics_from_counts(totals or {})
+    metrics = {task: measured[task] for task in self.tasks if task in measured}
     if "itc" in self.tasks:
       text, image = (np.concatenate(embeddings[k]).astype(np.float64) for k in ("text", "image"))
       similarity = text @ image.T  # the embeddings are unit vectors: cosine similarity.
       t2i, i2t = recall_at_k(similarity), recall_at_k(similarity.T)
       metrics["itc"] = {"accuracy": t2i["r1"], "count": len(text), "text_to_image": t2i,
                         "image_to_text": i2t}
-    if "vqa" in metrics:
-      metrics["vqa"]["by_type"] = {
-          qtype: {"accuracy": totals[f"vqa_{qtype}_correct"] / totals[f"vqa_{qtype}_total"],
-                  "count": int(totals[f"vqa_{qtype}_total"])}
-          for qtype in QUESTION_TYPES if totals.get(f"vqa_{qtype}_total", 0) > 0}
     return metrics
+
+
+def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+  """The numbers of a result as flat TensorBoard names: `vqa_accuracy`, `vqa_by_type/colour_accuracy`."""
+  out = {}
+  for task, values in metrics.items():
+    if not isinstance(values, dict):
+      continue
+    for key, value in values.items():
+      if isinstance(value, dict):
+        for group, inner in value.items():
+          if isinstance(inner, dict):
+            out.update({f"{prefix}{task}_{key}/{group}_{k}": float(v) for k, v in inner.items()})
+          else:
+            out[f"{prefix}{task}_{key}_{group}"] = float(inner)
+      else:
+        out[f"{prefix}{task}_{key}"] = float(value)
+  return out
+
+
+class Evaluators:
+  """The evaluation of a run: what `eval.py` and training (`config.eval.every_steps`) both call."""
+
+  def __init__(self, setup: Any, config: ml_collections.ConfigDict):
+    self.config = config
+    self.evaluator = Evaluator(setup, config)
+
+  def run(self, params: Any) -> dict[str, Any]:
+    return self.evaluator.run(params)
+
+  def result(self, params: Any, step: int) -> dict[str, Any]:
+    """The content of `eval/step_<N>.json`: digests first, then the metrics."""
+    return {"step": int(step), "split": self.config.data.eval_split,
+            "config_digest": configuration.digest(self.config), "params_digest": params_digest(params),
+            **self.run(params)}
+
+  def run_and_write(self, params: Any, step: int, workdir: str, reporter: Any) -> dict[str, float]:
+    """Evaluates during training: writes the JSON and `eval/...` scalars; returns `{task}_accuracy`
+    (what `config.train.best_metric` names)."""
+    result = self.result(params, step)
+    write_result(workdir, result)
+    reporter.write(step, scalars(result, prefix="eval/"))
+    metrics = {f"{task}_accuracy": r["accuracy"] for task, r in result.items()
+               if isinstance(r, dict) and "accuracy" in r}
+    logging.info("step %d eval: %s", step, metrics)
+    return metrics
+
+
+def write_result(workdir: str, result: dict[str, Any]) -> str:
+  """Writes `workdir/eval/step_<N>.json` (process 0 only) and returns its path."""
+  path = os.path.join(workdir, "eval", f"step_{result['step']}.json")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    logging.info("Wrote %s", path)
+  return path
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
@@ -154,19 +301,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   if restored is None:
     raise FileNotFoundError(f"no complete checkpoint under {checkpointing.checkpoint_dir(workdir)}")
   state, _, step = restored
-  metrics = Evaluator(setup, config).run(state.params)
-  result = {
-      "step": int(step),
-      "split": config.data.eval_split,
-      "config_digest": configuration.digest(config),
-      "params_digest": params_digest(state.params),
-      **metrics,
-  }
-  if jax.process_index() == 0:
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"step_{step}.json")
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
-    logging.info("Wrote %s", path)
+  result = Evaluators(setup, config).result(state.params, step)
+  write_result(workdir, result)
   return result

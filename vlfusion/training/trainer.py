@@ -237,9 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   evaluator = None
   if config.eval.every_steps > 0:
-    from vlfusion.evaluation.evaluator import Evaluator  # evaluation imports this module.
+    from vlfusion.evaluation.evaluator import Evaluators  # evaluation imports this module.
 
-    evaluator = Evaluator(setup, config)
+    evaluator = Evaluators(setup, config)
   config_dict = json.loads(configuration.to_json(config))
   step_fn = setup.jit_train_step()
   reporter = reporting.MetricsReporter(workdir)
@@ -296,10 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               f"{k}={float(v):.4g}" for k, v in sorted(metrics.items())))
         eval_metrics = None
         if evaluator is not None and (step % config.eval.every_steps == 0 or step == t.num_steps):
-          results = evaluator.run(state.params)
-          eval_metrics = {f"{task}_accuracy": r["accuracy"] for task, r in results.items()}
-          reporter.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-          logging.info("step %d eval: %s", step, eval_metrics)
+          eval_metrics = evaluator.run_and_write(state.params, step, workdir, reporter)
           throughput.reset(step)  # evaluation time is not training throughput.
         stop = _all_hosts_agree(preemption.requested)
         if (step % t.checkpoint_every_steps == 0 or step == t.num_steps or stop

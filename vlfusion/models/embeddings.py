@@ -183,8 +183,8 @@ def patch_grid_mask(pixel_mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
 
 class ConvStem(nn.Module):
   """Pixels to a patch grid through stride-2 3x3 convolutions (Xiao et al., 2021, "Early convolutions
-  help transformers see better"), each followed by LayerNorm over channels and ReLU, then a 1x1
-  convolution to the model width.
+  help transformers see better"), each followed by GroupNorm and ReLU, then a 1x1 convolution to the
+  model width.
 
   log2(patch_size) stride-2 convolutions bring [B,H,W,3] to the [B,H/p,W/p,D] grid a linear patch
   projection would give, so positions, [CLS] and masks are the same for both stems. Channels double at
@@ -215,9 +215,11 @@ class ConvStem(nn.Module):
           kernel_init=partitioned(nn.initializers.he_normal(), (None, None, None, "stem")),
           name=f"conv_{i}",
       )(x)
-      x = nn.LayerNorm(
-          epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
-          scale_init=partitioned(nn.initializers.ones, ("stem",)),
+      # GroupNorm (per image, over space and groups of 8 channels) keeps the spatial contrast a
+      # shape is made of; a per-pixel LayerNorm would scale a flat patch like an edge.
+      x = nn.GroupNorm(
+          num_groups=max(channels // 8, 1), epsilon=1e-6, dtype=self.dtype,
+          param_dtype=self.param_dtype, scale_init=partitioned(nn.initializers.ones, ("stem",)),
           bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"norm_{i}",
       )(x)
       x = nn.relu(x)

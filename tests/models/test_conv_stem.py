@@ -39,12 +39,14 @@ def test_conv_stem_gives_the_linear_grid_and_sees_its_pixels():
   kernels = {k: v["kernel"].value.shape for k, v in variables["params"].items() if "kernel" in v}
   assert kernels == {"conv_0": (3, 3, 3, 16), "conv_1": (3, 3, 16, 32), "conv_2": (3, 3, 32, 64),
                      "proj": (1, 1, 64, 64)}
-  # A token depends on its own image region: changing one 8x8 cell changes that token most.
+  # A token sees its own part of the image: changing one 8x8 cell changes the token over it several
+  # times more than tokens two or more cells away (which only feel the GroupNorm statistics).
   changed = pixels.copy()
   changed[:, 8:16, 8:16] = 0.0
   a, b = stem.apply(variables, pixels), stem.apply(variables, changed)
   delta = np.abs(np.asarray(a) - np.asarray(b)).sum(-1)[0]
-  assert np.unravel_index(delta.argmax(), delta.shape) == (1, 1)
+  far = [delta[i, j] for i in range(4) for j in range(4) if max(abs(i - 1), abs(j - 1)) >= 2]
+  assert delta[1, 1] > 3 * np.mean(far)
 
 
 @pytest.mark.parametrize("module", [single_stream, co_attention, meter_merged, albef, dual_encoder])

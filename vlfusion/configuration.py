@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
       # patches: "linear" (one strided convolution, ViT/ViLT) or "conv" (stride-2 3x3 convolutions with
       # LayerNorm and ReLU down to the patch grid; learns small objects from little data).
       stem="linear",
+      # patches: the position table starts at normal(0, initializer_range) ("normal") or at 2-D
+      # sine-cosine positions ("sincos"; still learned), which spatial questions learn from far sooner.
+      position_init="normal",
       pre_norm=None, layer_norm_eps=None,
   )
   c.model.fusion_layers = 2
@@ -339,6 +342,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check(0.0 <= m[rate] < 1.0, f"config.model.{rate}={m[rate]} must be in [0, 1)")
   stem = m.image.get("stem", "linear")
   _check(stem in IMAGE_STEMS, f"config.model.image.stem={stem!r} must be one of {IMAGE_STEMS}")
+  position_init = m.image.get("position_init", "normal")
+  _check(position_init in ("normal", "sincos"),
+         f"config.model.image.position_init={position_init!r} must be 'normal' or 'sincos'")
+  _check(position_init == "normal" or (m.image.input == "patches" and m.image.hidden_size % 4 == 0),
+         f"config.model.image.position_init='sincos' needs config.model.image.input='patches' and "
+         f"config.model.image.hidden_size={m.image.hidden_size} divisible by 4")
   if m.image.input == "patches":
     _check(
         m.image.image_size % m.image.patch_size == 0,

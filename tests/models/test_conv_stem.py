@@ -80,7 +80,9 @@ def test_conv_stem_parameters_carry_logical_names_in_the_rules():
     ({"model.image.stem": "resnet"}, r"config\.model\.image\.stem='resnet'"),
     ({"model.image.patch_size": 4, "model.image.image_size": 36}, None),
     ({"model.image.patch_size": 6, "model.image.image_size": 36}, r"power of two"),
-    ({"model.image.input": "regions"}, r"config\.model\.image\.stem='conv' applies to pixels"),
+    ({"model.image.input": "regions"}, r"config\.model\.image\.stem=.conv. applies to pixels"),
+    ({"model.image.position_init": "sincos", "model.image.stem": "linear"}, None),
+    ({"model.image.position_init": "fourier"}, r"config\.model\.image\.position_init=.fourier."),
 ])
 def test_conv_stem_settings_are_validated(overrides, match):
   config = _patches(co_attention, **overrides)
@@ -89,3 +91,20 @@ def test_conv_stem_settings_are_validated(overrides, match):
   else:
     with pytest.raises(configuration.ConfigError, match=match):
       configuration.validate(config)
+
+
+def test_sincos_positions_start_ordered_and_stay_learnable():
+  from vlfusion.models.embeddings import sincos_position_init
+
+  table = np.asarray(sincos_position_init(None, (1 + 16, 8)))
+  np.testing.assert_array_equal(table[0], 0.0)  # the [CLS] row.
+  grid = table[1:].reshape(4, 4, 8)
+  # Neighbouring patches are closer than distant ones, along rows and along columns.
+  dist = lambda a, b: float(np.linalg.norm(a - b))
+  assert dist(grid[0, 0], grid[0, 1]) < dist(grid[0, 0], grid[0, 3])
+  assert dist(grid[0, 0], grid[1, 0]) < dist(grid[0, 0], grid[3, 0])
+  layer = PatchEmbeddings(hidden_size=8, patch_size=8, image_size=32, position_init="sincos")
+  params = layer.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32), deterministic=True)
+  np.testing.assert_allclose(params["params"]["position_embeddings"].value, table, atol=1e-6)
+  with pytest.raises(ValueError, match="square number of rows"):
+    sincos_position_init(None, (1 + 15, 8))

@@ -181,6 +181,27 @@ def patch_grid_mask(pixel_mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
   return pixel_mask[:, rows][:, :, cols].astype(bool)
 
 
+def sincos_position_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+  """A [1+N, D] position table started at 2-D sine-cosine positions (row 0, the [CLS], at zero).
+
+  A quarter of the channels each carry sin(y w), cos(y w), sin(x w), cos(x w) of the patch row y and
+  column x, for frequencies w = 10000^(-k/(D/4)) (as MAE's fixed table). The table stays learnable;
+  it only starts out knowing which patches are neighbours and which lie left of which, something a
+  normal(0, std) table has to learn first.
+  """
+  del key
+  rows, d = shape
+  side = int(round((rows - 1) ** 0.5))
+  if side * side != rows - 1 or d % 4:
+    raise ValueError(f"sincos positions need 1 + a square number of rows and a width divisible by 4, "
+                     f"got {shape}")
+  omega = 1.0 / 10000 ** (np.arange(d // 4) / (d // 4))
+  y, x = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+  angles_y, angles_x = y.reshape(-1, 1) * omega, x.reshape(-1, 1) * omega
+  table = np.concatenate([np.sin(angles_y), np.cos(angles_y), np.sin(angles_x), np.cos(angles_x)], 1)
+  return jnp.asarray(np.concatenate([np.zeros((1, d)), table]), dtype)
+
+
 class ConvStem(nn.Module):
   """Pixels to a patch grid through stride-2 3x3 convolutions (Xiao et al., 2021, "Early convolutions
   help transformers see better"), each followed by GroupNorm and ReLU, then a 1x1 convolution to the
@@ -236,7 +257,9 @@ class PatchEmbeddings(nn.Module):
   """Image pixels cut into patches, an image [CLS] token and position embeddings.
 
   `stem` turns pixels into patch tokens: "linear" (ViT/ViLT: one strided convolution, a linear map of
-  each patch) or "conv" (`ConvStem`: a small strided CNN down to the same grid).
+  each patch) or "conv" (`ConvStem`: a small strided CNN down to the same grid). `position_init` starts
+  the position table at normal(0, initializer_range) ("normal") or at 2-D sine-cosine positions
+  ("sincos", `sincos_position_init`).
 
   The position table is learned for `image_size`; images of another size, or padded images (a pixel
   mask), get it resized to their valid patch grid (bilinear, align_corners, as ViLT). Patches outside
@@ -253,6 +276,7 @@ class PatchEmbeddings(nn.Module):
   patch_size: int
   image_size: int
   stem: str = "linear"
+  position_init: str = "normal"
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -280,8 +304,9 @@ class PatchEmbeddings(nn.Module):
     cls = self.param("cls", partitioned(nn.initializers.zeros, (None, "embed")), (1, d),
                      self.param_dtype)
     n = (self.image_size // p) ** 2
+    position_init = {"normal": default_kernel_init, "sincos": sincos_position_init}[self.position_init]
     pos = self.param(
-        "position_embeddings", partitioned(default_kernel_init, (None, "embed")), (n + 1, d),
+        "position_embeddings", partitioned(position_init, (None, "embed")), (n + 1, d),
         self.param_dtype,
     )
     if pixel_mask is None:
@@ -323,7 +348,8 @@ def build_image_embeddings(model_config: Any) -> nn.Module:
   if cls is PatchEmbeddings:
     return PatchEmbeddings(
         hidden_size=c.image.hidden_size, patch_size=c.image.patch_size, image_size=c.image.image_size,
-        stem=c.image.get("stem", "linear"), dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
+        stem=c.image.get("stem", "linear"), position_init=c.image.get("position_init", "normal"),
+        dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
     )
   return cls(hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,
              dtype=dtype, param_dtype=param_dtype)

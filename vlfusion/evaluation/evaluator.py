@@ -274,7 +274,8 @@ def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collect
   """
   entry = config.evals[name]
   out = ml_collections.ConfigDict(config.to_dict())
-  data = dict(entry.get("data", None) or {})
+  data = entry.get("data", None) or {}
+  data = data.to_dict() if hasattr(data, "to_dict") else dict(data)
   if "split" in data:
     out.data.eval_split = data.pop("split")
   for key, value in data.items():

@@ -43,8 +43,9 @@ def test_train_then_eval(config, data_dir, tmp_path):
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:
     result = json.load(f)
   assert result["step"] == 4
-  assert 0.0 <= result["itm"]["accuracy"] <= 1.0 and result["itm"]["count"] > 0
-  assert 0.0 <= result["mlm"]["accuracy"] <= 1.0 and result["mlm"]["count"] > 0
+  metrics = result["default"]  # the one evaluator of a config without config.evals.
+  assert 0.0 <= metrics["itm"]["accuracy"] <= 1.0 and metrics["itm"]["count"] > 0
+  assert 0.0 <= metrics["mlm"]["accuracy"] <= 1.0 and metrics["mlm"]["count"] > 0
   assert len(result["params_digest"]) == 64 and len(result["config_digest"]) == 64
   # The latest step differs from step 4, so its weights and digest must differ too.
   ev8 = subprocess.run(_cmd("eval.py", config, workdir, data_dir), env=_env(),

@@ -23,7 +23,9 @@ FUSION_FAMILIES = (
 IMAGE_INPUTS = ("regions", "patches")
 IMAGE_STEMS = ("linear", "conv")  # how `patches` input becomes tokens (model.image.stem).
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
-EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc")
+EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc", "retrieval")
+# The head each evaluation task reads (retrieval: every caption of every image, by ITC, re-ranked by ITM).
+EVAL_TASK_HEADS = {"retrieval": "itc"}
 POOLERS = ("text", "concat", "product")
 CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -152,7 +154,14 @@ def base_config() -> ml_collections.ConfigDict:
   )
   # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score), ITC
   # retrieval R@K.
-  c.eval = dict(every_steps=0, tasks=EVAL_TASKS, batch_size=64)
+  # `retrieval` (the standard protocol: every caption of every image) is opt-in, it costs more; a
+  # fusion model with an ITM head re-ranks each query's top `retrieval_rerank_k` by ITC (0: ITC only).
+  c.eval = dict(every_steps=0, tasks=("itm", "mlm", "vqa", "pairs", "itc"), batch_size=64,
+                retrieval_rerank_k=16)
+  # Named evaluators, each over its own data, run by eval.py and every eval.every_steps in training:
+  # {name: {data: {name, split, <other config.data fields>}, tasks, batch_size}}; a field left out takes
+  # config.data / config.eval's. Empty: one evaluator, "default", over config.data.eval_split.
+  c.evals = ml_collections.ConfigDict()
   return c
 
 
@@ -440,6 +449,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.eval.batch_size={e} is not divisible by the data-parallel size "
         f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
+  _validate_evals(config, batch_shards if num_devices is not None else 1)
 
 
 def _validate_model_extras(m: Any) -> None:
@@ -493,6 +503,35 @@ def _validate_model_extras(m: Any) -> None:
     _check(m.vqa.num_answers >= 1,
            f"config.model.vqa.num_answers={m.vqa.num_answers} must be >= 1 when the 'vqa' head is on "
            "(the size of the answer vocabulary)")
+
+
+EVALUATOR_FIELDS = ("data", "tasks", "batch_size")
+
+
+def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> None:
+  """Each named evaluator of `config.evals` has known fields, evaluable tasks and a usable batch size."""
+  for name, entry in (config.get("evals") or {}).items():
+    where = f"config.evals.{name}"
+    _check(isinstance(entry, (dict, ml_collections.ConfigDict)),
+           f"{where} must be a dict with fields {EVALUATOR_FIELDS}")
+    for key in entry:
+      _check(key in EVALUATOR_FIELDS, f"{where}.{key} is not an evaluator field; known: {EVALUATOR_FIELDS}")
+    for key in entry.get("data", None) or {}:
+      _check(key == "split" or key in config.data,
+             f"{where}.data.{key} is neither 'split' nor a field of config.data")
+    tasks = tuple(entry.get("tasks", config.eval.tasks))
+    for task in tasks:
+      _check(task in EVAL_TASKS, f"{where}.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
+    heads = [t for t in tasks if EVAL_TASK_HEADS.get(t, t) in config.model.heads]
+    _check(bool(heads), f"{where}.tasks={tasks}: none is a head of this model "
+           f"(config.model.heads={tuple(config.model.heads)})")
+    _check(len(set(heads) & {"vqa", "pairs"}) == 0 or len(set(heads)) == 1,
+           f"{where}.tasks={tasks}: vqa and pairs each put their own text in a batch; evaluate them "
+           f"(and {sorted(set(heads) - {'vqa', 'pairs'})}) in separate evaluators")
+    size = entry.get("batch_size", config.eval.batch_size)
+    _check(isinstance(size, int) and size >= 1 and size % batch_shards == 0,
+           f"{where}.batch_size={size} must be a positive multiple of the data-parallel size "
+           f"config.mesh.data x config.mesh.fsdp = {batch_shards}")
 
 
 def _validate_data(d: Any) -> None:

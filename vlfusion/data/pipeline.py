@@ -22,7 +22,7 @@ from vlfusion.configuration import ConfigError
 from vlfusion.data import local_files, masking, questions, scenes
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
-LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl")
+LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "nlvr2")
 DATASETS = ("shapes_world", *LOCAL_DATASETS)
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
 _OWN_TEXT = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
@@ -55,6 +55,10 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
     from vlfusion.data import local_datasets
 
     make = lambda: local_datasets.make_builder(name, config.data.data_dir)
+    if family == "nlvr2":
+      from vlfusion.data import nlvr2
+
+      make = lambda: nlvr2.make_builder(name, config.data.data_dir)
     prepare = lambda b: local_datasets.prepare(b, _manual_dir(config))
   else:
     from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
@@ -270,7 +274,9 @@ class BatchSource:
     elif "pairs" in self.objectives:
       text, positive = _text(record["pair_statement"]), False
       ex["pair_labels"] = np.int32(record["pair_label"])
-      ex.update({f"pair_{k}": v for k, v in self._media(self.data_source[int(record["pair_index"])]).items()})
+      partner = ({"image_bytes": record["pair_image_bytes"]} if "pair_image_bytes" in record  # NLVR2
+                 else self.data_source[int(record["pair_index"])])
+      ex.update({f"pair_{k}": v for k, v in self._media(partner).items()})
     else:
       text, kind = self._caption(record, index, rng)
       positive = kind == 0

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 
 from vlfusion import configuration
@@ -162,7 +163,7 @@ class Evaluator:
     self.setup = setup
     self.config = config
     heads = set(config.model.heads)
-    self.tasks = [t for t in config.eval.tasks if t in heads]
+    self.tasks = [t for t in config.eval.tasks if configuration.EVAL_TASK_HEADS.get(t, t) in heads]
     if not self.tasks:
       raise configuration.ConfigError(
           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
@@ -181,6 +182,10 @@ class Evaluator:
     self._type_index = {t: i for i, t in enumerate(self.question_types)}
     question_types = self.question_types
     self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, question_types))
+    if "retrieval" in self.tasks:
+      from vlfusion.evaluation.retrieval import RetrievalEvaluator
+
+      self.retrieval = RetrievalEvaluator(setup, config, self.source)
     if "itc" in self.tasks:
       self.itc_fn = jax.jit(lambda p, b: _itc_embeddings(setup.model, p, b),
                             out_shardings=partitioning.replicated(setup.mesh))
@@ -215,8 +220,11 @@ class Evaluator:
     totals: Any = None
     embeddings: dict[str, list[np.ndarray]] = {"text": [], "image": []}
     keep_text = self.prior is not None
+    batches = self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text)
+    if self.tasks == ["retrieval"]:  # it reads the split its own way.
+      batches = iter(())
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
-      for local in self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text):
+      for local in batches:
         batch = partitioning.to_global_batch(self._host_inputs(local), self.setup.mesh)
         counts = jax.tree.map(float, jax.device_get(self.counts_fn(params, batch)))
         totals = counts if totals is None else jax.tree.map(lambda a, b: a + b, totals, counts)
@@ -232,6 +240,8 @@ class Evaluator:
       t2i, i2t = recall_at_k(similarity), recall_at_k(similarity.T)
       metrics["itc"] = {"accuracy": t2i["r1"], "count": len(text), "text_to_image": t2i,
                         "image_to_text": i2t}
+    if "retrieval" in self.tasks:
+      metrics["retrieval"] = self.retrieval.run(params)
     return metrics
 
 
@@ -253,30 +263,83 @@ def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
   return out
 
 
+DEFAULT_EVALUATOR = "default"
+
+
+def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """The run's config as evaluator `name` of `config.evals` sees it: its data, split, tasks, batch size.
+
+  The batches carry the text of the evaluated tasks (questions for vqa, statements for pairs, captions
+  otherwise), whatever the run trained on.
+  """
+  entry = config.evals[name]
+  out = ml_collections.ConfigDict(config.to_dict())
+  data = entry.get("data", None) or {}
+  data = data.to_dict() if hasattr(data, "to_dict") else dict(data)
+  if "split" in data:
+    out.data.eval_split = data.pop("split")
+  for key, value in data.items():
+    out.data[key] = value
+  tasks = tuple(entry.get("tasks", config.eval.tasks))
+  out.eval.tasks = tasks
+  out.eval.batch_size = entry.get("batch_size", config.eval.batch_size)
+  # Eval batches are padded, so any split size works; one row per process passes the pipeline's check.
+  out.data.global_batch_size = jax.process_count()
+  evaluated = [t for t in tasks if configuration.EVAL_TASK_HEADS.get(t, t) in config.model.heads]
+  text_of = "vqa" if "vqa" in evaluated else "pairs" if "pairs" in evaluated else None
+  for objective in out.objectives:
+    caption_task = objective in evaluated and objective in ("mlm", "itm", "itc") or (
+        objective == "itc" and "retrieval" in evaluated)
+    wanted = objective == text_of if text_of else caption_task
+    out.objectives[objective] = 1.0 if wanted else 0.0
+  return out
+
+
 class Evaluators:
-  """The evaluation of a run: what `eval.py` and training (`config.eval.every_steps`) both call."""
+  """The evaluators of a run (`config.evals`, or the default one over config.data.eval_split).
+
+  What `eval.py` and training (`config.eval.every_steps`) both call. Results are keyed by evaluator
+  name; each holds its dataset and split, then one entry per task.
+  """
 
   def __init__(self, setup: Any, config: ml_collections.ConfigDict):
     self.config = config
-    self.evaluator = Evaluator(setup, config)
+    self.evaluators: dict[str, Evaluator] = {}
+    if not config.get("evals"):
+      self.evaluators[DEFAULT_EVALUATOR] = Evaluator(setup, config)
+      return
+    for name in config.evals:
+      try:
+        self.evaluators[name] = Evaluator(setup, evaluator_config(config, name))
+      except configuration.ConfigError as e:
+        raise configuration.ConfigError(f"config.evals.{name}: {e}") from e
 
-  def run(self, params: Any) -> dict[str, Any]:
-    return self.evaluator.run(params)
+  def run(self, params: Any) -> dict[str, dict[str, Any]]:
+    """{evaluator name: {"dataset", "split", task: metrics, ...}}."""
+    out = {}
+    for name, ev in self.evaluators.items():
+      out[name] = {"dataset": ev.config.data.name, "split": ev.config.data.eval_split, **ev.run(params)}
+    return out
 
   def result(self, params: Any, step: int) -> dict[str, Any]:
-    """The content of `eval/step_<N>.json`: digests first, then the metrics."""
-    return {"step": int(step), "split": self.config.data.eval_split,
-            "config_digest": configuration.digest(self.config), "params_digest": params_digest(params),
-            **self.run(params)}
+    """The content of `eval/step_<N>.json`: step and digests first, then each evaluator's metrics."""
+    return {"step": int(step), "config_digest": configuration.digest(self.config),
+            "params_digest": params_digest(params), **self.run(params)}
 
   def run_and_write(self, params: Any, step: int, workdir: str, reporter: Any) -> dict[str, float]:
-    """Evaluates during training: writes the JSON and `eval/...` scalars; returns `{task}_accuracy`
-    (what `config.train.best_metric` names)."""
+    """Evaluates during training: writes the JSON and `eval/<name>/...` scalars. Returns what
+    `config.train.best_metric` can name: `<name>/<task>_accuracy`, and for the default evaluator also
+    `<task>_accuracy`."""
     result = self.result(params, step)
     write_result(workdir, result)
-    reporter.write(step, scalars(result, prefix="eval/"))
-    metrics = {f"{task}_accuracy": r["accuracy"] for task, r in result.items()
-               if isinstance(r, dict) and "accuracy" in r}
+    metrics = {}
+    for name in self.evaluators:
+      reporter.write(step, scalars(result[name], prefix=f"eval/{name}/"))
+      for task, r in result[name].items():
+        if isinstance(r, dict) and "accuracy" in r:
+          metrics[f"{name}/{task}_accuracy"] = r["accuracy"]
+          if name == DEFAULT_EVALUATOR and not self.config.get("evals"):
+            metrics[f"{task}_accuracy"] = r["accuracy"]
     logging.info("step %d eval: %s", step, metrics)
     return metrics
 
@@ -292,15 +355,44 @@ def write_result(workdir: str, result: dict[str, Any]) -> str:
   return path
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict:
-  """Restores the checkpoint at `step` (the latest by default), evaluates it, writes the JSON."""
-  setup = Setup(config)
-  manager = checkpointing.make_manager(workdir, config.train, read_only=True)
-  restored = checkpointing.restore(manager, setup.abstract_state, step)
-  manager.close()
-  if restored is None:
-    raise FileNotFoundError(f"no complete checkpoint under {checkpointing.checkpoint_dir(workdir)}")
-  state, _, step = restored
-  result = Evaluators(setup, config).result(state.params, step)
+def restore_params(workdir: str, setup: Any, step: int | None = None) -> tuple[Any, int]:
+  """(params, step) of the checkpoint at `step` (the latest complete one by default).
+
+  Only the parameters are read: the optimizer moments (two thirds of an Adam state) stay on disk.
+  """
+  directory = checkpointing.checkpoint_dir(workdir)
+  manager = checkpointing.make_manager(workdir, setup.config.train, read_only=True)
+  try:
+    incomplete = checkpointing.incomplete_checkpoints(directory)
+    available = sorted(s for s in manager.all_steps() if str(s) not in incomplete)
+    if not available:
+      raise FileNotFoundError(f"no complete checkpoint under {directory}")
+    if step is None:
+      step = available[-1]
+    elif step not in available:
+      raise FileNotFoundError(f"cannot evaluate step {step}: {directory} has no complete checkpoint "
+                              f"of it ({incomplete.get(str(step), 'no such checkpoint')}); complete "
+                              f"checkpoints: {available}")
+    where = f"{directory}/{step}"
+    checkpointing.check_compatible(checkpointing.saved_param_shapes(manager, step),
+                                   setup.abstract_state, where)
+    skip = lambda tree: jax.tree.map(lambda _: ocp.PLACEHOLDER, tree)
+    target = setup.abstract_state.replace(opt_state=skip(setup.abstract_state.opt_state))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  finally:
+    manager.close()
+  logging.info("Restored the parameters of %s.", where)
+  return restored["state"].params, int(step)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+             setup: Any = None, evaluators: Evaluators | None = None) -> dict:
+  """Restores the parameters at `step` (the latest by default), evaluates them, writes the JSON.
+
+  Pass `setup` and `evaluators` to reuse them (and their compiled functions) across checkpoints.
+  """
+  setup = setup or Setup(config)
+  params, step = restore_params(workdir, setup, step)
+  result = (evaluators or Evaluators(setup, config)).result(params, step)
   write_result(workdir, result)
   return result

@@ -1,0 +1,66 @@
+"""Retrieval over every caption of every image, against a brute-force numpy reference."""
+
+import numpy as np
+import pytest
+
+from vlfusion.evaluation import retrieval
+
+
+def _reference(similarity, caption_image, k, itm):
+  """Per query: sort all candidates by similarity, re-sort the top k by ITM, find the first right one."""
+  def first_right(scores, right, pair):
+    order = sorted(range(len(scores)), key=lambda c: (-scores[c], c))
+    if k:
+      top = order[:k]
+      position = {c: p for p, c in enumerate(top)}
+      order = sorted(top, key=lambda c: (-itm[pair(c)], position[c])) + order[k:]
+    return next((p for p, c in enumerate(order) if right(c)), len(order))
+
+  nt, ni = similarity.shape
+  t2i = [first_right(similarity[t], lambda i, t=t: i == caption_image[t], lambda i, t=t: (t, i))
+         for t in range(nt)]
+  i2t = [first_right(similarity[:, i], lambda t, i=i: caption_image[t] == i, lambda t, i=i: (t, i))
+         for i in range(ni)]
+  at = lambda firsts: {f"r{n}": float(np.mean(np.array(firsts) < n)) for n in (1, 5, 10)}
+  return at(t2i), at(i2t)
+
+
+@pytest.mark.parametrize("k", [0, 3, 30])
+def test_recalls_match_the_brute_force_reference(k):
+  rng = np.random.default_rng(k)
+  num_images, num_captions = 13, 40
+  extra = rng.integers(0, num_images, num_captions - num_images)
+  caption_image = np.concatenate([np.arange(num_images), extra])  # every image has a caption.
+  rng.shuffle(caption_image)
+  image = rng.normal(size=(num_images, 8))
+  text = image[caption_image] + 1.5 * rng.normal(size=(num_captions, 8))  # noisy: recalls are not all 1.
+  similarity = text @ image.T
+  itm = {(t, i): float(rng.normal()) for t in range(num_captions) for i in range(num_images)}
+  scored = []
+
+  def score_pairs(captions, images):
+    scored.extend(zip(captions.tolist(), images.tolist(), strict=True))
+    return np.array([itm[(t, i)] for t, i in zip(captions, images, strict=True)])
+
+  result = retrieval.retrieval_metrics(similarity, caption_image, k, score_pairs if k else None)
+  t2i, i2t = _reference(similarity, caption_image, min(k, num_images), itm)
+  assert result["text_to_image"] == pytest.approx(t2i)
+  i2t_k = _reference(similarity, caption_image, min(k, num_captions), itm)[1]
+  assert result["image_to_text"] == pytest.approx(i2t_k)
+  assert 0 < result["text_to_image"]["r1"] < 1 and (result["num_captions"], result["num_images"]) == (40, 13)
+  # Each pair in some query's top k goes through the fused model exactly once.
+  order = lambda scores: np.argsort(-scores, kind="stable")[:k]
+  top_t2i = {(t, int(i)) for t in range(num_captions) for i in order(similarity[t])}
+  top_i2t = {(int(t), i) for i in range(num_images) for t in order(similarity[:, i])}
+  assert len(scored) == len(set(scored)) == result["fused_forward_passes"]
+  assert set(scored) == (top_t2i | top_i2t if k else set())
+
+
+def test_reranking_changes_the_answer_only_inside_the_top_k():
+  similarity = np.array([[0.9, 0.8, 0.1]])  # one caption of image 2, ranked last by ITC.
+  itm = {(0, 0): 0.0, (0, 1): 5.0, (0, 2): 9.0}
+  score = lambda t, i: np.array([itm[(a, b)] for a, b in zip(t, i, strict=True)])
+  inside = retrieval.retrieval_metrics(similarity, np.array([2]), 3, score)
+  outside = retrieval.retrieval_metrics(similarity, np.array([2]), 2, score)
+  assert inside["text_to_image"]["r1"] == 1.0 and outside["text_to_image"]["r1"] == 0.0
+  assert outside["text_to_image"]["r5"] == 1.0

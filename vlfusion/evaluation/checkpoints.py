@@ -1,0 +1,87 @@
+"""Which checkpoints eval.py evaluates: one step, every one in order, or each as a running job writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from vlfusion.evaluation import evaluator
+from vlfusion.training import checkpointing
+from vlfusion.training.trainer import Setup
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config the run saved in `workdir/config.json`, locked."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist: pass --config, or a --workdir that a training "
+                            "run has written")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.lock()
+  return config
+
+
+def complete_steps(workdir: str) -> list[int]:
+  """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one)."""
+  directory = checkpointing.checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    return []
+  incomplete = checkpointing.incomplete_checkpoints(directory)
+  return sorted(int(name) for name in os.listdir(directory)
+                if name.isdigit() and name not in incomplete
+                and os.path.isdir(os.path.join(directory, name)))
+
+
+def evaluated(workdir: str, step: int) -> bool:
+  return os.path.isfile(os.path.join(workdir, "eval", f"step_{step}.json"))
+
+
+class CheckpointEvaluator:
+  """Evaluates checkpoints of one workdir with one compiled model and one set of evaluators."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    self.setup = Setup(config)
+    self.evaluators = evaluator.Evaluators(self.setup, config)
+
+  def evaluate(self, step: int | None = None) -> dict[str, Any]:
+    return evaluator.evaluate(self.config, self.workdir, step, self.setup, self.evaluators)
+
+  def evaluate_all(self) -> list[dict[str, Any]]:
+    """Every complete checkpoint in step order, skipping those with an `eval/step_<N>.json`."""
+    results = []
+    for step in complete_steps(self.workdir):
+      if evaluated(self.workdir, step):
+        logging.info("Step %d is already evaluated; skipping it.", step)
+        continue
+      results.append(self.evaluate(step))
+    return results
+
+  def watch(self, poll_seconds: float = 30.0, timeout_seconds: float = 0.0) -> list[dict[str, Any]]:
+    """Evaluates each new checkpoint as the run writes it, until the run's final step
+    (config.train.num_steps) is evaluated; `timeout_seconds` > 0 stops waiting after that long."""
+    results, final, start = [], int(self.config.train.num_steps), time.monotonic()
+    while True:
+      results.extend(self.evaluate_all())
+      if evaluated(self.workdir, final):
+        return results
+      if timeout_seconds and time.monotonic() - start > timeout_seconds:
+        raise TimeoutError(f"--watch: no checkpoint of the final step {final} in {self.workdir} after "
+                           f"{timeout_seconds:.0f}s; evaluated so far: {complete_steps(self.workdir)}")
+      time.sleep(poll_seconds)
+
+
+def wait_for_config(workdir: str, poll_seconds: float, timeout_seconds: float) -> None:
+  """Waits until the run has written `workdir/config.json` (eval --watch started before training)."""
+  start = time.monotonic()
+  while not os.path.isfile(os.path.join(workdir, "config.json")):
+    if timeout_seconds and time.monotonic() - start > timeout_seconds:
+      raise TimeoutError(f"--watch: {workdir}/config.json did not appear within {timeout_seconds:.0f}s")
+    time.sleep(poll_seconds)

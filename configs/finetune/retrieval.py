@@ -33,7 +33,8 @@ SCHEDULES = {
 def get_config(arg=None):
   config, size, _ = finetune_config(arg, "retrieval", default_family="albef")
   if size == "base":
-    config.data.name = f"coco_captions/{config.model.image.input}"
+    config.data.name = ("coco_captions/regions" if config.model.image.input == "regions"
+                        else "coco_captions/images")
   config.optimizer.schedule = "cosine"
   configuration.override(config, SCHEDULES[size])
   t = config.train

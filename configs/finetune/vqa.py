@@ -78,7 +78,7 @@ RECIPES = {
 def get_config(arg=None):
   config, size, _ = finetune_config(arg, "vqa")
   if size == "base":
-    config.data.name = f"vqa_v2/{config.model.image.input}"
+    config.data.name = "vqa_v2/regions" if config.model.image.input == "regions" else "vqa_v2/images"
   configuration.override(config, RECIPES[size])
   config.model.vqa.num_answers = 0  # the data's answer vocabulary (resolved before the model is built).
   t = config.train

@@ -125,9 +125,10 @@ def _is_step_dir(path: str) -> bool:
   return os.path.isdir(os.path.join(path, "state")) and os.path.basename(os.path.normpath(path)).isdigit()
 
 
-def _step_dir(path: str) -> str:
-  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir."""
-  field = "config.init.checkpoint"
+def checkpoint_step_dir(path: str, field: str = "config.init.checkpoint") -> str:
+  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir.
+
+  `field` names the setting in errors."""
   if not os.path.exists(path):
     raise ConfigError(f"{field}={path!r}: no such file or directory")
   if not os.path.isdir(path):
@@ -160,7 +161,7 @@ def _step_dir(path: str) -> str:
                     f"checkpoints/<step>/state or a checkpoints/<step> directory.{hint}")
 
 
-def _read_params(step_dir: str) -> dict[Path, np.ndarray]:
+def read_params(step_dir: str, field: str = "config.init.checkpoint") -> dict[Path, np.ndarray]:
   """The parameters of a checkpoint step, to host memory; the optimizer state is not read."""
   import orbax.checkpoint as ocp
 
@@ -173,7 +174,7 @@ def _read_params(step_dir: str) -> dict[Path, np.ndarray]:
       tree = tree.tree
     params_meta = tree["params"]
   except Exception as e:  # noqa: BLE001 - any unreadable metadata: say which directory.
-    raise ConfigError(f"config.init.checkpoint: {state_dir} cannot be read as a vlfusion train state "
+    raise ConfigError(f"{field}: {state_dir} cannot be read as a vlfusion train state "
                       f"({e!r})") from e
   is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
   item = jax.tree.map(lambda m: np.zeros((), m.dtype), params_meta, is_leaf=is_leaf)
@@ -193,8 +194,8 @@ def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
 
 
 def _from_checkpoint(path: str) -> Source:
-  step_dir = _step_dir(path)
-  params = unroll(_read_params(step_dir))
+  step_dir = checkpoint_step_dir(path)
+  params = unroll(read_params(step_dir))
   return Source("init.checkpoint", path, step_dir, params, _saved_model_config(step_dir))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import ml_collections
@@ -79,7 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Head settings (a head exists iff named in model.heads; objectives only weight the losses).
   c.model.mrm = dict(num_labels=0, regression=True)  # num_labels 0: no object-label classification.
   c.model.itc = dict(embed_dim=256, temperature=0.07, min_temperature=0.001, max_temperature=0.5)
-  c.model.vqa = dict(num_answers=0)  # the answer vocabulary size; must be set when the head is on.
+  # The answer vocabulary size; 0 takes the size of the data's answer vocabulary when the run is set up.
+  c.model.vqa = dict(num_answers=0)
   c.model.pre_norm = False
   c.model.layer_norm_eps = 1e-12
   # Standard deviation of every kernel and embedding table at initialisation (BERT: 0.02; narrow
@@ -162,6 +164,11 @@ def base_config() -> ml_collections.ConfigDict:
   # {name: {data: {name, split, <other config.data fields>}, tasks, batch_size}}; a field left out takes
   # config.data / config.eval's. Empty: one evaluator, "default", over config.data.eval_split.
   c.evals = ml_collections.ConfigDict()
+  # Where a run's parameters start (vlfusion.training.initialization): a vlfusion workdir or one
+  # checkpoints/<step> directory, or a local HF directory (BERT, LXMERT, VisualBERT, ViLT); matching
+  # paths and shapes are restored, the rest stays fresh; `exclude` (a regex) leaves parameters fresh.
+  # Once the run's own workdir has a checkpoint, that is resumed instead.
+  c.init = dict(checkpoint="", huggingface="", exclude="")
   return c
 
 
@@ -222,15 +229,23 @@ def sized_config(arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
   return config, size
 
 
-def parse_arg(arg: str | None, default_size: str = "tiny") -> dict[str, str]:
-  """Parses a config argument like `tiny` or `size=small,fusion=co_attention` into a dict."""
+def parse_arg(arg: str | None, default_size: str = "tiny", keys: tuple[str, ...] = ()) -> dict[str, str]:
+  """Parses a config argument like `tiny` or `small,family=co_attention` into a dict.
+
+  `size` (given bare or as `size=`) is always understood; `keys` names the others the config file
+  reads. Any other key is a `ConfigError`, so a misspelt one cannot be silently dropped.
+  """
   out = {"size": default_size}
   for part in (arg or "").split(","):
-    if not part:
+    if not part.strip():
       continue
     if "=" in part:
       k, v = part.split("=", 1)
-      out[k.strip()] = v.strip()
+      k = k.strip()
+      if k != "size" and k not in keys:
+        known = ", ".join(("size", *keys))
+        raise ConfigError(f"config argument {arg!r}: unknown key {k!r}; this config understands {known}")
+      out[k] = v.strip()
     else:
       out["size"] = part.strip()
   return out
@@ -427,6 +442,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
   )
 
+  _validate_init(config)
   _validate_data(config.data)
   b = config.data.global_batch_size
   _check(b >= 1, f"config.data.global_batch_size={b} must be >= 1")
@@ -500,9 +516,30 @@ def _validate_model_extras(m: Any) -> None:
            f"min_temperature={itc.min_temperature}, config.model.itc.max_temperature="
            f"{itc.max_temperature}] with a positive minimum")
   if "vqa" in m.heads:
-    _check(m.vqa.num_answers >= 1,
-           f"config.model.vqa.num_answers={m.vqa.num_answers} must be >= 1 when the 'vqa' head is on "
-           "(the size of the answer vocabulary)")
+    _check(m.vqa.num_answers >= 0,
+           f"config.model.vqa.num_answers={m.vqa.num_answers} must be the size of the answer "
+           "vocabulary, or 0 to take it from the data")
+
+
+def _validate_init(config: ml_collections.ConfigDict) -> None:
+  init = config.get("init")
+  if not init:
+    return
+  checkpoint, hf, exclude = init.get("checkpoint", ""), init.get("huggingface", ""), init.get("exclude", "")
+  _check(not (checkpoint and hf), f"config.init.checkpoint={checkpoint!r} and config.init.huggingface="
+         f"{hf!r} are both set; choose one")
+  if exclude:
+    _check(bool(checkpoint or hf), f"config.init.exclude={exclude!r} is set but neither "
+           "config.init.checkpoint nor config.init.huggingface names a source")
+    try:
+      re.compile(exclude)
+    except re.error as e:
+      raise ConfigError(f"config.init.exclude={exclude!r} is not a regular expression: {e}") from e
+  if checkpoint or hf:
+    for stream in ("text", "image"):
+      _check(not config.model[stream].get("init_from"),
+             f"config.model.{stream}.init_from={config.model[stream].get('init_from')!r} and config.init "
+             "both set parameters; use one")
 
 
 EVALUATOR_FIELDS = ("data", "tasks", "batch_size")

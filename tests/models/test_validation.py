@@ -18,7 +18,8 @@ def _set(config, dotted, value):
 @pytest.mark.parametrize("module,changes,field", [
     (albef, {"model.itc.embed_dim": 0}, "config.model.itc.embed_dim"),
     (albef, {"model.itc.temperature": 0.9}, "config.model.itc.temperature"),
-    (lxmert, {"model.heads": ("mlm", "itm", "mrm", "vqa")}, "config.model.vqa.num_answers"),
+    (lxmert, {"model.heads": ("mlm", "itm", "mrm", "vqa"), "model.vqa.num_answers": -1},
+     "config.model.vqa.num_answers"),
     (lxmert, {"model.heads": ("mlm", "itm", "mrm"), "model.mrm.num_labels": 0,
               "model.mrm.regression": False}, "config.model.mrm.regression"),
     (albef, {"model.heads": ("mlm", "itm", "itc", "mrm")}, "config.model.image.input"),

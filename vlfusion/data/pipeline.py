@@ -405,3 +405,20 @@ def restore_check(source: BatchSource, state: dict[str, Any] | None) -> None:
       logging.warning("The checkpoint's data position was saved with %s=%r, this run has %r: the "
                       "batches after resume differ from those of an uninterrupted run.",
                       key, state[key], now[key])
+
+
+def resolve_num_answers(config: ml_collections.ConfigDict) -> None:
+  """Sets `config.model.vqa.num_answers` to the size of the data's answer vocabulary when it is 0.
+
+  Runs before the model is built (`Setup`), so the VQA head fits the data and the resolved size is what
+  `workdir/config.json` records. Does nothing without the 'vqa' head or with a size already set.
+  """
+  m = config.model
+  if "vqa" not in m.heads or m.vqa.num_answers:
+    return
+  import jax
+
+  _, builder = _load(config, config.data.train_split, jax.process_index(), jax.process_count())
+  m.vqa.num_answers = len(_answer_vocab(config, builder))
+  logging.info("config.model.vqa.num_answers=0: set to %d, the answer vocabulary of %s.",
+               m.vqa.num_answers, config.data.name)

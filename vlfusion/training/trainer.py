@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.models import build_model
-from vlfusion.training import checkpointing, losses, partitioning, reporting, train_state
+from vlfusion.training import checkpointing, initialization, losses, partitioning, reporting, train_state
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.optimizer import check_lr_multipliers, make_optimizer
 from vlfusion.training.train_state import TrainState
@@ -103,6 +103,7 @@ class Setup:
           f"config.objectives {unknown} have weight > 0 but no loss is implemented for them; "
           f"implemented: {sorted(losses.OBJECTIVES)}"
       )
+    pipeline.resolve_num_answers(config)  # model.vqa.num_answers=0: the data's answer vocabulary.
     self.config = config
     self.mesh = partitioning.make_mesh(config.mesh, self.devices)
     self.rules = partitioning.logical_rules(config.mesh)
@@ -114,12 +115,16 @@ class Setup:
           self.init_fn, self.mesh, self.rules)
     check_lr_multipliers(config.optimizer, self.abstract_state.params)
 
-  def initial_state(self) -> TrainState:
-    """A freshly initialised, sharded state; streams named by `model.{text,image}.init_from` are
-    loaded from their checkpoints (what was loaded and what was not is logged)."""
+  def initial_state(self, workdir: str | None = None) -> TrainState:
+    """A freshly initialised, sharded state; parameters named by `config.init` or streams named by
+    `model.{text,image}.init_from` are loaded from their checkpoints (what was loaded and what was not
+    is logged, and for `config.init` written to `workdir/init_report.json`)."""
+    source = initialization.load(self.config) if initialization.requested(self.config) else None
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       state = train_state.create_sharded_state(
           self.init_fn, self.state_shardings, self.config.train.seed)
+    if source is not None:
+      state = state.replace(params=initialization.restore(source, state.params, self.config, workdir)[0])
     m = self.config.model
     if m.text.get("init_from") or m.image.get("init_from"):
       from vlfusion.convert import init_from  # safetensors readers; no torch needed.
@@ -227,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   manager = checkpointing.make_manager(workdir, config.train)
   restored = checkpointing.restore(manager, setup.abstract_state)
   if restored is None:
-    state = setup.initial_state()
+    state = setup.initial_state(workdir)
     start = 0
     logging.info("No checkpoint in %s: starting from step 0.", workdir)
   else:

@@ -1,0 +1,89 @@
+r"""VQA fine-tuning of any pretraining family's model, or VQA from scratch with a tested recipe.
+
+Fine-tune a pretrained workdir (its family and size must match the argument):
+
+  python train.py --config=configs/pretrain/co_attention.py:tiny --workdir=W_pre
+  python train.py --config=configs/finetune/vqa.py:tiny,family=co_attention \
+      --config.init.checkpoint=W_pre --workdir=W_vqa
+  python eval.py  --config=configs/finetune/vqa.py:tiny,family=co_attention --workdir=W_vqa
+
+Without `config.init` the same command trains from scratch with the size's recipe (`RECIPES`):
+
+  python train.py --config=configs/finetune/vqa.py:tiny --workdir=W_vqa_scratch
+
+From an HF LXMERT / VisualBERT / ViLT directory (`from_huggingface` reads it; the model config must
+describe the same architecture, e.g. `family=lxmert` at base size):
+
+  python train.py --config=configs/finetune/vqa.py:base,family=lxmert \
+      --config.init.huggingface=/path/to/lxmert-base-uncased --workdir=W_vqa
+
+VQA v2 on disk (docs/data.md; the questions and annotations JSON of train2014/val2014 with the images,
+or region features for `regions` models), with BERT's uncased vocab; the answer vocabulary is the train
+answers given at least `data.vqa_min_answer_count` times and `model.vqa.num_answers=0` takes its size:
+
+  python train.py --config=configs/finetune/vqa.py:base,family=vilt \
+      --config.data.name=vqa_v2/images --config.data.manual_dir=/data/vqa_v2 \
+      --config.data.vocab_path=/data/bert-base-uncased/vocab.txt \
+      --config.init.huggingface=/path/to/vilt-b32-mlm --workdir=W_vqa_v2
+
+(regions models: `--config.data.name=vqa_v2/regions`; pixel models take the family's
+`model.image.image_size`, e.g. `--config.model.image.image_size=384`.)
+
+The argument is `size[,family=<configs/pretrain file>]`, family co_attention by default. Base size uses
+the published schedule (LXMERT/ViLT: lr 5e-5 for the encoder, 10x on the VQA head, linear decay, a few
+epochs of VQA v2); tiny and small use `RECIPES`, the from-scratch recipes found by measurement
+(docs/recipes.md). A recipe that changes the model (widths, norm placement, image stem) changes it for
+fine-tuning too: pretrain with the same `--config.model.*` flags so the checkpoint fits.
+"""
+
+from configs.finetune.common import finetune_config
+from vlfusion import configuration
+
+PAPER = "VQA fine-tuning as LXMERT (Tan & Bansal, 2019) and ViLT (Kim et al., 2021)"
+
+# Per-size recipes, as dotted-path overrides applied after the family's model. tiny and small are the
+# from-scratch recipes on the shapes world; base is the published fine-tuning schedule on VQA v2.
+RECIPES = {
+    "tiny": {
+        "optimizer.learning_rate": 1e-3,
+        "optimizer.warmup_steps": 100,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.schedule": "cosine",
+        "model.dropout": 0.1,
+        "data.global_batch_size": 32,
+        "train.num_steps": 2000,
+    },
+    "small": {
+        "optimizer.learning_rate": 3e-4,
+        "optimizer.warmup_steps": 500,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.schedule": "cosine",
+        "model.dropout": 0.1,
+        "data.global_batch_size": 64,
+        "train.num_steps": 5000,
+    },
+    "base": {
+        # ~4 epochs of VQA v2 train (443k questions) at batch 256.
+        "optimizer.learning_rate": 5e-5,
+        "optimizer.lr_multipliers": "heads_vqa:10",
+        "optimizer.warmup_steps": 700,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.schedule": "linear",
+        "data.global_batch_size": 256,
+        "train.num_steps": 7000,
+    },
+}
+
+
+def get_config(arg=None):
+  config, size, _ = finetune_config(arg, "vqa")
+  if size == "base":
+    config.data.name = "vqa_v2/regions" if config.model.image.input == "regions" else "vqa_v2/images"
+  configuration.override(config, RECIPES[size])
+  config.model.vqa.num_answers = 0  # the data's answer vocabulary (resolved before the model is built).
+  t = config.train
+  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
+  t.log_every_steps = max(t.num_steps // 40, 1)
+  config.eval.every_steps = max(t.num_steps // 4, 1)
+  config.lock()
+  return config

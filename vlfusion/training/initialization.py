@@ -1,0 +1,342 @@
+"""`config.init`: start a run's parameters from a vlfusion checkpoint or a converted HF model.
+
+`config.init.checkpoint` is a vlfusion workdir (its latest complete checkpoint is read) or one step
+directory `<workdir>/checkpoints/<step>`; `config.init.huggingface` is a local HF directory of any model
+`vlfusion.convert.from_huggingface` reads (BERT, LXMERT, VisualBERT, ViLT). Every parameter of the new
+model whose path and shape match one of the source's is restored; the rest (new heads) keep their fresh
+values. `config.init.exclude` is a regex (`re.search` on '/'-joined paths) of parameters never restored,
+e.g. an old head of another size. Only parameters are read: never the optimizer state, the step or the
+data position, so the fine-tuning run starts at step 0 with fresh moments.
+
+Layer stacks are compared unrolled (`<prefix>_stack/layer/...` with a leading axis of n reads as
+`<prefix>_0..n-1/...`), so a source and a model that differ in `model.scan_layers` match layer by layer.
+The report (`init_report.json` in the workdir) names parameters in that unrolled form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import traverse_util
+
+from vlfusion.configuration import ConfigError
+
+Path = tuple[str, ...]
+REPORT_FILE = "init_report.json"
+_STACK = re.compile(r"^(.*)_stack$")
+
+
+@dataclasses.dataclass
+class Source:
+  """Parameters to start from, unrolled, as {path: numpy array}.
+
+  Attributes:
+    field: the config field that named it (`init.checkpoint` or `init.huggingface`).
+    path: the directory given; `resolved` the one read (e.g. the step directory of a workdir).
+    params: unrolled path -> array.
+    model: the source's `config.model` as a dict when known (to note structural differences).
+  """
+
+  field: str
+  path: str
+  resolved: str
+  params: dict[Path, np.ndarray]
+  model: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class InitReport:
+  """What `restore` did, with parameters named unrolled and '/'-joined."""
+
+  source: str
+  field: str
+  restored: list[str]
+  fresh: list[str]
+  unused: list[str]
+  excluded: list[str]
+  notes: list[str]
+
+  def summary(self) -> str:
+    lines = [f"config.{self.field}: {self.source}",
+             f"restored {len(self.restored)} parameters; {len(self.fresh)} freshly initialised; "
+             f"{len(self.unused)} source parameters unused; {len(self.excluded)} excluded"]
+    if self.fresh:
+      lines.append("fresh: " + ", ".join(self.fresh))
+    if self.unused:
+      lines.append("unused: " + ", ".join(self.unused))
+    lines += [f"note: {n}" for n in self.notes]
+    return "\n".join(lines)
+
+
+def requested(config: Any) -> bool:
+  """Whether `config.init` names a source."""
+  init = config.get("init")
+  return bool(init and (init.get("checkpoint") or init.get("huggingface")))
+
+
+# -- layouts ----------------------------------------------------------------------------------------
+
+
+def unroll(flat: dict[Path, Any]) -> dict[Path, Any]:
+  """{path: array} with every scanned stack `<p>_stack/layer/...` [n, ...] split into `<p>_i/...`."""
+  out: dict[Path, Any] = {}
+  for path, value in flat.items():
+    where = _stack_position(path)
+    if where is None:
+      out[path] = value
+      continue
+    prefix = _STACK.match(path[where]).group(1)
+    for i in range(value.shape[0]):
+      out[path[:where] + (f"{prefix}_{i}",) + path[where + 2:]] = value[i]
+  return out
+
+
+def _stack_position(path: Path) -> int | None:
+  for i, part in enumerate(path[:-1]):
+    if _STACK.match(part) and path[i + 1] == "layer":
+      return i
+  return None
+
+
+def _unrolled_names(path: Path, shape: tuple[int, ...]) -> list[tuple[Path, tuple[int, ...]]]:
+  """The unrolled (path, shape) pairs one parameter of the model stands for."""
+  where = _stack_position(path)
+  if where is None:
+    return [(path, shape)]
+  prefix = _STACK.match(path[where]).group(1)
+  return [(path[:where] + (f"{prefix}_{i}",) + path[where + 2:], shape[1:]) for i in range(shape[0])]
+
+
+def _name(path: Path) -> str:
+  return "/".join(path)
+
+
+# -- sources ----------------------------------------------------------------------------------------
+
+
+def _is_step_dir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "state")) and os.path.basename(os.path.normpath(path)).isdigit()
+
+
+def checkpoint_step_dir(path: str, field: str = "config.init.checkpoint") -> str:
+  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir.
+
+  `field` names the setting in errors."""
+  if not os.path.exists(path):
+    raise ConfigError(f"{field}={path!r}: no such file or directory")
+  if not os.path.isdir(path):
+    raise ConfigError(f"{field}={path!r} is a file; give a vlfusion workdir or one of its "
+                      "checkpoints/<step> directories")
+  if _is_step_dir(path):
+    from vlfusion.training.checkpointing import COMMIT_MARKER
+
+    if not os.path.exists(os.path.join(path, COMMIT_MARKER)):
+      raise ConfigError(f"{field}={path!r}: this checkpoint is incomplete (no {COMMIT_MARKER}: its save "
+                        "did not finish); give another step or the workdir")
+    return path
+  from vlfusion.training.checkpointing import incomplete_checkpoints
+
+  for directory in (os.path.join(path, "checkpoints"), path):
+    steps = [n for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))] \
+        if os.path.isdir(directory) else []
+    if steps:
+      bad = incomplete_checkpoints(directory)
+      complete = sorted((int(s) for s in steps if s not in bad), reverse=True)
+      if not complete:
+        raise ConfigError(f"{field}={path!r}: no complete checkpoint in {directory} "
+                          f"(incomplete: {sorted(bad)})")
+      return os.path.join(directory, str(complete[0]))
+  hint = ""
+  if os.path.isfile(os.path.join(path, "config.json")) and any(
+      n.endswith(".safetensors") for n in os.listdir(path)):
+    hint = " It looks like an HF checkpoint: set config.init.huggingface instead."
+  raise ConfigError(f"{field}={path!r} is not a vlfusion checkpoint: expected a workdir holding "
+                    f"checkpoints/<step>/state or a checkpoints/<step> directory.{hint}")
+
+
+def read_params(step_dir: str, field: str = "config.init.checkpoint") -> dict[Path, np.ndarray]:
+  """The parameters of a checkpoint step, to host memory; the optimizer state is not read."""
+  import orbax.checkpoint as ocp
+
+  state_dir = os.path.join(step_dir, "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    metadata = checkpointer.metadata(state_dir)
+    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
+    if hasattr(tree, "tree"):
+      tree = tree.tree
+    params_meta = tree["params"]
+  except Exception as e:  # noqa: BLE001 - any unreadable metadata: say which directory.
+    raise ConfigError(f"{field}: {state_dir} cannot be read as a vlfusion train state "
+                      f"({e!r})") from e
+  is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+  item = jax.tree.map(lambda m: np.zeros((), m.dtype), params_meta, is_leaf=is_leaf)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item={"params": item}, restore_args={"params": args}, partial_restore=True))
+  return traverse_util.flatten_dict(restored["params"])
+
+
+def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
+  for candidate in (os.path.join(os.path.dirname(os.path.dirname(os.path.normpath(step_dir))),
+                                 "config.json"),):
+    if os.path.isfile(candidate):
+      with open(candidate) as f:
+        return json.load(f).get("model")
+  return None
+
+
+def _from_checkpoint(path: str) -> Source:
+  step_dir = checkpoint_step_dir(path)
+  params = unroll(read_params(step_dir))
+  return Source("init.checkpoint", path, step_dir, params, _saved_model_config(step_dir))
+
+
+def _from_huggingface(path: str) -> Source:
+  from vlfusion.convert.checkpoint import CheckpointError, load_directory
+  from vlfusion.convert.huggingface import CONVERTERS
+
+  field = "config.init.huggingface"
+  if not os.path.exists(path):
+    raise ConfigError(f"{field}={path!r}: no such directory")
+  try:
+    ck = load_directory(path, field=field)
+  except CheckpointError as e:
+    raise ConfigError(str(e)) from e
+  if ck.model_type not in CONVERTERS:
+    hint = (" (a unimodal ViT/CLIP checkpoint starts the image stream: config.model.image.init_from)"
+            if ck.model_type in ("vit", "clip", "clip_vision_model") else "")
+    raise ConfigError(f"{field}={path!r}: model_type={ck.model_type!r} is not supported; supported: "
+                      f"{sorted(CONVERTERS)}{hint}")
+  try:
+    model_config, converted = CONVERTERS[ck.model_type](ck)
+  except CheckpointError as e:
+    raise ConfigError(f"{field}={path!r}: {e}") from e
+  return Source("init.huggingface", path, path, {k: np.asarray(v) for k, v in converted.items()},
+                model_config.to_dict())
+
+
+def load(config: Any) -> Source:
+  """Reads the source `config.init` names; raises `ConfigError` naming the field on bad input."""
+  init = config.init
+  if init.get("checkpoint") and init.get("huggingface"):
+    raise ConfigError(f"config.init.checkpoint={init.checkpoint!r} and config.init.huggingface="
+                      f"{init.huggingface!r} are both set; choose one")
+  if init.get("checkpoint"):
+    return _from_checkpoint(init.checkpoint)
+  return _from_huggingface(init.huggingface)
+
+
+# -- matching ---------------------------------------------------------------------------------------
+
+# Model fields that change what a restored parameter computes without changing its shape.
+_STRUCTURE = ("fusion", "pre_norm", "pooler", "cross.order", "cross.share_weights", "cross.direction",
+              "image.input", "image.embedding", "text.pre_norm", "image.pre_norm")
+
+
+def _field(tree: dict[str, Any], dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def _structure_notes(source: Source, model_config: Any) -> list[str]:
+  if source.model is None:
+    return []
+  ours = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  notes = []
+  for dotted in _STRUCTURE:
+    a, b = _field(source.model, dotted), _field(ours, dotted)
+    if a is not None and b is not None and a != b:
+      notes.append(f"the source has model.{dotted}={a!r} and this run {b!r}: restored parameters "
+                   "compute something else here")
+  return notes
+
+
+def _value(leaf: Any, value: np.ndarray) -> jax.Array:
+  """`value` with the dtype and sharding of `leaf`."""
+  value = np.asarray(value).astype(leaf.dtype)
+  sharding = getattr(leaf, "sharding", None)
+  return jax.device_put(value, sharding) if sharding is not None else jax.numpy.asarray(value)
+
+
+def restore(source: Source, params: Any, config: Any, workdir: str | None = None
+            ) -> tuple[Any, InitReport]:
+  """`params` (unboxed, possibly sharded) with every matching source parameter put in.
+
+  Raises `ConfigError` for a shape mismatch on a parameter `config.init.exclude` does not match (naming
+  the parameter and both shapes), and for an exclude regex that matches nothing. Writes the report to
+  `workdir/init_report.json` (process 0) and logs it.
+  """
+  pattern = config.init.get("exclude", "")
+  try:
+    exclude = re.compile(pattern) if pattern else None
+  except re.error as e:
+    raise ConfigError(f"config.init.exclude={pattern!r} is not a regular expression: {e}") from e
+  flat = traverse_util.flatten_dict(params)
+  restored, fresh, excluded, mismatched = [], [], set(), []
+  used: set[Path] = set()
+  new_flat = {}
+  for path, leaf in flat.items():
+    names = _unrolled_names(path, tuple(leaf.shape))
+    take: dict[int, np.ndarray] = {}
+    for i, (name, shape) in enumerate(names):
+      if exclude is not None and (exclude.search(_name(name)) or exclude.search(_name(path))):
+        excluded.add(_name(name))
+        if name in source.params:
+          used.add(name)
+        fresh.append(_name(name))
+        continue
+      if name not in source.params:
+        fresh.append(_name(name))
+        continue
+      used.add(name)
+      theirs = tuple(source.params[name].shape)
+      if theirs != shape:
+        mismatched.append(f"{_name(name)}: source {theirs}, model {shape}")
+        continue
+      take[i] = source.params[name]
+      restored.append(_name(name))
+    if not take:
+      new_flat[path] = leaf
+    elif len(names) == 1:
+      new_flat[path] = _value(leaf, take[0])
+    else:  # a scanned stack: restored layers over the fresh ones.
+      stacked = np.array(leaf) if len(take) < len(names) else np.zeros(leaf.shape, leaf.dtype)
+      for i, value in take.items():
+        stacked[i] = value
+      new_flat[path] = _value(leaf, stacked)
+  if mismatched:
+    more = f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else ""
+    raise ConfigError(
+        f"config.{source.field}={source.path!r}: {len(mismatched)} parameters differ in shape between "
+        f"the source and the model: {'; '.join(mismatched[:10])}{more}. Fix the model config, or leave "
+        "them fresh with config.init.exclude (a regex of parameter paths)")
+  for name in source.params:
+    if exclude is not None and exclude.search(_name(name)):
+      excluded.add(_name(name))
+  if exclude is not None and not excluded:
+    raise ConfigError(f"config.init.exclude={pattern!r} matches no parameter of the model or of "
+                      f"config.{source.field}={source.path!r}")
+  if not restored:
+    raise ConfigError(f"config.{source.field}={source.path!r}: no parameter of the source matches the "
+                      "model (paths or shapes); is it the model family the config builds?")
+  report = InitReport(
+      source=source.resolved, field=source.field, restored=sorted(restored),
+      fresh=sorted(set(fresh)), unused=sorted(_name(n) for n in source.params if n not in used
+                                              and _name(n) not in excluded),
+      excluded=sorted(excluded), notes=_structure_notes(source, config.model))
+  logging.info("Initialised parameters from %s", report.summary())
+  if workdir is not None and jax.process_index() == 0:
+    with open(os.path.join(workdir, REPORT_FILE), "w") as f:
+      json.dump(dataclasses.asdict(report), f, indent=2)
+  return traverse_util.unflatten_dict(new_flat), report

@@ -143,3 +143,53 @@ def test_malformed_tsv_names_its_line(tmp_path):
     store.get("6")
   with pytest.raises(DataFileError, match="features of shape"):
     local_files.RegionStore(str(directory), 1024).get("5")
+
+
+def _source(kind, manual_dir, data_dir):
+  from configs.pretrain import single_stream
+  from tests.conftest import tiny_config
+  from tests.data.test_pipeline import BERT_VOCAB
+  from vlfusion.data import pipeline
+
+  overrides = {"data.name": f"{kind}/images", "data.manual_dir": str(manual_dir),
+               "data.vocab_path": BERT_VOCAB, "data.global_batch_size": 2, "model.text.vocab_size": 30522,
+               "model.image.input": "patches", "model.image.image_size": 32, "model.image.patch_size": 8}
+  if kind == "vqa_v2":
+    overrides.update({"data.vqa_min_answer_count": 2, "objectives.mlm": 0.0, "objectives.itm": 0.0,
+                      "objectives.vqa": 1.0, "model.heads": ("vqa",), "model.vqa.num_answers": 4})
+  return pipeline.make_batch_source(tiny_config(single_stream, str(data_dir), **overrides), "train")
+
+
+def test_prepared_dataset_never_serves_another_manual_dir(tmp_path):
+  """Prepared from one folder, requested with another or with changed files: refused, naming both."""
+  from vlfusion.configuration import ConfigError
+
+  first, second = tmp_path / "first", tmp_path / "second"
+  for root, n in ((first, 6), (second, 9)):
+    os.makedirs(root)
+    fx.write_jsonl(str(root), num_train=n)
+  data_dir = tmp_path / "tfds"
+  assert _source("image_text_jsonl", first, data_dir).num_examples == 6
+  assert _source("image_text_jsonl", first, data_dir).num_examples == 6  # same inputs: reused.
+  with pytest.raises(ConfigError, match=r"config.data.manual_dir=.*second.*prepared from .*first"):
+    _source("image_text_jsonl", second, data_dir)
+  with open(first / "train.jsonl", "a") as f:  # the same folder with a changed annotation file.
+    f.write(json.dumps({"image": "img/train_0.jpg", "text": "one more line"}) + "\n")
+  with pytest.raises(ConfigError, match=r"train\.jsonl .*changed since"):
+    _source("image_text_jsonl", first, data_dir)
+
+
+def test_prepared_vqa_refuses_changed_annotations(tmp_path):
+  from vlfusion.configuration import ConfigError
+
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  assert _source("vqa_v2", root, tmp_path / "tfds").num_examples == 8
+  path = root / "v2_mscoco_train2014_annotations.json"
+  os.utime(path, ns=(1, 1))  # touched, same content: still the same data.
+  assert _source("vqa_v2", root, tmp_path / "tfds").num_examples == 8
+  data = json.loads(path.read_text())
+  data["annotations"][0]["multiple_choice_answer"] = "no"
+  path.write_text(json.dumps(data))
+  with pytest.raises(ConfigError, match=r"v2_mscoco_train2014_annotations\.json .*changed since"):
+    _source("vqa_v2", root, tmp_path / "tfds")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -62,6 +63,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not os.path.isdir(manual_dir):
       raise DataFileError(f"{self.name}: manual_dir not found: {manual_dir}")
     self._manual_dir = manual_dir
+    self.info.metadata["inputs"] = fingerprint(self, manual_dir)
     self._skips = local_files.SkipCounter(self.name)
     self.info.metadata.update(self._skips.as_metadata())  # the same dicts, filled in as examples go by.
     self._regions = None
@@ -69,6 +71,10 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       self._regions = local_files.RegionStore(os.path.join(manual_dir, "regions"),
                                               self.builder_config.feature_dim)
     return manual_dir
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    """The files under `manual_dir` (relative paths) whose content decides the examples."""
+    raise NotImplementedError
 
   def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
     """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
@@ -112,6 +118,9 @@ class CocoCaptions(_LocalBuilder):
   at images/<filepath>/<filename> (or <filepath>/<filename>); for the `regions` config, regions/ with
   bottom-up-attention TSV files or <image_id>.npz files."""
   SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    return ["dataset_coco.json"]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -163,6 +172,10 @@ class ImageTextJsonl(_LocalBuilder):
   RELEASE_NOTES = {"1.0.0": "JSON lines of image path and text."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds train.jsonl (and optionally validation.jsonl,
   test.jsonl), one {"image": path, "text": caption} object per line, and the images they name."""
+  SPLIT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl")
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    return [f for f in self.SPLIT_FILES if os.path.isfile(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -240,6 +253,11 @@ class VqaV2(_LocalBuilder):
   v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
   the `regions` config, regions/ with TSV or .npz features."""
   SUBSETS = {"train": "train2014", "validation": "val2014"}
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    kinds = (("v2_OpenEnded_mscoco", "questions.json"), ("v2_mscoco", "annotations.json"))
+    names = [f"{kind}_{subset}_{suffix}" for subset in self.SUBSETS.values() for kind, suffix in kinds]
+    return [f for f in names if os.path.isfile(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -323,3 +341,71 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
   builder.download_and_prepare(
       file_format="array_record",
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def fingerprint(builder: _LocalBuilder, manual_dir: str, hashes: bool = True) -> dict[str, Any]:
+  """What a prepared dataset was made from: the resolved `manual_dir`, its annotation files (size, mtime
+  and, with `hashes`, SHA-256) and, for the `regions` config, its feature files (size, mtime). Image files
+  are not listed (stat-ing a hundred thousand images on every start would cost more than it protects): an
+  image replaced in place under the same name is not detected."""
+  manual_dir = os.path.realpath(os.fspath(manual_dir))
+  files = {}
+  for name in builder.annotation_files(manual_dir):
+    path = os.path.join(manual_dir, name)
+    stat = os.stat(path)
+    files[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if hashes:
+      files[name]["sha256"] = _sha256(path)
+  if builder.builder_config.source == "regions":
+    for root, _, names in sorted(os.walk(os.path.join(manual_dir, "regions"))):
+      for name in sorted(names):
+        if name.endswith((".tsv", ".npz")):
+          stat = os.stat(os.path.join(root, name))
+          files[os.path.relpath(os.path.join(root, name), manual_dir)] = {
+              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+  return {"manual_dir": manual_dir, "files": files}
+
+
+def _same_file(saved: dict[str, Any], now: dict[str, Any], path: str) -> bool:
+  if saved.get("size") != now["size"]:
+    return False
+  if saved.get("mtime_ns") == now["mtime_ns"] or "sha256" not in saved:
+    return saved.get("mtime_ns") == now["mtime_ns"]
+  return saved["sha256"] == _sha256(path)  # touched or copied: the content decides.
+
+
+def input_changes(builder: _LocalBuilder, manual_dir: str) -> list[str]:
+  """How `manual_dir` differs from what the prepared `builder` was made from ([] when it does not).
+
+  Files are compared by size and modification time, annotation files by content when only the time
+  differs; a dataset prepared before fingerprints were recorded cannot be checked (a warning says so).
+  """
+  saved = (builder.info.metadata or {}).get("inputs")
+  where = f"{builder.name}/{builder.builder_config.name} in {builder.data_dir}"
+  if not saved:
+    logging.warning("%s was prepared without a record of its input files: it cannot be checked against "
+                    "config.data.manual_dir=%r (delete it to prepare it again).", where, manual_dir)
+    return []
+  now = fingerprint(builder, manual_dir, hashes=False)
+  if saved["manual_dir"] != now["manual_dir"]:
+    return [f"config.data.manual_dir={manual_dir!r} but {where} was prepared from {saved['manual_dir']!r}"]
+  saved_files, changes = saved.get("files", {}), []
+  for name in sorted(set(saved_files) | set(now["files"])):
+    if name not in now["files"]:
+      what = "is gone"
+    elif name not in saved_files:
+      what = "is new"
+    elif not _same_file(saved_files[name], now["files"][name], os.path.join(now["manual_dir"], name)):
+      what = "changed"
+    else:
+      continue
+    changes.append(f"{name} (in config.data.manual_dir={manual_dir!r}) {what} since {where} was prepared")
+  return changes

@@ -67,6 +67,14 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
   if process_count > 1:
     _sync(name, process_count)
     builder = make()
+  if family in LOCAL_DATASETS and config.data.get("manual_dir", ""):
+    from vlfusion.data import local_datasets
+
+    changes = local_datasets.input_changes(builder, config.data.manual_dir)
+    if changes:
+      raise ConfigError(f"{'; '.join(changes)}. A prepared dataset is never read for other files: set "
+                        f"config.data.data_dir to another folder, or delete {builder.data_dir} to prepare "
+                        "it again from config.data.manual_dir")
   if split not in builder.info.splits:
     raise ConfigError(f"split {split!r} (config.data.train_split / eval_split) is not one of "
                       f"{list(builder.info.splits)} of {name}")

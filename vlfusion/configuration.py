@@ -98,6 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.manual_dir = ""
   c.data.vocab_path = ""  # "" = the shapes-world vocab.
   c.data.vqa_min_answer_count = 9  # VQA v2 answer vocabulary: train answers given at least this often.
+  # Input ahead of the step (vlfusion.data.prefetch): worker processes building batches (0 = in the
+  # training process) and batches kept waiting on the devices (0 or 1 = none). Batches do not change.
+  c.data.num_workers = 0
+  c.data.prefetch_batches = 2
 
   c.objectives = dict(mlm=1.0, itm=1.0, mrm=0.0, itc=0.0, vqa=0.0, pairs=0.0)
 
@@ -467,6 +471,10 @@ def _validate_model_extras(m: Any) -> None:
 
 
 def _validate_data(d: Any) -> None:
+  for name in ("num_workers", "prefetch_batches"):
+    if name in d:
+      _check(isinstance(d[name], int) and d[name] >= 0, f"config.data.{name}={d[name]} must be an "
+             "integer >= 0")
   for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
     if name in d:
       _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")

@@ -39,8 +39,10 @@ def _sync(name: str, process_count: int) -> None:
     multihost_utils.sync_global_devices(f"prepared {name}")
 
 
-def _load(config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int):
-  """(data_source, builder) for `config.data.name`, preparing the dataset on first use."""
+def _load(config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int,
+          prepare: bool = True):
+  """(data_source, builder) for `config.data.name`, preparing the dataset on first use (unless
+  `prepare` is False: a worker process opens what its main process prepared and checked)."""
   import tensorflow_datasets as tfds
 
   name = config.data.name
@@ -51,19 +53,21 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
     from vlfusion.data import local_datasets
 
     make = lambda: local_datasets.make_builder(name, config.data.data_dir)
-    prepare = lambda b: local_datasets.prepare(b, _manual_dir(config))
+    write = lambda b: local_datasets.prepare(b, _manual_dir(config))
   else:
     from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
 
     make = lambda: tfds.builder(name, data_dir=config.data.data_dir)
-    prepare = lambda b: b.download_and_prepare(file_format="array_record")
+    write = lambda b: b.download_and_prepare(file_format="array_record")
   try:
     builder = make()
   except Exception as e:  # tfds raises several types for an unknown config name.
     raise ConfigError(f"config.data.name={name!r}: {e}") from e
+  if not prepare:
+    return builder.as_data_source(split=split), builder
   if process_index == 0 and not builder.is_prepared():
     logging.info("Preparing %s in %s (first use).", name, builder.data_dir)
-    prepare(builder)
+    write(builder)
   if process_count > 1:
     _sync(name, process_count)
     builder = make()
@@ -176,7 +180,7 @@ class BatchSource:
   """This process's rows of each global batch of one split (see the module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict, split: str, process_index: int,
-               process_count: int):
+               process_count: int, prepare: bool = True):
     d = config.data
     if d.global_batch_size % process_count:
       raise ConfigError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
@@ -188,7 +192,7 @@ class BatchSource:
     self.global_batch_size = d.global_batch_size
     self.local_batch_size = d.global_batch_size // process_count
     self.tokenizer = _tokenizer(config)
-    self.data_source, self.builder = _load(config, split, process_index, process_count)
+    self.data_source, self.builder = _load(config, split, process_index, process_count, prepare)
     _check_compatible(config, self.builder, self.tokenizer)
     self.objectives = _active(config)
     self.answer_vocab = _answer_vocab(config, self.builder)

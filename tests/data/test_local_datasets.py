@@ -59,6 +59,13 @@ def test_vqa_v2_soft_scores_and_answer_counts(tmp_path):
   assert scores(records[11]) == pytest.approx({"2": 1.0, "3": 1.0})  # "two" normalises to "2": 5 of 10
   assert scores(records[12]) == pytest.approx({"red": 0.3, "blue": 1.0})
   assert scores(records[13]) == pytest.approx({"dog": 1.0, "cat": 0.6})
+  # each image is stored once; the 4 questions of an image point at it.
+  images = builder.as_data_source("train_images")
+  assert builder.info.splits["train_images"].num_examples == 2
+  for r in records.values():
+    assert r["image_bytes"] == b"" and images[int(r["image_index"])]["image_id"] == r["image_id"]
+  assert sorted(int(i["image_id"]) for i in images) == [1, 2]
+  assert all(len(i["image_bytes"]) > 100 for i in images)
 
 
 def test_regions_from_tsv_and_npz_joined_by_image_id(tmp_path):
@@ -67,7 +74,7 @@ def test_regions_from_tsv_and_npz_joined_by_image_id(tmp_path):
   # image 1 in a bottom-up TSV under its COCO file name, 2 and 3 as .npz
   fx.write_regions(str(root), ["COCO_train2014_000000000001"], [2, 3])
   builder = _build("vqa_v2/regions", root, tmp_path / "tfds")
-  for r in builder.as_data_source("train"):
+  for r in builder.as_data_source("train_images"):
     expected = fx.region_arrays(int(r["image_id"]))
     np.testing.assert_array_equal(r["region_features"], expected["features"])
     np.testing.assert_allclose(r["boxes"], expected["boxes"] / np.array([200, 100, 200, 100]))

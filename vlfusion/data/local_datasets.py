@@ -76,19 +76,24 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The files under `manual_dir` (relative paths) whose content decides the examples."""
     raise NotImplementedError
 
-  def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
-    """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
+  def _read_media(self, key: str, image_path: str) -> tuple[dict[str, Any] | None, str, str]:
+    """(image bytes or regions of image `key`, "", "") or (None, reason, what) when they cannot be had."""
     if self._regions is not None:
       regions = self._regions.get(key)
       if regions is None:
-        self._skips.skip(split, "missing_regions", f"image {key}")
-        return None
-      return {"region_features": regions.features, "boxes": regions.boxes, "labels": regions.labels}
+        return None, "missing_regions", f"image {key}"
+      return {"region_features": regions.features, "boxes": regions.boxes, "labels": regions.labels}, "", ""
     data, reason = local_files.read_image(image_path)
     if data is None:
-      self._skips.skip(split, reason, image_path)
-      return None
-    return {"image_bytes": data}
+      return None, reason, image_path
+    return {"image_bytes": data}, "", ""
+
+  def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
+    """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
+    media, reason, what = self._read_media(key, image_path)
+    if media is None:
+      self._skips.skip(split, reason, what)
+    return media
 
   def _generate_examples(self, *args: Any, **kwargs: Any) -> Iterator[Example]:
     raise NotImplementedError("each builder's _split_generators returns its own generators")
@@ -241,18 +246,22 @@ def soft_score(matching: int, num_humans: int = 10) -> float:
 class VqaV2(_LocalBuilder):
   """VQA v2 questions with soft-scored answers (train = train2014, validation = val2014).
 
-  `answers` are the distinct normalised answers of the 10 annotators and `answer_scores` their official
-  soft scores (`soft_score`). `info.metadata["answer_counts"]` counts each normalised
+  Each image (or its region features) is stored once, in the split `<split>_images` (one record per image,
+  ordered by image id); a question record holds no media but `image_index`, the position of its image
+  there. `answers` are the distinct normalised answers of the 10 annotators and `answer_scores` their
+  official soft scores (`soft_score`). `info.metadata["answer_counts"]` counts each normalised
   `multiple_choice_answer` of the train split: the pipeline's answer vocabulary is drawn from it.
   """
 
   name = "vlf_vqa_v2"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features.",
+                   "2.0.0": "Images stored once, in <split>_images; questions point at them."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds v2_OpenEnded_mscoco_{train,val}2014_questions.json,
   v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
   the `regions` config, regions/ with TSV or .npz features."""
   SUBSETS = {"train": "train2014", "validation": "val2014"}
+  IMAGES = "_images"  # suffix of the split that holds a split's images.
 
   def annotation_files(self, manual_dir: str) -> list[str]:
     kinds = (("v2_OpenEnded_mscoco", "questions.json"), ("v2_mscoco", "annotations.json"))
@@ -263,11 +272,12 @@ class VqaV2(_LocalBuilder):
     f = tfds.features
     return self.dataset_info_from_configs(
         features=f.FeaturesDict({
-            "question_id": np.int64, "image_id": f.Text(), "question": f.Text(),
+            "question_id": np.int64, "image_id": f.Text(), "image_index": np.int64, "question": f.Text(),
             "question_type": f.Text(), "answer_type": f.Text(), "multiple_choice_answer": f.Text(),
             "answers": f.Sequence(f.Text()), "answer_scores": f.Tensor(shape=(None,), dtype=np.float32),
             **self._media_features()}),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)  # records in key order: an image's position is its rank by id.
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager.manual_dir)
@@ -277,7 +287,10 @@ class VqaV2(_LocalBuilder):
       annotations = os.path.join(manual_dir, f"v2_mscoco_{subset}_annotations.json")
       if split != "train" and not os.path.isfile(questions):
         continue
-      splits[split] = self._generate(split, subset, self._load(questions, annotations, split))
+      items = self._load(questions, annotations, split)
+      images, unusable = self._usable_images(split, subset, items)
+      splits[split] = self._generate(split, subset, items, images, unusable)
+      splits[split + self.IMAGES] = self._generate_images(subset, images)
     return splits
 
   def _load(self, questions_path: str, annotations_path: str, split: str) -> list[tuple[dict, dict, str]]:
@@ -297,31 +310,65 @@ class VqaV2(_LocalBuilder):
       a, j = by_id[qid]
       a_where = f"{annotations_path}: annotations[{j}]"
       counts[normalize_answer(field(a, "multiple_choice_answer", a_where, str))] += 1
+      field(q, "image_id", where, int)
       out.append((q, a, f"{where} / {a_where}"))
     if split == "train":
       self.info.metadata["answer_counts"] = dict(counts.most_common())
     return out
 
-  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]]) -> Iterator[Example]:
-    root, generated = _image_root(self._manual_dir), 0
+  def _image_path(self, subset: str, image_id: int) -> str:
+    return os.path.join(_image_root(self._manual_dir), subset, f"COCO_{subset}_{image_id:012d}.jpg")
+
+  def _usable_images(self, split: str, subset: str, items: list) -> tuple[list[int], dict[int, str]]:
+    """(sorted ids of the images that can be read, {id: reason} of those that cannot); each unusable
+    image is counted once under `<split>_images`."""
+    usable, unusable = [], {}
+    for image_id in sorted({q["image_id"] for q, _, _ in items}):
+      media, reason, what = self._read_media(str(image_id), self._image_path(subset, image_id))
+      if media is None:
+        self._skips.skip(split + self.IMAGES, reason, what)
+        unusable[image_id] = reason
+      else:
+        usable.append(image_id)
+    return usable, unusable
+
+  def _generate_images(self, subset: str, images: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for image_id in images:
+      media, _, _ = self._read_media(str(image_id), self._image_path(subset, image_id))
+      if media is None:  # readable a moment ago.
+        raise DataFileError(f"{self._image_path(subset, image_id)}: changed while preparing")
+      yield image_id, {**self._no_question(), "image_id": str(image_id), **media}
+
+  def _no_question(self) -> dict[str, Any]:
+    return {"question_id": -1, "image_index": -1, "question": "", "question_type": "", "answer_type": "",
+            "multiple_choice_answer": "", "answers": [], "answer_scores": np.zeros((0,), np.float32)}
+
+  def _no_media(self) -> dict[str, Any]:
+    if self.builder_config.source == "images":
+      return {"image_bytes": b""}
+    return {"region_features": np.zeros((0, self.builder_config.feature_dim), np.float32),
+            "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)}
+
+  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]], images: list[int],
+                unusable: dict[int, str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    index, generated = {image_id: i for i, image_id in enumerate(images)}, 0
     for q, a, where in items:
-      image_id = field(q, "image_id", where, int)
+      image_id = q["image_id"]
+      if image_id in unusable:
+        self._skips.skip(split, unusable[image_id], f"question {q['question_id']}: image {image_id}")
+        continue
       given = [normalize_answer(field(x, "answer", where, str)) for x in field(a, "answers", where, list)]
       counts = collections.Counter(given)
       answers = sorted(counts)
-      key = str(image_id)
-      path = os.path.join(root, subset, f"COCO_{subset}_{image_id:012d}.jpg")
-      media = self._media(split, key, path)
-      if media is None:
-        continue
       generated += 1
-      yield str(q["question_id"]), {
-          "question_id": q["question_id"], "image_id": key, "question": field(q, "question", where, str),
+      yield q["question_id"], {
+          "question_id": q["question_id"], "image_id": str(image_id), "image_index": index[image_id],
+          "question": field(q, "question", where, str),
           "question_type": str(a.get("question_type", "")), "answer_type": str(a.get("answer_type", "")),
           "multiple_choice_answer": normalize_answer(a["multiple_choice_answer"]),
           "answers": answers,
           "answer_scores": np.array([soft_score(counts[x], len(given)) for x in answers], np.float32),
-          **media}
+          **self._no_media()}
     self._finish(split, generated, f"the VQA {subset} files")
 
 

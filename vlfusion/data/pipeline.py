@@ -193,6 +193,9 @@ class BatchSource:
     self.local_batch_size = d.global_batch_size // process_count
     self.tokenizer = _tokenizer(config)
     self.data_source, self.builder = _load(config, split, process_index, process_count, prepare)
+    # VQA v2 stores each image once, in `<split>_images`; its question records point at them.
+    self._images = (self.builder.as_data_source(split=f"{split}_images")
+                    if "image_index" in self.builder.info.features else None)
     _check_compatible(config, self.builder, self.tokenizer)
     self.objectives = _active(config)
     self.answer_vocab = _answer_vocab(config, self.builder)
@@ -282,10 +285,23 @@ class BatchSource:
       positive = kind == 0
       ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
     ex.update(self._text_inputs(text, positive, rng))
-    ex.update(self._media(record))
+    media = self._media_record(record)
+    ex.update(self._media(media))
     if "mrm" in self.objectives and "regions" in ex:
-      ex.update(self._mask_regions(ex["regions"], record, positive, rng))
+      ex.update(self._mask_regions(ex["regions"], media, positive, rng))
     return ex
+
+  def _media_record(self, record: dict[str, Any]) -> dict[str, Any]:
+    """The record that holds `record`'s image or regions: itself, or the image it points at."""
+    if self._images is None:
+      return record
+    image = self._images[int(record["image_index"])]
+    if _text(image["image_id"]) != _text(record["image_id"]):
+      raise local_files.DataFileError(
+          f"{self.config.data.name} in {self.builder.data_dir}: image_index {int(record['image_index'])} "
+          f"of question {record.get('question_id')} holds image {_text(image['image_id'])}, not "
+          f"{_text(record['image_id'])}; delete the prepared dataset to prepare it again")
+    return image
 
   def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
     """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn

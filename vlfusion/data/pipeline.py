@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from vlfusion.configuration import ConfigError
-from vlfusion.data import local_files, masking, questions, scenes
+from vlfusion.data import images, local_files, masking, questions, scenes
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
 LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl")
@@ -238,8 +238,8 @@ class BatchSource:
     indices = self.global_indices(step)
     rows = range(self.global_batch_size)[self._local_rows(self.global_batch_size)]
     seed, split = self.config.data.seed, _split_key(self.split)
-    examples = [self.example(int(indices[r]), np.random.default_rng([seed, split, int(step), r]))
-                for r in rows]
+    examples = [self.example(int(indices[r]), np.random.default_rng([seed, split, int(step), r]),
+                             train=True) for r in rows]
     return collate(examples)
 
   def eval_batches(self, batch_size: int):
@@ -266,11 +266,12 @@ class BatchSource:
 
   # -- one example -----------------------------------------------------------------------------------
 
-  def example(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+  def example(self, index: int, rng: np.random.Generator, train: bool = False) -> dict[str, Any]:
     """One model input: image or regions, a text, and the targets of the enabled objectives.
 
     The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
-    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`).
+    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`). `train`
+    turns on image augmentation (`config.data.randaugment_num_ops`).
     """
     record = self.data_source[index]
     ex: dict[str, Any] = {"example_mask": np.bool_(True)}
@@ -279,14 +280,15 @@ class BatchSource:
     elif "pairs" in self.objectives:
       text, positive = _text(record["pair_statement"]), False
       ex["pair_labels"] = np.int32(record["pair_label"])
-      ex.update({f"pair_{k}": v for k, v in self._media(self.data_source[int(record["pair_index"])]).items()})
+      pair = self._media(self.data_source[int(record["pair_index"])], rng, train)
+      ex.update({f"pair_{k}": v for k, v in pair.items()})
     else:
       text, kind = self._caption(record, index, rng)
       positive = kind == 0
       ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
     ex.update(self._text_inputs(text, positive, rng))
     media = self._media_record(record)
-    ex.update(self._media(media))
+    ex.update(self._media(media, rng, train))
     if "mrm" in self.objectives and "regions" in ex:
       ex.update(self._mask_regions(ex["regions"], media, positive, rng))
     return ex
@@ -359,8 +361,9 @@ class BatchSource:
         random_ids=self._random_ids, word_starts=word_starts)
     return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
 
-  def _media(self, record: dict[str, Any]) -> dict[str, Any]:
-    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1]."""
+  def _media(self, record: dict[str, Any], rng: np.random.Generator, train: bool) -> dict[str, Any]:
+    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1] (and
+    `image_mask` [H, W] with `config.data.image_resize='pad'`; see `images`)."""
     m = self.config.model
     if m.image.input == "regions":
       r = m.image.num_regions
@@ -370,11 +373,19 @@ class BatchSource:
       features[:n] = record["region_features"][:n]
       boxes[:n] = record["boxes"][:n]
       return {"regions": {"features": features, "boxes": boxes, "mask": np.arange(r) < n}}
-    if "image_bytes" in record:
-      pixels = local_files.decode_image(record["image_bytes"], m.image.image_size)
-    else:
-      pixels = record["image"]
-    return {"image": np.asarray(pixels, np.float32) / 255.0}
+    d, size = self.config.data, m.image.image_size
+    num_ops = d.get("randaugment_num_ops", 0) if train else 0
+    mode = d.get("image_resize", "square")
+    data = record["image_bytes"] if "image_bytes" in record else np.asarray(record["image"])
+    if isinstance(data, np.ndarray) and not num_ops and mode == "square":
+      return {"image": data.astype(np.float32) / 255.0}  # the shapes world's own pixels, as stored.
+    image = images.open_image(data, size)
+    if num_ops:
+      image = images.randaugment(image, rng, num_ops, d.get("randaugment_magnitude", 9))
+    if mode == "pad":
+      pixels, mask = images.resize_pad(image, size)
+      return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
+    return {"image": images.resize_square(image, size).astype(np.float32) / 255.0}
 
   def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
                     rng: np.random.Generator) -> dict[str, Any]:

@@ -105,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Patch input (vlfusion.data.images): "square" stretches, "pad" keeps the aspect ratio and adds
   # `image_mask` (ViLT); RandAugment on training batches only (0 operations = off; magnitude 0-10).
   c.data.image_resize = "square"
+  # Training on a weighted mixture (vlfusion.data.mixture): {label: {data fields..., "weight": w}};
+  # empty = config.data.name alone.
+  c.data.mixture = {}
   c.data.randaugment_num_ops = 0
   c.data.randaugment_magnitude = 9
 

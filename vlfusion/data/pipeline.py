@@ -237,10 +237,12 @@ class BatchSource:
     """This process's rows of the training batch of `step`."""
     indices = self.global_indices(step)
     rows = range(self.global_batch_size)[self._local_rows(self.global_batch_size)]
-    seed, split = self.config.data.seed, _split_key(self.split)
-    examples = [self.example(int(indices[r]), np.random.default_rng([seed, split, int(step), r]),
-                             train=True) for r in rows]
+    examples = [self.example(int(indices[r]), self.row_rng(step, r), train=True) for r in rows]
     return collate(examples)
+
+  def row_rng(self, step: int, row: int) -> np.random.Generator:
+    """The generator of every random choice in global row `row` of training step `step`."""
+    return np.random.default_rng([self.config.data.seed, _split_key(self.split), int(step), row])
 
   def eval_batches(self, batch_size: int):
     """The whole split in index order, in global batches of `batch_size` (this process's rows).
@@ -410,8 +412,14 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_batch_source(config: ml_collections.ConfigDict, split: str, *, process_index: int = 0,
-                      process_count: int = 1) -> BatchSource:
-  return BatchSource(config, split, process_index, process_count)
+                      process_count: int = 1, prepare: bool = True) -> BatchSource:
+  """The batches of `split`: of `config.data.name`, or for the training split of a non-empty
+  `config.data.mixture` a `mixture.MixtureSource`. `prepare=False` only opens prepared data (workers)."""
+  if config.data.get("mixture") and split == config.data.train_split:
+    from vlfusion.data import mixture
+
+    return mixture.MixtureSource(config, split, process_index, process_count, prepare)
+  return BatchSource(config, split, process_index, process_count, prepare)
 
 
 def restore_check(source: BatchSource, state: dict[str, Any] | None) -> None:

@@ -50,7 +50,8 @@ def _init_worker(config: Any, split: str, process_index: int, process_count: int
   _watch_parent(parent_pid)
   from vlfusion.data import pipeline
 
-  _SOURCE = pipeline.BatchSource(config, split, process_index, process_count, prepare=False)
+  _SOURCE = pipeline.make_batch_source(config, split, process_index=process_index,
+                                      process_count=process_count, prepare=False)
 
 
 def _build(step: int) -> dict[str, Any]:

@@ -200,3 +200,15 @@ def test_prepared_vqa_refuses_changed_annotations(tmp_path):
   path.write_text(json.dumps(data))
   with pytest.raises(ConfigError, match=r"v2_mscoco_train2014_annotations\.json .*changed since"):
     _source("vqa_v2", root, tmp_path / "tfds")
+
+
+def test_vqa_v2_unreadable_image_skips_its_questions(tmp_path):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  fx.write_corrupt(str(root / "train2014" / fx.coco_filename("train2014", 2)))
+  builder = _build("vqa_v2/images", root, tmp_path / "tfds")
+  splits = builder.info.splits
+  assert splits["train"].num_examples == 4 and splits["train_images"].num_examples == 1
+  assert builder.info.metadata["skipped"]["train_images"] == {"corrupt_image": 1}
+  assert builder.info.metadata["skipped"]["train"] == {"corrupt_image": 4}
+  assert {r["image_id"] for r in builder.as_data_source("train")} == {b"1"}

@@ -166,6 +166,7 @@ def main() -> None:
   parser.add_argument("--only", default="", help="comma-separated case names")
   parser.add_argument("--workers", default="0,1,2,4", help="comma-separated data.num_workers values")
   parser.add_argument("--no_loop", action="store_true", help="input and step only (no training loop)")
+  parser.add_argument("--no_step", action="store_true", help="input only (implies --no_loop)")
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
   jsonl_dir = os.path.join(args.data_dir, "jsonl_manual")
@@ -180,11 +181,11 @@ def main() -> None:
   for name in wanted:
     config = cases[name]
     source = pipeline.make_batch_source(config, config.data.train_split)
-    step_rate = time_train_step(config, source, args.steps)
+    step_rate = float("nan") if args.no_step else time_train_step(config, source, args.steps)
     for w in workers:
       input_rate = time_pipeline(source, w, args.steps)
       loop = free = float("nan")
-      if not args.no_loop:
+      if not (args.no_loop or args.no_step):
         loop = time_loop(config, w, args.steps, free_step=False)
         free = time_loop(config, w, 2 * args.steps, free_step=True)
       print(f"{name:24s} {w:7d} {config.data.global_batch_size:5d} {input_rate:7.1f} {step_rate:7.1f} "

@@ -112,6 +112,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.manual_dir = ""
   c.data.vocab_path = ""  # "" = the shapes-world vocab.
   c.data.vqa_min_answer_count = 9  # VQA v2 answer vocabulary: train answers given at least this often.
+  # Input ahead of the step (vlfusion.data.prefetch): worker processes building batches (0 = in the
+  # training process) and batches kept waiting on the devices (0 or 1 = none). Batches do not change.
+  c.data.num_workers = 0
+  c.data.prefetch_batches = 2
+  # Patch input (vlfusion.data.images): "square" stretches, "pad" keeps the aspect ratio and adds
+  # `image_mask` (ViLT); RandAugment on training batches only (0 operations = off; magnitude 0-10).
+  c.data.image_resize = "square"
+  # Training on a weighted mixture (vlfusion.data.mixture): {label: {data fields..., "weight": w}};
+  # empty = config.data.name alone.
+  c.data.mixture = {}
+  c.data.randaugment_num_ops = 0
+  c.data.randaugment_magnitude = 9
 
   c.objectives = dict(mlm=1.0, itm=1.0, mrm=0.0, itc=0.0, vqa=0.0, pairs=0.0)
 
@@ -572,6 +584,16 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
 
 
 def _validate_data(d: Any) -> None:
+  if "image_resize" in d:
+    _check(d.image_resize in ("square", "pad"), f"config.data.image_resize={d.image_resize!r} must be "
+           "'square' or 'pad'")
+  if "randaugment_magnitude" in d:
+    _check(0 <= d.randaugment_magnitude <= 10, f"config.data.randaugment_magnitude="
+           f"{d.randaugment_magnitude} must be in [0, 10]")
+  for name in ("num_workers", "prefetch_batches", "randaugment_num_ops"):
+    if name in d:
+      _check(isinstance(d[name], int) and d[name] >= 0, f"config.data.{name}={d[name]} must be an "
+             "integer >= 0")
   for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
     if name in d:
       _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")

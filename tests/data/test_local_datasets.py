@@ -59,6 +59,13 @@ def test_vqa_v2_soft_scores_and_answer_counts(tmp_path):
   assert scores(records[11]) == pytest.approx({"2": 1.0, "3": 1.0})  # "two" normalises to "2": 5 of 10
   assert scores(records[12]) == pytest.approx({"red": 0.3, "blue": 1.0})
   assert scores(records[13]) == pytest.approx({"dog": 1.0, "cat": 0.6})
+  # each image is stored once; the 4 questions of an image point at it.
+  images = builder.as_data_source("train_images")
+  assert builder.info.splits["train_images"].num_examples == 2
+  for r in records.values():
+    assert r["image_bytes"] == b"" and images[int(r["image_index"])]["image_id"] == r["image_id"]
+  assert sorted(int(i["image_id"]) for i in images) == [1, 2]
+  assert all(len(i["image_bytes"]) > 100 for i in images)
 
 
 def test_regions_from_tsv_and_npz_joined_by_image_id(tmp_path):
@@ -67,7 +74,7 @@ def test_regions_from_tsv_and_npz_joined_by_image_id(tmp_path):
   # image 1 in a bottom-up TSV under its COCO file name, 2 and 3 as .npz
   fx.write_regions(str(root), ["COCO_train2014_000000000001"], [2, 3])
   builder = _build("vqa_v2/regions", root, tmp_path / "tfds")
-  for r in builder.as_data_source("train"):
+  for r in builder.as_data_source("train_images"):
     expected = fx.region_arrays(int(r["image_id"]))
     np.testing.assert_array_equal(r["region_features"], expected["features"])
     np.testing.assert_allclose(r["boxes"], expected["boxes"] / np.array([200, 100, 200, 100]))
@@ -143,3 +150,65 @@ def test_malformed_tsv_names_its_line(tmp_path):
     store.get("6")
   with pytest.raises(DataFileError, match="features of shape"):
     local_files.RegionStore(str(directory), 1024).get("5")
+
+
+def _source(kind, manual_dir, data_dir):
+  from configs.pretrain import single_stream
+  from tests.conftest import tiny_config
+  from tests.data.test_pipeline import BERT_VOCAB
+  from vlfusion.data import pipeline
+
+  overrides = {"data.name": f"{kind}/images", "data.manual_dir": str(manual_dir),
+               "data.vocab_path": BERT_VOCAB, "data.global_batch_size": 2, "model.text.vocab_size": 30522,
+               "model.image.input": "patches", "model.image.image_size": 32, "model.image.patch_size": 8}
+  if kind == "vqa_v2":
+    overrides.update({"data.vqa_min_answer_count": 2, "objectives.mlm": 0.0, "objectives.itm": 0.0,
+                      "objectives.vqa": 1.0, "model.heads": ("vqa",), "model.vqa.num_answers": 4})
+  return pipeline.make_batch_source(tiny_config(single_stream, str(data_dir), **overrides), "train")
+
+
+def test_prepared_dataset_never_serves_another_manual_dir(tmp_path):
+  """Prepared from one folder, requested with another or with changed files: refused, naming both."""
+  from vlfusion.configuration import ConfigError
+
+  first, second = tmp_path / "first", tmp_path / "second"
+  for root, n in ((first, 6), (second, 9)):
+    os.makedirs(root)
+    fx.write_jsonl(str(root), num_train=n)
+  data_dir = tmp_path / "tfds"
+  assert _source("image_text_jsonl", first, data_dir).num_examples == 6
+  assert _source("image_text_jsonl", first, data_dir).num_examples == 6  # same inputs: reused.
+  with pytest.raises(ConfigError, match=r"config.data.manual_dir=.*second.*prepared from .*first"):
+    _source("image_text_jsonl", second, data_dir)
+  with open(first / "train.jsonl", "a") as f:  # the same folder with a changed annotation file.
+    f.write(json.dumps({"image": "img/train_0.jpg", "text": "one more line"}) + "\n")
+  with pytest.raises(ConfigError, match=r"train\.jsonl .*changed since"):
+    _source("image_text_jsonl", first, data_dir)
+
+
+def test_prepared_vqa_refuses_changed_annotations(tmp_path):
+  from vlfusion.configuration import ConfigError
+
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  assert _source("vqa_v2", root, tmp_path / "tfds").num_examples == 8
+  path = root / "v2_mscoco_train2014_annotations.json"
+  os.utime(path, ns=(1, 1))  # touched, same content: still the same data.
+  assert _source("vqa_v2", root, tmp_path / "tfds").num_examples == 8
+  data = json.loads(path.read_text())
+  data["annotations"][0]["multiple_choice_answer"] = "no"
+  path.write_text(json.dumps(data))
+  with pytest.raises(ConfigError, match=r"v2_mscoco_train2014_annotations\.json .*changed since"):
+    _source("vqa_v2", root, tmp_path / "tfds")
+
+
+def test_vqa_v2_unreadable_image_skips_its_questions(tmp_path):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  fx.write_corrupt(str(root / "train2014" / fx.coco_filename("train2014", 2)))
+  builder = _build("vqa_v2/images", root, tmp_path / "tfds")
+  splits = builder.info.splits
+  assert splits["train"].num_examples == 4 and splits["train_images"].num_examples == 1
+  assert builder.info.metadata["skipped"]["train_images"] == {"corrupt_image": 1}
+  assert builder.info.metadata["skipped"]["train"] == {"corrupt_image": 4}
+  assert {r["image_id"] for r in builder.as_data_source("train")} == {b"1"}

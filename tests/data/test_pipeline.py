@@ -190,6 +190,10 @@ def test_pipeline_reads_vqa_v2_with_soft_scores(data_dir, tmp_path):
   by_row = sorted(tuple(np.round(r.astype(np.float64), 3).tolist()) for r in rows)
   # per image: yes=1; "3" 1.0 (5 of 10); blue 1.0 (red is not in the vocab); cat 0.6 (dog is not)
   assert by_row == sorted(2 * [(1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 1.0, 0), (0, 0, 0, 0.6)])
+  # the questions' images come from the images stored once: two distinct real images, 4 rows each.
+  images = [r.tobytes() for b in source.eval_batches(4) for r in b["image"]]
+  assert sorted(images.count(i) for i in set(images)) == [4, 4]
+  assert all(np.frombuffer(i, np.float32).std() > 0.05 for i in images)
 
 
 def test_head_sizes_must_match_the_data(data_dir):

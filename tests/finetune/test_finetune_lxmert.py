@@ -57,7 +57,7 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   losses = [r["vqa_loss"] for r in records if "vqa_loss" in r]
   assert len(losses) == 3 and np.isfinite(losses).all()
-  accuracy = [r["eval/vqa_accuracy"] for r in records if "eval/vqa_accuracy" in r]
+  accuracy = [r["eval/default/vqa_accuracy"] for r in records if "eval/default/vqa_accuracy" in r]
   assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["model"]["vqa"]["num_answers"] == 17 and saved["init"]["huggingface"] == hf_dir

@@ -22,6 +22,9 @@ KILLS = 3
 ARGS = (f"--config.train.num_steps={NUM_STEPS}", "--config.train.log_every_steps=1",
         "--config.train.checkpoint_every_steps=3")
 CONFIG = "configs/pretrain/co_attention.py:tiny"
+# The interrupted run builds its batches in 2 worker processes, 3 batches ahead; the straight run in its
+# own thread: equal digests also show that workers and prefetch change no batch.
+WORKERS = ("--config.data.num_workers=2", "--config.data.prefetch_batches=3")
 
 
 def _final_digest(data_dir, workdir):
@@ -44,7 +47,7 @@ def test_kill_9_at_random_points_resumes_exactly(data_dir, tmp_path):
   killed = str(tmp_path / "killed")
   kills = 0
   while kills < KILLS:
-    proc = cli.start_and_wait_for_steps(cli.train_command(CONFIG, killed, data_dir, *ARGS),
+    proc = cli.start_and_wait_for_steps(cli.train_command(CONFIG, killed, data_dir, *ARGS, *WORKERS),
                                         killed, more_steps=1)
     time.sleep(rng.uniform(0.0, 1.5))  # lands anywhere: mid-step, mid-save, between saves.
     if proc.poll() is not None:
@@ -52,7 +55,7 @@ def test_kill_9_at_random_points_resumes_exactly(data_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kills += 1
-  finish = subprocess.run(cli.train_command(CONFIG, killed, data_dir, *ARGS), env=cli.env(),
+  finish = subprocess.run(cli.train_command(CONFIG, killed, data_dir, *ARGS, *WORKERS), env=cli.env(),
                           capture_output=True, text=True, timeout=600)
   assert finish.returncode == 0, finish.stderr[-3000:]
   assert kills == KILLS, f"only {kills} kills landed before the run finished"

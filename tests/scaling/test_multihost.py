@@ -6,7 +6,8 @@ This process trains 4 steps over 4 of its devices through the trainer API, check
 and trains steps 2-4: its losses equal the 1-process ones, and its step-4 checkpoint, written by 2
 processes and restored here in one, holds the 1-process parameters. One launch, not two (a from-scratch
 2-process run as well), to stay within the test-time budget: the sharded initialisation is tested on 8
-devices in test_logical_axes.py. Constant learning rate; dropout on (0.1).
+devices in test_logical_axes.py. Constant learning rate; dropout on (0.1). The 2-process run builds its
+batches in worker processes with prefetch, the 1-process run synchronously.
 """
 
 import glob
@@ -52,7 +53,9 @@ def _launch(workdir, data_dir, num_steps, num_processes, devices_per_process):
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process} {FAST}")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"),
            f"--config={ROOT}/tests/scaling/small_configs.py:co_attention", f"--workdir={workdir}",
-           f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={num_steps}", *ARGS]
+           f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={num_steps}", *ARGS,
+           # each process builds its rows in 2 worker processes, 2 batches ahead.
+           "--config.data.num_workers=2", "--config.data.prefetch_batches=2"]
     if num_processes > 1:
       cmd += [f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
               f"--process_id={i}"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not os.path.isdir(manual_dir):
       raise DataFileError(f"{self.name}: manual_dir not found: {manual_dir}")
     self._manual_dir = manual_dir
+    self.info.metadata["inputs"] = fingerprint(self, manual_dir)
     self._skips = local_files.SkipCounter(self.name)
     self.info.metadata.update(self._skips.as_metadata())  # the same dicts, filled in as examples go by.
     self._regions = None
@@ -70,19 +72,28 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                               self.builder_config.feature_dim)
     return manual_dir
 
-  def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
-    """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    """The files under `manual_dir` (relative paths) whose content decides the examples."""
+    raise NotImplementedError
+
+  def _read_media(self, key: str, image_path: str) -> tuple[dict[str, Any] | None, str, str]:
+    """(image bytes or regions of image `key`, "", "") or (None, reason, what) when they cannot be had."""
     if self._regions is not None:
       regions = self._regions.get(key)
       if regions is None:
-        self._skips.skip(split, "missing_regions", f"image {key}")
-        return None
-      return {"region_features": regions.features, "boxes": regions.boxes, "labels": regions.labels}
+        return None, "missing_regions", f"image {key}"
+      return {"region_features": regions.features, "boxes": regions.boxes, "labels": regions.labels}, "", ""
     data, reason = local_files.read_image(image_path)
     if data is None:
-      self._skips.skip(split, reason, image_path)
-      return None
-    return {"image_bytes": data}
+      return None, reason, image_path
+    return {"image_bytes": data}, "", ""
+
+  def _media(self, split: str, key: str, image_path: str) -> dict[str, Any] | None:
+    """The image bytes or regions of image `key`, or None (counted) when they cannot be had."""
+    media, reason, what = self._read_media(key, image_path)
+    if media is None:
+      self._skips.skip(split, reason, what)
+    return media
 
   def _generate_examples(self, *args: Any, **kwargs: Any) -> Iterator[Example]:
     raise NotImplementedError("each builder's _split_generators returns its own generators")
@@ -112,6 +123,9 @@ class CocoCaptions(_LocalBuilder):
   at images/<filepath>/<filename> (or <filepath>/<filename>); for the `regions` config, regions/ with
   bottom-up-attention TSV files or <image_id>.npz files."""
   SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    return ["dataset_coco.json"]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -163,6 +177,10 @@ class ImageTextJsonl(_LocalBuilder):
   RELEASE_NOTES = {"1.0.0": "JSON lines of image path and text."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds train.jsonl (and optionally validation.jsonl,
   test.jsonl), one {"image": path, "text": caption} object per line, and the images they name."""
+  SPLIT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl")
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    return [f for f in self.SPLIT_FILES if os.path.isfile(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -199,29 +217,40 @@ class ImageTextJsonl(_LocalBuilder):
 class VqaV2(_LocalBuilder):
   """VQA v2 questions with soft-scored answers (train = train2014, validation = val2014).
 
-  `answers` are the distinct normalised answers of the 10 annotators and `answer_scores` their official
-  soft scores (`soft_score`). `info.metadata["answer_counts"]` counts each normalised
+  Each image (or its region features) is stored once, in the split `<split>_images` (one record per image,
+  ordered by image id); a question record holds no media but `image_index`, the position of its image
+  there. `answers` are the distinct normalised answers of the 10 annotators and `answer_scores` their
+  official soft scores (`soft_score`). `info.metadata["answer_counts"]` counts each normalised
   `multiple_choice_answer` of the train split: the pipeline's answer vocabulary is drawn from it.
   """
 
   name = "vlf_vqa_v2"
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features.",
-                   "1.1.0": "Answers normalised as the official evaluation does (contraction table)."}
+                   "1.1.0": "Answers normalised as the official evaluation does (contraction table).",
+                   "2.0.0": "Images stored once, in <split>_images; questions point at them.",
+                   "2.1.0": "Both of the above, and question_type / answer_type from the annotations."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds v2_OpenEnded_mscoco_{train,val}2014_questions.json,
   v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
   the `regions` config, regions/ with TSV or .npz features."""
   SUBSETS = {"train": "train2014", "validation": "val2014"}
+  IMAGES = "_images"  # suffix of the split that holds a split's images.
+
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    kinds = (("v2_OpenEnded_mscoco", "questions.json"), ("v2_mscoco", "annotations.json"))
+    names = [f"{kind}_{subset}_{suffix}" for subset in self.SUBSETS.values() for kind, suffix in kinds]
+    return [f for f in names if os.path.isfile(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
     return self.dataset_info_from_configs(
         features=f.FeaturesDict({
-            "question_id": np.int64, "image_id": f.Text(), "question": f.Text(),
+            "question_id": np.int64, "image_id": f.Text(), "image_index": np.int64, "question": f.Text(),
             "question_type": f.Text(), "answer_type": f.Text(), "multiple_choice_answer": f.Text(),
             "answers": f.Sequence(f.Text()), "answer_scores": f.Tensor(shape=(None,), dtype=np.float32),
             **self._media_features()}),
-        metadata=tfds.core.MetadataDict())
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True)  # records in key order: an image's position is its rank by id.
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager.manual_dir)
@@ -231,7 +260,10 @@ class VqaV2(_LocalBuilder):
       annotations = os.path.join(manual_dir, f"v2_mscoco_{subset}_annotations.json")
       if split != "train" and not os.path.isfile(questions):
         continue
-      splits[split] = self._generate(split, subset, self._load(questions, annotations, split))
+      items = self._load(questions, annotations, split)
+      images, unusable = self._usable_images(split, subset, items)
+      splits[split] = self._generate(split, subset, items, images, unusable)
+      splits[split + self.IMAGES] = self._generate_images(subset, images)
     return splits
 
   def _load(self, questions_path: str, annotations_path: str, split: str) -> list[tuple[dict, dict, str]]:
@@ -251,31 +283,65 @@ class VqaV2(_LocalBuilder):
       a, j = by_id[qid]
       a_where = f"{annotations_path}: annotations[{j}]"
       counts[normalize_answer(field(a, "multiple_choice_answer", a_where, str))] += 1
+      field(q, "image_id", where, int)
       out.append((q, a, f"{where} / {a_where}"))
     if split == "train":
       self.info.metadata["answer_counts"] = dict(counts.most_common())
     return out
 
-  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]]) -> Iterator[Example]:
-    root, generated = _image_root(self._manual_dir), 0
+  def _image_path(self, subset: str, image_id: int) -> str:
+    return os.path.join(_image_root(self._manual_dir), subset, f"COCO_{subset}_{image_id:012d}.jpg")
+
+  def _usable_images(self, split: str, subset: str, items: list) -> tuple[list[int], dict[int, str]]:
+    """(sorted ids of the images that can be read, {id: reason} of those that cannot); each unusable
+    image is counted once under `<split>_images`."""
+    usable, unusable = [], {}
+    for image_id in sorted({q["image_id"] for q, _, _ in items}):
+      media, reason, what = self._read_media(str(image_id), self._image_path(subset, image_id))
+      if media is None:
+        self._skips.skip(split + self.IMAGES, reason, what)
+        unusable[image_id] = reason
+      else:
+        usable.append(image_id)
+    return usable, unusable
+
+  def _generate_images(self, subset: str, images: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for image_id in images:
+      media, _, _ = self._read_media(str(image_id), self._image_path(subset, image_id))
+      if media is None:  # readable a moment ago.
+        raise DataFileError(f"{self._image_path(subset, image_id)}: changed while preparing")
+      yield image_id, {**self._no_question(), "image_id": str(image_id), **media}
+
+  def _no_question(self) -> dict[str, Any]:
+    return {"question_id": -1, "image_index": -1, "question": "", "question_type": "", "answer_type": "",
+            "multiple_choice_answer": "", "answers": [], "answer_scores": np.zeros((0,), np.float32)}
+
+  def _no_media(self) -> dict[str, Any]:
+    if self.builder_config.source == "images":
+      return {"image_bytes": b""}
+    return {"region_features": np.zeros((0, self.builder_config.feature_dim), np.float32),
+            "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)}
+
+  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]], images: list[int],
+                unusable: dict[int, str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    index, generated = {image_id: i for i, image_id in enumerate(images)}, 0
     for q, a, where in items:
-      image_id = field(q, "image_id", where, int)
+      image_id = q["image_id"]
+      if image_id in unusable:
+        self._skips.skip(split, unusable[image_id], f"question {q['question_id']}: image {image_id}")
+        continue
       given = [normalize_answer(field(x, "answer", where, str)) for x in field(a, "answers", where, list)]
       counts = collections.Counter(given)
       answers = sorted(counts)
-      key = str(image_id)
-      path = os.path.join(root, subset, f"COCO_{subset}_{image_id:012d}.jpg")
-      media = self._media(split, key, path)
-      if media is None:
-        continue
       generated += 1
-      yield str(q["question_id"]), {
-          "question_id": q["question_id"], "image_id": key, "question": field(q, "question", where, str),
+      yield q["question_id"], {
+          "question_id": q["question_id"], "image_id": str(image_id), "image_index": index[image_id],
+          "question": field(q, "question", where, str),
           "question_type": str(a.get("question_type", "")), "answer_type": str(a.get("answer_type", "")),
           "multiple_choice_answer": normalize_answer(a["multiple_choice_answer"]),
           "answers": answers,
           "answer_scores": np.array([soft_score(counts[x], len(given)) for x in answers], np.float32),
-          **media}
+          **self._no_media()}
     self._finish(split, generated, f"the VQA {subset} files")
 
 
@@ -295,3 +361,71 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
   builder.download_and_prepare(
       file_format="array_record",
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def fingerprint(builder: _LocalBuilder, manual_dir: str, hashes: bool = True) -> dict[str, Any]:
+  """What a prepared dataset was made from: the resolved `manual_dir`, its annotation files (size, mtime
+  and, with `hashes`, SHA-256) and, for the `regions` config, its feature files (size, mtime). Image files
+  are not listed (stat-ing a hundred thousand images on every start would cost more than it protects): an
+  image replaced in place under the same name is not detected."""
+  manual_dir = os.path.realpath(os.fspath(manual_dir))
+  files = {}
+  for name in builder.annotation_files(manual_dir):
+    path = os.path.join(manual_dir, name)
+    stat = os.stat(path)
+    files[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if hashes:
+      files[name]["sha256"] = _sha256(path)
+  if builder.builder_config.source == "regions":
+    for root, _, names in sorted(os.walk(os.path.join(manual_dir, "regions"))):
+      for name in sorted(names):
+        if name.endswith((".tsv", ".npz")):
+          stat = os.stat(os.path.join(root, name))
+          files[os.path.relpath(os.path.join(root, name), manual_dir)] = {
+              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+  return {"manual_dir": manual_dir, "files": files}
+
+
+def _same_file(saved: dict[str, Any], now: dict[str, Any], path: str) -> bool:
+  if saved.get("size") != now["size"]:
+    return False
+  if saved.get("mtime_ns") == now["mtime_ns"] or "sha256" not in saved:
+    return saved.get("mtime_ns") == now["mtime_ns"]
+  return saved["sha256"] == _sha256(path)  # touched or copied: the content decides.
+
+
+def input_changes(builder: _LocalBuilder, manual_dir: str) -> list[str]:
+  """How `manual_dir` differs from what the prepared `builder` was made from ([] when it does not).
+
+  Files are compared by size and modification time, annotation files by content when only the time
+  differs; a dataset prepared before fingerprints were recorded cannot be checked (a warning says so).
+  """
+  saved = (builder.info.metadata or {}).get("inputs")
+  where = f"{builder.name}/{builder.builder_config.name} in {builder.data_dir}"
+  if not saved:
+    logging.warning("%s was prepared without a record of its input files: it cannot be checked against "
+                    "config.data.manual_dir=%r (delete it to prepare it again).", where, manual_dir)
+    return []
+  now = fingerprint(builder, manual_dir, hashes=False)
+  if saved["manual_dir"] != now["manual_dir"]:
+    return [f"config.data.manual_dir={manual_dir!r} but {where} was prepared from {saved['manual_dir']!r}"]
+  saved_files, changes = saved.get("files", {}), []
+  for name in sorted(set(saved_files) | set(now["files"])):
+    if name not in now["files"]:
+      what = "is gone"
+    elif name not in saved_files:
+      what = "is new"
+    elif not _same_file(saved_files[name], now["files"][name], os.path.join(now["manual_dir"], name)):
+      what = "changed"
+    else:
+      continue
+    changes.append(f"{name} (in config.data.manual_dir={manual_dir!r}) {what} since {where} was prepared")
+  return changes

@@ -134,16 +134,10 @@ def read_image(path: str) -> tuple[bytes | None, str]:
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
-  """uint8 [size, size, 3] RGB pixels of an encoded image, resized (JPEGs are decoded at reduced scale
-  when they are much larger than `size`, which is most of the decoding cost)."""
-  from PIL import Image
+  """uint8 [size, size, 3] RGB pixels of an encoded image, stretched to a square (see `images`)."""
+  from vlfusion.data import images
 
-  with Image.open(io.BytesIO(data)) as image:
-    image.draft("RGB", (size, size))
-    image = image.convert("RGB")
-    if image.size != (size, size):
-      image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image, np.uint8)
+  return images.resize_square(images.open_image(data, size), size)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from vlfusion.configuration import ConfigError
-from vlfusion.data import local_files, masking, questions, scenes
+from vlfusion.data import images, local_files, masking, questions, scenes
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
 LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "nlvr2")
@@ -43,8 +43,10 @@ def _sync(name: str, process_count: int) -> None:
     multihost_utils.sync_global_devices(f"prepared {name}")
 
 
-def _load(config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int):
-  """(data_source, builder) for `config.data.name`, preparing the dataset on first use."""
+def _load(config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int,
+          prepare: bool = True):
+  """(data_source, builder) for `config.data.name`, preparing the dataset on first use (unless
+  `prepare` is False: a worker process opens what its main process prepared and checked)."""
   import tensorflow_datasets as tfds
 
   name = config.data.name
@@ -59,22 +61,32 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
       from vlfusion.data import nlvr2
 
       make = lambda: nlvr2.make_builder(name, config.data.data_dir)
-    prepare = lambda b: local_datasets.prepare(b, _manual_dir(config))
+    write = lambda b: local_datasets.prepare(b, _manual_dir(config))
   else:
     from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
 
     make = lambda: tfds.builder(name, data_dir=config.data.data_dir)
-    prepare = lambda b: b.download_and_prepare(file_format="array_record")
+    write = lambda b: b.download_and_prepare(file_format="array_record")
   try:
     builder = make()
   except Exception as e:  # tfds raises several types for an unknown config name.
     raise ConfigError(f"config.data.name={name!r}: {e}") from e
+  if not prepare:
+    return builder.as_data_source(split=split), builder
   if process_index == 0 and not builder.is_prepared():
     logging.info("Preparing %s in %s (first use).", name, builder.data_dir)
-    prepare(builder)
+    write(builder)
   if process_count > 1:
     _sync(name, process_count)
     builder = make()
+  if family in LOCAL_DATASETS and config.data.get("manual_dir", ""):
+    from vlfusion.data import local_datasets
+
+    changes = local_datasets.input_changes(builder, config.data.manual_dir)
+    if changes:
+      raise ConfigError(f"{'; '.join(changes)}. A prepared dataset is never read for other files: set "
+                        f"config.data.data_dir to another folder, or delete {builder.data_dir} to prepare "
+                        "it again from config.data.manual_dir")
   if split not in builder.info.splits:
     raise ConfigError(f"split {split!r} (config.data.train_split / eval_split) is not one of "
                       f"{list(builder.info.splits)} of {name}")
@@ -176,7 +188,7 @@ class BatchSource:
   """This process's rows of each global batch of one split (see the module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict, split: str, process_index: int,
-               process_count: int):
+               process_count: int, prepare: bool = True):
     d = config.data
     if d.global_batch_size % process_count:
       raise ConfigError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
@@ -188,7 +200,10 @@ class BatchSource:
     self.global_batch_size = d.global_batch_size
     self.local_batch_size = d.global_batch_size // process_count
     self.tokenizer = _tokenizer(config)
-    self.data_source, self.builder = _load(config, split, process_index, process_count)
+    self.data_source, self.builder = _load(config, split, process_index, process_count, prepare)
+    # VQA v2 stores each image once, in `<split>_images`; its question records point at them.
+    self._images = (self.builder.as_data_source(split=f"{split}_images")
+                    if "image_index" in self.builder.info.features else None)
     _check_compatible(config, self.builder, self.tokenizer)
     self.objectives = _active(config)
     self.answer_vocab = _answer_vocab(config, self.builder)
@@ -230,10 +245,12 @@ class BatchSource:
     """This process's rows of the training batch of `step`."""
     indices = self.global_indices(step)
     rows = range(self.global_batch_size)[self._local_rows(self.global_batch_size)]
-    seed, split = self.config.data.seed, _split_key(self.split)
-    examples = [self.example(int(indices[r]), np.random.default_rng([seed, split, int(step), r]))
-                for r in rows]
+    examples = [self.example(int(indices[r]), self.row_rng(step, r), train=True) for r in rows]
     return collate(examples)
+
+  def row_rng(self, step: int, row: int) -> np.random.Generator:
+    """The generator of every random choice in global row `row` of training step `step`."""
+    return np.random.default_rng([self.config.data.seed, _split_key(self.split), int(step), row])
 
   def eval_batches(self, batch_size: int, keep_text: bool = False):
     """The whole split in index order, in global batches of `batch_size` (this process's rows).
@@ -254,18 +271,21 @@ class BatchSource:
       for i in indices[rows]:
         real = i < self.num_examples
         index = int(i) if real else 0
-        ex = self.example(index, np.random.default_rng([seed, split, _EVAL_STREAM, index]), keep_text)
+        ex = self.example(index, np.random.default_rng([seed, split, _EVAL_STREAM, index]),
+                          keep_text=keep_text)
         ex["example_mask"] = np.bool_(real)
         examples.append(ex)
       yield collate(examples)
 
   # -- one example -----------------------------------------------------------------------------------
 
-  def example(self, index: int, rng: np.random.Generator, keep_text: bool = False) -> dict[str, Any]:
+  def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
+              train: bool = False) -> dict[str, Any]:
     """One model input: image or regions, a text, and the targets of the enabled objectives.
 
     The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
-    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`).
+    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`). `train`
+    turns on image augmentation (`config.data.randaugment_num_ops`).
     """
     record = self.data_source[index]
     ex: dict[str, Any] = {"example_mask": np.bool_(True)}
@@ -276,20 +296,34 @@ class BatchSource:
       ex["pair_labels"] = np.int32(record["pair_label"])
       partner = ({"image_bytes": record["pair_image_bytes"]} if "pair_image_bytes" in record  # NLVR2
                  else self.data_source[int(record["pair_index"])])
-      ex.update({f"pair_{k}": v for k, v in self._media(partner).items()})
+      pair = self._media(partner, rng, train)
+      ex.update({f"pair_{k}": v for k, v in pair.items()})
     else:
       text, kind = self._caption(record, index, rng)
       positive = kind == 0
       ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
     ex.update(self._text_inputs(text, positive, rng))
-    ex.update(self._media(record))
+    media = self._media_record(record)
+    ex.update(self._media(media, rng, train))
     if keep_text:
       ex["text"] = text
       if "vqa" in self.objectives:
         ex["vqa_question_type_name"] = _text(record.get("question_type", ""))
     if "mrm" in self.objectives and "regions" in ex:
-      ex.update(self._mask_regions(ex["regions"], record, positive, rng))
+      ex.update(self._mask_regions(ex["regions"], media, positive, rng))
     return ex
+
+  def _media_record(self, record: dict[str, Any]) -> dict[str, Any]:
+    """The record that holds `record`'s image or regions: itself, or the image it points at."""
+    if self._images is None:
+      return record
+    image = self._images[int(record["image_index"])]
+    if _text(image["image_id"]) != _text(record["image_id"]):
+      raise local_files.DataFileError(
+          f"{self.config.data.name} in {self.builder.data_dir}: image_index {int(record['image_index'])} "
+          f"of question {record.get('question_id')} holds image {_text(image['image_id'])}, not "
+          f"{_text(record['image_id'])}; delete the prepared dataset to prepare it again")
+    return image
 
   def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
     """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn
@@ -351,8 +385,9 @@ class BatchSource:
         random_ids=self._random_ids, word_starts=word_starts)
     return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
 
-  def _media(self, record: dict[str, Any]) -> dict[str, Any]:
-    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1]."""
+  def _media(self, record: dict[str, Any], rng: np.random.Generator, train: bool) -> dict[str, Any]:
+    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1] (and
+    `image_mask` [H, W] with `config.data.image_resize='pad'`; see `images`)."""
     m = self.config.model
     if m.image.input == "regions":
       r = m.image.num_regions
@@ -362,11 +397,19 @@ class BatchSource:
       features[:n] = record["region_features"][:n]
       boxes[:n] = record["boxes"][:n]
       return {"regions": {"features": features, "boxes": boxes, "mask": np.arange(r) < n}}
-    if "image_bytes" in record:
-      pixels = local_files.decode_image(record["image_bytes"], m.image.image_size)
-    else:
-      pixels = record["image"]
-    return {"image": np.asarray(pixels, np.float32) / 255.0}
+    d, size = self.config.data, m.image.image_size
+    num_ops = d.get("randaugment_num_ops", 0) if train else 0
+    mode = d.get("image_resize", "square")
+    data = record["image_bytes"] if "image_bytes" in record else np.asarray(record["image"])
+    if isinstance(data, np.ndarray) and not num_ops and mode == "square":
+      return {"image": data.astype(np.float32) / 255.0}  # the shapes world's own pixels, as stored.
+    image = images.open_image(data, size)
+    if num_ops:
+      image = images.randaugment(image, rng, num_ops, d.get("randaugment_magnitude", 9))
+    if mode == "pad":
+      pixels, mask = images.resize_pad(image, size)
+      return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
+    return {"image": images.resize_square(image, size).astype(np.float32) / 255.0}
 
   def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
                     rng: np.random.Generator) -> dict[str, Any]:
@@ -391,8 +434,14 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def make_batch_source(config: ml_collections.ConfigDict, split: str, *, process_index: int = 0,
-                      process_count: int = 1) -> BatchSource:
-  return BatchSource(config, split, process_index, process_count)
+                      process_count: int = 1, prepare: bool = True) -> BatchSource:
+  """The batches of `split`: of `config.data.name`, or for the training split of a non-empty
+  `config.data.mixture` a `mixture.MixtureSource`. `prepare=False` only opens prepared data (workers)."""
+  if config.data.get("mixture") and split == config.data.train_split:
+    from vlfusion.data import mixture
+
+    return mixture.MixtureSource(config, split, process_index, process_count, prepare)
+  return BatchSource(config, split, process_index, process_count, prepare)
 
 
 def restore_check(source: BatchSource, state: dict[str, Any] | None) -> None:

@@ -18,7 +18,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vlfusion import configuration
-from vlfusion.data import pipeline
+from vlfusion.data import pipeline, prefetch
 from vlfusion.models import build_model
 from vlfusion.training import checkpointing, initialization, losses, partitioning, reporting, train_state
 from vlfusion.training import workdir as workdir_lib
@@ -252,11 +252,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   throughput = None
   once: dict[str, float] = {}  # reported with the first logged step only.
   consecutive_bad = 0
+  batches = prefetch.train_batches(source, start, t.num_steps, config.data,
+                                   put=lambda b: partitioning.to_global_batch(b, setup.mesh))
   try:
     with _Preemption() as preemption, jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
       step = start
       while step < t.num_steps:
-        batch = partitioning.to_global_batch(source.get_batch(step), setup.mesh)
+        batch = next(batches)
         if step == start:
           compile_start = time.perf_counter()
           step_fn = step_fn.lower(state, batch).compile()
@@ -311,6 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           logging.warning("Stopped at step %d after SIGTERM; its checkpoint is saved.", step)
           break
   finally:
+    batches.close()
     manager.wait_until_finished()
     manager.close()
     reporter.close()

@@ -17,7 +17,7 @@ RESUMABLE_CHANGES = (
     "train.keep_checkpoints", "train.keep_best_checkpoints", "train.nonfinite_policy",
     "train.max_consecutive_nonfinite", "train.inject_nan_at_step", "train.inject_nan_objective",
     "train.peak_flops_per_device",
-    "eval.", "evals.", "mesh.", "data.data_dir",
+    "eval.", "evals.", "mesh.", "data.data_dir", "data.num_workers", "data.prefetch_batches",
 )
 
 

@@ -1,5 +1,7 @@
 """Aspect-preserving resize with `image_mask` (ViLT), and RandAugment on training batches only."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -39,6 +41,8 @@ def wide_jsonl(tmp_path_factory):
 
 
 def _config(data_dir, manual_dir, **overrides):
+  # Its own tfds folder: the session's holds image_text_jsonl prepared from other files.
+  data_dir = os.path.join(data_dir, "wide_images")
   return tiny_config(single_stream, data_dir, **{
       "data.name": "image_text_jsonl/images", "data.manual_dir": manual_dir, "data.vocab_path": BERT_VOCAB,
       "data.global_batch_size": 4, "model.text.vocab_size": 30522, "model.image.input": "patches",

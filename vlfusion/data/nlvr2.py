@@ -60,6 +60,11 @@ class Nlvr2(_LocalBuilder):
       raise DataFileError(f"{self.name}: no dev.json in {manual_dir} or {manual_dir}/data")
     return {split: self._generate(split, SPLITS[split], path) for split, path in files.items() if path}
 
+  def annotation_files(self, manual_dir: str) -> list[str]:
+    """The release's JSON lines files present (the prepared dataset's fingerprint covers them)."""
+    found = (self._find(manual_dir, f"{name}.json") for name in SPLITS.values())
+    return [os.path.relpath(path, manual_dir) for path in found if path]
+
   @staticmethod
   def _find(manual_dir: str, filename: str) -> str | None:
     for path in (os.path.join(manual_dir, filename), os.path.join(manual_dir, "data", filename)):

@@ -1,5 +1,5 @@
-"""A `gs://` workdir stays a `gs://` path: config.json, metrics.jsonl, checkpoint listing and eval results go
-through `etils.epath`, here with the `gs://` backend mapped onto a temporary folder.
+"""A `gs://` workdir stays a `gs://` path: config.json, metrics.jsonl, checkpoint listing, eval results and
+vocab files go through `etils.epath`, here with the `gs://` backend mapped onto a temporary folder.
 
 Only the files vlfusion writes itself are covered; orbax's array writes (TensorStore) and TensorBoard's
 event files (TensorFlow's filesystems) take the `gs://` path as given and do not go through epath.
@@ -7,6 +7,7 @@ event files (TensorFlow's filesystems) take the `gs://` path as given and do not
 
 import json
 import os
+import shutil
 
 import pytest
 from etils import epath
@@ -15,6 +16,7 @@ from etils.epath import testing as epath_testing
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
+from vlfusion.data import tokenizer
 from vlfusion.training import checkpointing, reporting
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.workdir import IncompatibleWorkdirError
@@ -95,3 +97,12 @@ def test_gs_workdir_files_land_in_the_bucket(fake_gcs, data_dir, monkeypatch):
       {"step": 1, "loss": 2.0}, {"step": 2, "loss": 0.5}]
   assert json.loads((run / "eval" / "step_3.json").read_text()) == {"step": 3}
   assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "eval", "metrics.jsonl"]
+
+
+def test_vocab_file_on_gs_is_read_through_epath(fake_gcs):
+  bucket_vocab = fake_gcs / "bucket" / "vocab.txt"
+  bucket_vocab.parent.mkdir(parents=True, exist_ok=True)
+  shutil.copy(tokenizer.SHAPES_WORLD_VOCAB, bucket_vocab)
+  remote = tokenizer.WordPieceTokenizer("gs://bucket/vocab.txt")
+  local = tokenizer.WordPieceTokenizer()
+  assert remote.vocab == local.vocab and remote.vocab_path == "gs://bucket/vocab.txt"

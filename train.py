@@ -6,7 +6,8 @@
 
 Run again with the same workdir to resume from its latest checkpoint. Over several processes (hosts),
 start the same command in each with --coordinator_address=host:port --num_processes=N --process_id=i
-(auto-detected on Cloud TPU and SLURM); docs/scaling.md has the launch commands.
+(auto-detected on Cloud TPU and SLURM); docs/scaling.md has the launch commands. Library logs
+(TensorFlow, libtpu, tfds) are hidden unless --verbose.
 """
 
 from absl import app, flags, logging
@@ -25,8 +26,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  runtime.initialize()  # first: quiets native libraries before they load.
   distributed.initialize()  # before anything touches a JAX backend.
-  runtime.initialize()
   from vlfusion.training import trainer  # after runtime setup: imports JAX and TensorFlow.
 
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,

@@ -1,5 +1,6 @@
 """The training loop on the synthetic data: the loss falls, checkpoints round-trip, runs resume."""
 
+import glob
 import json
 import os
 
@@ -9,6 +10,8 @@ import pytest
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
+from tests.scaling.small_configs import small_config
+from vlfusion.configuration import ConfigError
 from vlfusion.training import checkpointing, trainer
 
 
@@ -23,7 +26,7 @@ def trained(data_dir, tmp_path_factory):
   config = tiny_config(
       co_attention, data_dir,
       **{"train.num_steps": 60, "train.log_every_steps": 5, "train.checkpoint_every_steps": 30,
-         "optimizer.warmup_steps": 5},
+         "optimizer.warmup_steps": 5, "train.profile_steps": 2},
   )
   state = trainer.train_and_evaluate(config, workdir)
   return config, workdir, state
@@ -37,6 +40,12 @@ def test_loss_falls(trained):
   assert np.isfinite(losses).all()
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2]), losses
   assert {"mlm_loss", "itm_loss", "learning_rate", "steps_per_sec", "grad_norm"} <= set(records[0])
+
+
+def test_profile_steps_write_a_trace_tensorboard_reads(trained):
+  _, workdir, _ = trained
+  traces = glob.glob(os.path.join(workdir, "tensorboard", "plugins", "profile", "*", "*.xplane.pb"))
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0, traces
 
 
 def test_checkpoint_round_trip_restores_identical_parameters(trained):
@@ -62,3 +71,46 @@ def test_run_resumes_from_latest_checkpoint(trained):
   assert steps[-3:] == [60, 65, 70]  # continued from 60; steps 1..60 were not trained again.
   assert steps.count(5) == 1
   assert int(state.step) == 70
+
+
+def _eval_values(workdir, name):
+  return {r["step"]: r[f"eval/{name}"] for r in _metrics(workdir) if f"eval/{name}" in r}
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_keep_best_keeps_the_best_checkpoint(data_dir, tmp_path, mode):
+  """Evaluation every 2 steps ranks the checkpoints; the best one by `best_mode` survives beside the
+  latest, across a resume, and every step is recorded once (evaluation scalars in the same record as
+  training's)."""
+  workdir = str(tmp_path / mode)
+  config = small_config(
+      "co_attention",
+      **{"data.data_dir": data_dir, "train.num_steps": 6, "train.log_every_steps": 2,
+         "train.checkpoint_every_steps": 100, "train.keep_checkpoints": 1, "train.keep_best_checkpoints": 1,
+         "train.best_metric": "mlm_accuracy", "train.best_mode": mode, "eval.every_steps": 2,
+         "eval.tasks": ("mlm",), "eval.batch_size": 128, "optimizer.learning_rate": 3e-3,
+         "optimizer.warmup_steps": 1, "optimizer.schedule": "constant"})
+  config.train.num_steps = 4
+  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  config.train.num_steps = 6  # the resumed run must still know how steps 2 and 4 ranked.
+  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  values = _eval_values(workdir, "mlm_accuracy")
+  assert sorted(values) == [2, 4, 6] and len(set(values.values())) == 3, values
+  best = (max if mode == "max" else min)(values, key=values.get)
+  manager = checkpointing.make_manager(workdir, config.train, read_only=True)
+  kept = manager.all_steps()
+  manager.close()
+  assert sorted(kept) == sorted({best, 6}), (values, kept)
+  assert [r["step"] for r in _metrics(workdir)] == [2, 4, 6]
+
+
+def test_best_metric_must_be_a_reported_eval_metric(data_dir):
+  config = tiny_config(co_attention, data_dir, **{"train.best_metric": "vqa_accuracy",
+                                                  "eval.every_steps": 10})
+  with pytest.raises(ConfigError, match=r"config.train.best_metric='vqa_accuracy'.*"
+                     r"reports \['itm_accuracy', 'mlm_accuracy'\]"):
+    trainer.Setup(config)
+  config.train.best_metric = "itm_accuracy"
+  config.eval.every_steps = 0
+  with pytest.raises(ConfigError, match="config.eval.every_steps=0"):
+    trainer.Setup(config)

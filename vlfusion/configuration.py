@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from vlfusion.errors import ConfigError  # raised here, and caught by callers as configuration.ConfigError.
+
 FUSION_FAMILIES = (
     "single_stream",
     "co_attention",
@@ -38,10 +40,6 @@ SIZES = {
     "small": dict(hidden=256, layers=4, heads=4, mlp=1024, image_layers=2, fusion_layers=2),
     "base": dict(hidden=768, layers=12, heads=12, mlp=3072, image_layers=5, fusion_layers=5),
 }
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the field."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -135,6 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Per-module learning rates: "regex:factor,..." (first re.search match on the parameter path
       # wins, e.g. "text_layers:0.1,image:0.5"); "" = none.
       lr_multipliers="",
+      # Length of the warmup + decay schedule; 0 = train.num_steps. Set it to keep a schedule fixed when a
+      # resumed run changes num_steps (otherwise the schedule is re-stretched to the new length).
+      schedule_steps=0,
   )
 
   # Mesh axis sizes; -1 takes the devices left over. Rules map logical axis names to mesh axes.
@@ -142,6 +143,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  # Several TPU slices over the data-centre network (DCN): how many slices split each axis (a hybrid mesh;
+  # data/fsdp/tensor stay the totals). Put DCN on `data`: it needs one gradient all-reduce per step.
+  c.mesh.dcn_data = 1
+  c.mesh.dcn_fsdp = 1
+  c.mesh.dcn_tensor = 1
   c.mesh.rules = (
       ("batch", ("data", "fsdp")),
       ("vocab", "tensor"),
@@ -165,6 +171,10 @@ def base_config() -> ml_collections.ConfigDict:
       inject_nan_at_step=-1, inject_nan_objective="mlm",
       # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
       peak_flops_per_device=0.0,
+      # Several processes without JAX's preemption service agree on a SIGTERM every this many steps.
+      preemption_check_every_steps=10,
+      # Trace this many steps (after the first) with jax.profiler into workdir/tensorboard; 0 = none.
+      profile_steps=0,
   )
   # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score), ITC
   # retrieval R@K.

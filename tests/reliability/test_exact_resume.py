@@ -1,5 +1,5 @@
 """kill -9 at random moments, restart each time: the final weights are bit-identical to a run that
-was never interrupted."""
+was never interrupted, and metrics.jsonl holds each logged step exactly once."""
 
 import os
 import random
@@ -61,3 +61,6 @@ def test_kill_9_at_random_points_resumes_exactly(data_dir, tmp_path):
   assert kills == KILLS, f"only {kills} kills landed before the run finished"
   assert os.path.isdir(os.path.join(killed, "checkpoints", str(NUM_STEPS)))
   assert _final_digest(data_dir, killed) == _final_digest(data_dir, straight)
+  # Steps logged after the last checkpoint before a kill ran again; their old records were dropped.
+  assert cli.logged_steps(killed) == list(range(1, NUM_STEPS + 1))
+  assert cli.logged_steps(straight) == list(range(1, NUM_STEPS + 1))

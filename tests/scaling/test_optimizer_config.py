@@ -116,3 +116,25 @@ def test_gradients_are_clipped_to_the_global_norm():
   state = tx.update(grads, tx.init(params), params)[1]
   mu = state[1][0].mu  # b1=0: the first moment is the clipped gradient itself.
   assert float(optax.tree.norm(mu)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_resume_with_new_num_steps_says_what_the_schedule_does():
+  """Extending a cosine run from 3000 to 6000 steps re-stretches the schedule unless schedule_steps
+  keeps it; the warning names the two rates and the flag."""
+  opt = _opt_config(schedule="cosine", warmup_steps=100, learning_rate=1e-3)
+  note = optimizer.explain_schedule_change(opt, 3000, 6000, 3000)
+  stretched = float(optimizer.learning_rate_schedule(opt, 6000)(3000))
+  assert stretched > 4e-4  # the rate jumps from ~0 back up.
+  assert f"from 0 to {stretched:.3g}" in note and "--config.optimizer.schedule_steps=3000" in note
+  assert optimizer.explain_schedule_change(opt, 3000, 3000, 3000) is None
+  opt.schedule_steps = 3000  # the user keeps the old schedule: nothing jumps.
+  kept = optimizer.learning_rate_schedule(opt, 6000)
+  assert float(kept(1500)) == pytest.approx(
+      float(optimizer.learning_rate_schedule(_opt_config(schedule="cosine", warmup_steps=100,
+                                                         learning_rate=1e-3), 3000)(1500)))
+  assert float(kept(3000)) == pytest.approx(0.0, abs=1e-9) and float(kept(4500)) == pytest.approx(0.0)
+  assert "keeps config.optimizer.schedule_steps=3000" in optimizer.explain_schedule_change(
+      opt, 3000, 6000, 3000)
+  opt.schedule_steps = -1
+  with pytest.raises(ConfigError, match="config.optimizer.schedule_steps=-1"):
+    optimizer.make_optimizer(opt, 10)

@@ -1,7 +1,9 @@
 """What a run reports: peak FLOP/s by device kind, FLOPs per step from XLA's cost analysis (corrected for
-gradient accumulation), throughput/ETA/MFU arithmetic, and TensorBoard events from process 0."""
+gradient accumulation and scanned layers), throughput/ETA/MFU arithmetic, TensorBoard events from process 0,
+metrics.jsonl after a resume, and quiet library logs."""
 
 import glob
+import json
 import os
 
 import jax
@@ -56,6 +58,16 @@ def test_flops_per_step_count_every_micro_batch():
   assert accumulated == pytest.approx(plain, rel=0.15), (plain, accumulated)
 
 
+def test_flops_per_step_count_every_scanned_layer():
+  """With scanned layer stacks the count is the unrolled model's, not one layer per stack."""
+  config = small_config("single_stream", **{"mesh.data": 2, "model.fusion_layers": 4})
+  unrolled = _step_flops(config)
+  config.model.scan_layers = True
+  scanned = _step_flops(config)
+  print(f"FLOPs per device per step: {unrolled:.4g} (unrolled), {scanned:.4g} (scan_layers)")
+  assert scanned == pytest.approx(unrolled, rel=0.15), (unrolled, scanned)  # as for accumulation.
+
+
 def test_metrics_reach_tensorboard_from_process_zero(tmp_path):
   reporter = reporting.MetricsReporter(str(tmp_path))
   reporter.write(3, {"loss": 1.5, "mfu": 0.25})
@@ -66,3 +78,39 @@ def test_metrics_reach_tensorboard_from_process_zero(tmp_path):
 
   tags = {v.tag for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value}
   assert {"loss", "mfu"} <= tags
+
+
+def test_resumed_reporter_drops_records_after_the_checkpoint(tmp_path):
+  """A run killed after logging steps 3-4 but checkpointing step 2 logs 3-4 again: each once in the end."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(f'{{"step": {s}, "loss": {s}.0}}\n' for s in (1, 2, 3, 4)) + '{"step": 5, "lo')
+  reporter = reporting.MetricsReporter(str(tmp_path), start_step=2)
+  for s in (3, 4, 5):
+    reporter.write(s, {"loss": -s})
+  reporter.close()
+  records = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+  assert [r["loss"] for r in records] == [1.0, 2.0, -3.0, -4.0, -5.0]
+
+
+def test_tfds_size_lines_are_quiet_unless_verbose(capsys, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  from vlfusion import runtime
+
+  class Info:
+    download_size = dataset_size = tfds.core.units.Size(0)
+
+  class Builder:
+    name, data_dir, info = "shapes_world", "/data", Info()
+
+  for name in ("_log_download_bytes", "_log_download_done"):  # restored after the test.
+    monkeypatch.setattr(tfds.core.DatasetBuilder, name, getattr(tfds.core.DatasetBuilder, name))
+  tfds.core.DatasetBuilder._log_download_bytes(Builder())
+  assert "Downloading and preparing" in capsys.readouterr().out  # what tfds prints by default.
+  for name in runtime.QUIET_ENVIRONMENT:
+    monkeypatch.delenv(name, raising=False)
+  runtime.initialize(verbose=False)
+  tfds.core.DatasetBuilder._log_download_bytes(Builder())
+  assert capsys.readouterr().out == ""
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["TPU_MIN_LOG_LEVEL"] == "3"

@@ -11,12 +11,12 @@ batch; the rows do not depend on how many processes there are.
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from vlfusion.configuration import ConfigError
 from vlfusion.data import images, local_files, masking, questions, scenes
@@ -106,7 +106,7 @@ def _tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
   if d.name.split("/")[0] in LOCAL_DATASETS and not vocab_path:
     raise ConfigError(f"config.data.vocab_path is empty: {d.name} needs a BERT vocab.txt (e.g. the "
                       "uncased 30522-token one)")
-  if vocab_path and not os.path.isfile(vocab_path):
+  if vocab_path and not epath.Path(vocab_path).is_file():
     raise ConfigError(f"config.data.vocab_path={vocab_path!r} is not a file")
   return WordPieceTokenizer(vocab_path) if vocab_path else WordPieceTokenizer()
 

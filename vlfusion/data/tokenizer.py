@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from etils import epath
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 SHAPES_WORLD_VOCAB = os.path.join(os.path.dirname(__file__), "vocab", "shapes_world.txt")
@@ -18,9 +19,9 @@ class WordPieceTokenizer:
   """
 
   def __init__(self, vocab_path: str = SHAPES_WORLD_VOCAB, lowercase: bool = True):
-    if not os.path.isfile(vocab_path):
+    if not epath.Path(vocab_path).is_file():  # a local path or a URI such as gs://...
       raise FileNotFoundError(f"tokenizer vocab file not found: {vocab_path}")
-    with open(vocab_path, encoding="utf-8") as f:
+    with epath.Path(vocab_path).open(encoding="utf-8") as f:
       tokens = [line.rstrip("\n") for line in f]
     self.vocab = {t: i for i, t in enumerate(tokens) if t}
     missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]

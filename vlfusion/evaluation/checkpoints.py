@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -12,17 +11,17 @@ from absl import logging
 
 from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing
-from vlfusion.training.trainer import Setup
+from vlfusion.training.setup import Setup
+from vlfusion.training.workdir import workdir_path
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config the run saved in `workdir/config.json`, locked."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = workdir_path(workdir) / "config.json"
+  if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: pass --config, or a --workdir that a training "
                             "run has written")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
   config.lock()
   return config
 
@@ -30,16 +29,15 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
 def complete_steps(workdir: str) -> list[int]:
   """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one)."""
   directory = checkpointing.checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
+  if not directory.is_dir():
     return []
   incomplete = checkpointing.incomplete_checkpoints(directory)
-  return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and name not in incomplete
-                and os.path.isdir(os.path.join(directory, name)))
+  return sorted(int(path.name) for path in directory.iterdir()
+                if path.name.isdigit() and path.name not in incomplete and path.is_dir())
 
 
 def evaluated(workdir: str, step: int) -> bool:
-  return os.path.isfile(os.path.join(workdir, "eval", f"step_{step}.json"))
+  return (workdir_path(workdir) / "eval" / f"step_{step}.json").is_file()
 
 
 class CheckpointEvaluator:
@@ -81,7 +79,7 @@ class CheckpointEvaluator:
 def wait_for_config(workdir: str, poll_seconds: float, timeout_seconds: float) -> None:
   """Waits until the run has written `workdir/config.json` (eval --watch started before training)."""
   start = time.monotonic()
-  while not os.path.isfile(os.path.join(workdir, "config.json")):
+  while not (workdir_path(workdir) / "config.json").is_file():
     if timeout_seconds and time.monotonic() - start > timeout_seconds:
       raise TimeoutError(f"--watch: {workdir}/config.json did not appear within {timeout_seconds:.0f}s")
     time.sleep(poll_seconds)

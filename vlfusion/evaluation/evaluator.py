@@ -10,7 +10,6 @@ type (and by answer type on VQA v2).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -28,7 +27,8 @@ from vlfusion.data.scenes import NEGATIVE_KINDS
 from vlfusion.evaluation import text_prior
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
-from vlfusion.training.trainer import Setup
+from vlfusion.training import workdir as workdir_lib
+from vlfusion.training.setup import Setup
 
 # Batch keys that hold an image; shuffling moves all of a row's together.
 IMAGE_KEYS = ("image", "regions", "pair_image", "pair_regions")
@@ -326,33 +326,32 @@ class Evaluators:
     return {"step": int(step), "config_digest": configuration.digest(self.config),
             "params_digest": params_digest(params), **self.run(params)}
 
-  def run_and_write(self, params: Any, step: int, workdir: str, reporter: Any) -> dict[str, float]:
-    """Evaluates during training: writes the JSON and `eval/<name>/...` scalars. Returns what
-    `config.train.best_metric` can name: `<name>/<task>_accuracy`, and for the default evaluator also
-    `<task>_accuracy`."""
+  def run_and_write(self, params: Any, step: int, workdir: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Evaluates during training and writes the JSON. Returns (what `config.train.best_metric` can name:
+    `<name>/<task>_accuracy`, and for the default evaluator also `<task>_accuracy`; every scalar as
+    `eval/<name>/...` for the run's metrics record and TensorBoard)."""
     result = self.result(params, step)
     write_result(workdir, result)
-    metrics = {}
+    metrics, record = {}, {}
     for name in self.evaluators:
-      reporter.write(step, scalars(result[name], prefix=f"eval/{name}/"))
+      record.update(scalars(result[name], prefix=f"eval/{name}/"))
       for task, r in result[name].items():
         if isinstance(r, dict) and "accuracy" in r:
           metrics[f"{name}/{task}_accuracy"] = r["accuracy"]
           if name == DEFAULT_EVALUATOR and not self.config.get("evals"):
             metrics[f"{task}_accuracy"] = r["accuracy"]
     logging.info("step %d eval: %s", step, metrics)
-    return metrics
+    return metrics, record
 
 
 def write_result(workdir: str, result: dict[str, Any]) -> str:
   """Writes `workdir/eval/step_<N>.json` (process 0 only) and returns its path."""
-  path = os.path.join(workdir, "eval", f"step_{result['step']}.json")
-  if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2, sort_keys=True)
-    logging.info("Wrote %s", path)
-  return path
+  if jax.process_index() != 0:
+    return str(workdir_lib.workdir_path(workdir) / "eval" / f"step_{result['step']}.json")
+  path = workdir_lib.eval_results_path(workdir, result["step"])
+  path.write_text(json.dumps(result, indent=2, sort_keys=True))
+  logging.info("Wrote %s", path)
+  return str(path)
 
 
 def restore_params(workdir: str, setup: Any, step: int | None = None) -> tuple[Any, int]:

@@ -8,12 +8,14 @@ back to the latest complete checkpoint (DESIGN.md section 7).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+
+from vlfusion.training.workdir import workdir_path
 
 ITEMS = ("state", "data", "config")
 COMMIT_MARKER = "commit_success.txt"
@@ -23,36 +25,38 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint whose parameters do not fit the model the config builds."""
 
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+def checkpoint_dir(workdir: Any) -> epath.Path:
+  """`workdir/checkpoints`; a local workdir is made absolute, a `gs://...` one is left as it is."""
+  return workdir_path(workdir) / "checkpoints"
 
 
-def incomplete_checkpoints(directory: str) -> dict[str, str]:
+def incomplete_checkpoints(directory: Any) -> dict[str, str]:
   """Entries of `directory` that a crash left incomplete, each with the reason."""
   found = {}
-  if not os.path.isdir(directory):
+  directory = epath.Path(directory)
+  if not directory.is_dir():
     return found
-  for name in sorted(os.listdir(directory)):
-    path = os.path.join(directory, name)
-    if not os.path.isdir(path):
+  for path in sorted(directory.iterdir(), key=lambda p: p.name):
+    name = path.name
+    if not path.is_dir():
       continue
     if ".orbax-checkpoint-tmp" in name:
       found[name] = "temporary directory of a save that never finished"
     elif name.isdigit():
-      if not os.path.exists(os.path.join(path, COMMIT_MARKER)):
+      if not (path / COMMIT_MARKER).exists():
         found[name] = f"no {COMMIT_MARKER}: the save did not complete"
       else:
-        missing = [i for i in ("state", "data") if not os.path.isdir(os.path.join(path, i))]
+        missing = [i for i in ("state", "data") if not (path / i).is_dir()]
         if missing:
           found[name] = f"missing items {missing}"
   return found
 
 
-def make_manager(workdir: str, train_config: Any, read_only: bool = False) -> ocp.CheckpointManager:
+def make_manager(workdir: Any, train_config: Any, read_only: bool = False) -> ocp.CheckpointManager:
   """A manager over `workdir/checkpoints` keeping the last `train.keep_checkpoints`.
 
   When `train.best_metric` names an eval metric, the best `train.keep_best_checkpoints` by that metric
-  are kept as well.
+  are kept as well: the highest with `train.best_mode="max"`, the lowest with `"min"`.
   """
   directory = checkpoint_dir(workdir)
   for name, reason in incomplete_checkpoints(directory).items():
@@ -60,14 +64,22 @@ def make_manager(workdir: str, train_config: Any, read_only: bool = False) -> oc
                     directory, name, reason)
   policies: list[Any] = [ocp.checkpoint_managers.LatestN(train_config.keep_checkpoints)]
   best_metric = train_config.get("best_metric", "")
+  best_mode = train_config.get("best_mode", "max")
+  metric_fn = (lambda metrics: metrics[best_metric]) if best_metric else None
   if best_metric:
+    # BestN sorts by the metric (descending with `reverse`) and keeps the last n of that order.
     policies.append(ocp.checkpoint_managers.BestN(
-        get_metric_fn=lambda metrics: metrics[best_metric],
-        reverse=train_config.get("best_mode", "max") == "max",
+        get_metric_fn=metric_fn,
+        reverse=best_mode == "min",
         n=train_config.get("keep_best_checkpoints", 1),
         keep_checkpoints_without_metrics=False,
     ))
   options = ocp.CheckpointManagerOptions(
+      # orbax writes a checkpoint's metrics to disk (and reads them back after a restart) only with
+      # `best_fn` set; without it a resumed run would see the old checkpoints as unranked and delete them.
+      # The preservation policy, not `best_fn`, decides what is kept.
+      best_fn=metric_fn,
+      best_mode=best_mode,
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
       create=not read_only,
       read_only=read_only,

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from vlfusion.configuration import ConfigError
+from vlfusion.errors import ConfigError
 
 # Leaf names that are weight matrices: decayed.
 DECAYED = ("kernel",)
@@ -20,8 +20,18 @@ EMBEDDINGS = ("embedding", "position_embeddings", "cls")
 NOT_DECAYED = ("bias", "scale")
 
 
+def schedule_length(opt_config: Any, num_steps: int) -> int:
+  """The step at which the schedule reaches its end: `optimizer.schedule_steps`, or `num_steps` if 0."""
+  steps = int(opt_config.get("schedule_steps", 0) or 0)
+  if steps < 0:
+    raise ConfigError(f"config.optimizer.schedule_steps={steps} must be >= 0 (0: config.train.num_steps)")
+  return steps or num_steps
+
+
 def learning_rate_schedule(opt_config: Any, num_steps: int) -> optax.Schedule:
-  """Linear warmup to `learning_rate`, then cosine or linear decay to 0 at `num_steps` (or constant)."""
+  """Linear warmup to `learning_rate`, then cosine or linear decay to 0 at `schedule_length` (or
+  constant); past that step the rate stays at its final value."""
+  num_steps = schedule_length(opt_config, num_steps)
   lr, warmup = opt_config.learning_rate, opt_config.warmup_steps
   decay_steps = max(num_steps - warmup, 1)
   if opt_config.schedule == "cosine":
@@ -146,7 +156,8 @@ def scale_by_path(multipliers: tuple[tuple[str, float], ...]) -> optax.GradientT
 
 def make_optimizer(opt_config: Any, num_steps: int) -> tuple[optax.GradientTransformation,
                                                              optax.Schedule]:
-  """Returns (optimizer, schedule) for `config.optimizer` over a run of `num_steps`.
+  """Returns (optimizer, schedule) for `config.optimizer` over a run of `num_steps` (the schedule's
+  length unless `optimizer.schedule_steps` sets it).
 
   clip by global norm -> AdamW (decay masked by name) -> per-module learning-rate multipliers.
   """
@@ -166,3 +177,25 @@ def make_optimizer(opt_config: Any, num_steps: int) -> tuple[optax.GradientTrans
   if multipliers:
     parts.append(scale_by_path(multipliers))
   return optax.chain(*parts), schedule
+
+
+def explain_schedule_change(opt_config: Any, saved_num_steps: int, num_steps: int, step: int) -> str | None:
+  """What a resumed run's new `train.num_steps` does to the learning rate at `step`; None if nothing.
+
+  With `optimizer.schedule_steps=0` the schedule follows `num_steps`, so it is re-stretched: the rate at
+  the resumed step jumps. The message gives both rates and the flag that keeps the old schedule.
+  """
+  if saved_num_steps == num_steps:
+    return None
+  if int(opt_config.get("schedule_steps", 0) or 0):
+    length = schedule_length(opt_config, num_steps)
+    return (f"config.train.num_steps changed from {saved_num_steps} to {num_steps}; the learning-rate "
+            f"schedule keeps config.optimizer.schedule_steps={length} (rate at step {step}: "
+            f"{float(learning_rate_schedule(opt_config, num_steps)(step)):.3g}).")
+  old = float(learning_rate_schedule(opt_config, saved_num_steps)(step))
+  new = float(learning_rate_schedule(opt_config, num_steps)(step))
+  return (f"config.train.num_steps changed from {saved_num_steps} to {num_steps}: the learning-rate "
+          f"schedule follows it (config.optimizer.schedule_steps=0) and is re-stretched to "
+          f"{num_steps} steps, so at step {step} the rate goes from {old:.3g} to {new:.3g}. To continue "
+          f"the old schedule instead, pass --config.optimizer.schedule_steps={saved_num_steps} (the "
+          f"steps past it keep its final rate).")

@@ -2,31 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vlfusion.configuration import resolve_mesh_shape
+from vlfusion.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(mesh_config: Any, devices: list[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(mesh_config: Any, devices: list[jax.Device] | None = None,
+              granule_of: Callable[[Any], int] | None = None) -> jax.sharding.Mesh:
   """A (data, fsdp, tensor) mesh over `devices` (all devices by default) with Auto axis types.
 
   Auto axes, because linen's `with_logical_constraint` fails on the Explicit axes `jax.make_mesh`
-  uses by default.
+  uses by default. With `mesh.dcn_{data,fsdp,tensor}` > 1 the mesh is hybrid: that many groups of
+  devices joined by the slow data-centre network (TPU slices; processes elsewhere) split the axis, and
+  the rest of it runs inside a group (`mesh_utils.create_hybrid_device_mesh`). `granule_of(device)`
+  names a device's group (default: its `slice_index`, else its `process_index`).
   """
   devices = list(devices if devices is not None else jax.devices())
   sizes = resolve_mesh_shape(mesh_config, len(devices))
   shape = tuple(sizes[a] for a in MESH_AXES)
-  return jax.make_mesh(
-      shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices
-  )
+  dcn = dcn_shape(mesh_config, sizes)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if all(n == 1 for n in dcn):
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  ici = tuple(total // n for total, n in zip(shape, dcn, strict=True))
+  granule_of = granule_of or _slice_or_process
+  granules = sorted({granule_of(d) for d in devices})
+  if len(granules) != int(np.prod(dcn)):
+    raise ConfigError(
+        f"config.mesh.dcn_* = {dict(zip(MESH_AXES, dcn, strict=True))} asks for {int(np.prod(dcn))} slices "
+        f"joined over DCN, but the {len(devices)} devices form {len(granules)}")
+  tagged = [_Granule(d, granule_of(d)) for d in devices]
+  grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, tagged, allow_split_physical_axes=True)
+  grid = np.vectorize(lambda t: t.device, otypes=[object])(grid)
+  return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def _slice_or_process(device: Any) -> int:
+  slice_index = getattr(device, "slice_index", None)
+  return device.process_index if slice_index is None else slice_index
+
+
+class _Granule:
+  """A device seen through `slice_index` = its group, for `create_hybrid_device_mesh`."""
+
+  def __init__(self, device: Any, granule: int):
+    self.device, self.slice_index = device, granule
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self.device, name)
+
+
+def dcn_shape(mesh_config: Any, sizes: dict[str, int]) -> tuple[int, ...]:
+  """(dcn_data, dcn_fsdp, dcn_tensor): how many slices split each axis (1 = none); each divides its axis."""
+  out = []
+  for axis in MESH_AXES:
+    n = int(mesh_config.get(f"dcn_{axis}", 1) or 1)
+    if n < 1 or sizes[axis] % n:
+      raise ConfigError(f"config.mesh.dcn_{axis}={n} must be >= 1 and divide the {axis} axis "
+                        f"(config.mesh.{axis} resolves to {sizes[axis]})")
+    out.append(n)
+  return tuple(out)
 
 
 def logical_rules(mesh_config: Any) -> tuple[tuple[str, Any], ...]:

@@ -11,6 +11,9 @@ from typing import Any
 import jax
 from absl import logging
 from clu import metric_writers
+from etils import epath
+
+from vlfusion.training.workdir import workdir_path
 
 # Dense bf16 peak FLOP/s per device (one chip; one GPU), by a substring of `device.device_kind`.
 # Checked in order, so the more specific names come first.
@@ -48,14 +51,51 @@ def cost_flops(analysis: Any) -> float | None:
   return flops if flops > 0 else None
 
 
-class MetricsReporter:
-  """Writes one record of scalars per logged step to every sink; silent on other processes."""
+def drop_records_after(path: Any, step: int) -> int:
+  """Rewrites the JSON-lines file `path` without the records of steps after `step` (and without a line
+  a crash cut short); returns how many records were dropped.
 
-  def __init__(self, workdir: str):
+  A resumed run restarts at its checkpoint's step and logs the later steps again: without this,
+  `metrics.jsonl` would hold those steps twice.
+  """
+  path = epath.Path(path)
+  if not path.exists():
+    return 0
+  kept, dropped = [], 0
+  for line in path.read_text().splitlines(keepends=True):
+    try:
+      record = json.loads(line) if line.endswith("\n") else None
+    except json.JSONDecodeError:
+      record = None
+    if record is not None and record.get("step", 0) <= step:
+      kept.append(line)
+    else:
+      dropped += 1
+  if dropped:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+  return dropped
+
+
+class MetricsReporter:
+  """Writes one record of scalars per logged step to every sink; silent on other processes.
+
+  `start_step` is the step the run starts from: records of later steps, left by a run that was killed
+  after logging them but before checkpointing them, are dropped, so each step is recorded once.
+  """
+
+  def __init__(self, workdir: Any, start_step: int = 0):
     self.is_lead = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = workdir_path(workdir) / "metrics.jsonl"
+    if self.is_lead:
+      dropped = drop_records_after(self.path, start_step)
+      if dropped:
+        logging.info("Dropped %d records after step %d from %s: those steps run again.", dropped,
+                     start_step, self.path)
     self.writer = metric_writers.create_default_writer(
-        os.path.join(workdir, "tensorboard"), just_logging=not self.is_lead, asynchronous=False
+        os.fspath(workdir_path(workdir) / "tensorboard"), just_logging=not self.is_lead,
+        asynchronous=False
     )
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
@@ -63,7 +103,7 @@ class MetricsReporter:
     if not self.is_lead:
       return
     self.writer.write_scalars(step, scalars)
-    with open(self.path, "a") as f:
+    with self.path.open("a") as f:
       f.write(json.dumps({"step": step, **scalars}) + "\n")
 
   def close(self) -> None:

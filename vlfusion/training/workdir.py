@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import jax
+from etils import epath
 
 from vlfusion import configuration
 
@@ -16,9 +17,29 @@ RESUMABLE_CHANGES = (
     "train.num_steps", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.keep_best_checkpoints", "train.nonfinite_policy",
     "train.max_consecutive_nonfinite", "train.inject_nan_at_step", "train.inject_nan_objective",
-    "train.peak_flops_per_device",
+    "train.peak_flops_per_device", "train.preemption_check_every_steps", "train.best_metric",
+    "train.best_mode", "train.profile_steps", "optimizer.schedule_steps",
     "eval.", "evals.", "mesh.", "data.data_dir", "data.num_workers", "data.prefetch_batches",
 )
+
+
+def workdir_path(workdir: Any) -> epath.Path:
+  """`workdir` as an `epath.Path`: local paths made absolute, `gs://...` (any URI) kept as given.
+
+  Every file of a run goes through this path type, so a workdir on a bucket is written to the bucket
+  by every host, never to a local folder named after it.
+  """
+  text = os.fspath(workdir)
+  if "://" in text:
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(text))
+
+
+def eval_results_path(workdir: Any, step: int) -> epath.Path:
+  """`workdir/eval/step_<step>.json` (its folder created), where evaluation writes its results."""
+  directory = workdir_path(workdir) / "eval"
+  directory.mkdir(parents=True, exist_ok=True)
+  return directory / f"step_{step}.json"
 
 
 class IncompatibleWorkdirError(ValueError):
@@ -45,26 +66,27 @@ def config_differences(saved: dict, given: dict) -> dict[str, tuple[Any, Any]]:
           if a.get(k, missing) != b.get(k, missing)}
 
 
-def prepare(workdir: str, config: Any, allow_config_change: bool = False) -> None:
+def prepare(workdir: Any, config: Any, allow_config_change: bool = False) -> dict | None:
   """Creates `workdir`, checks it is writable, and checks a saved config against `config`.
 
   Raises `IncompatibleWorkdirError` listing the differing fields unless `allow_config_change`.
-  Writes the resolved config to `workdir/config.json` (process 0).
+  Writes the resolved config to `workdir/config.json` (process 0); returns the config saved there
+  before (None for a new workdir).
   """
+  workdir = workdir_path(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write_probe_{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
   except OSError as e:
     raise OSError(f"workdir {workdir} is not writable: {e}") from e
 
   given = json.loads(configuration.to_json(config))
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  path = workdir / "config.json"
+  saved = None
+  if path.exists():
+    saved = json.loads(path.read_text())
     changed = {
         k: v for k, v in config_differences(saved, given).items()
         if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_CHANGES)
@@ -76,7 +98,7 @@ def prepare(workdir: str, config: Any, allow_config_change: bool = False) -> Non
           "Use another --workdir, or pass --allow_config_change to continue with the new config."
       )
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.write(configuration.to_json(config))
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(configuration.to_json(config))
+    tmp.replace(path)
+  return saved

@@ -375,13 +375,17 @@ def restore_params(workdir: str, setup: Any, step: int | None = None) -> tuple[A
     where = f"{directory}/{step}"
     checkpointing.check_compatible(checkpointing.saved_param_shapes(manager, step),
                                    setup.abstract_state, where)
-    skip = lambda tree: jax.tree.map(lambda _: ocp.PLACEHOLDER, tree)
-    target = setup.abstract_state.replace(opt_state=skip(setup.abstract_state.opt_state))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   finally:
     manager.close()
+  # A partial restore of the saved train state: only its `params` subtree is read from disk.
+  target = {"params": setup.abstract_state.params}
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+    restored = checkpointer.restore(
+        os.path.join(directory, str(step), "state"),
+        args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
   logging.info("Restored the parameters of %s.", where)
-  return restored["state"].params, int(step)
+  return restored["params"], int(step)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,

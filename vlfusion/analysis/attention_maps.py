@@ -227,21 +227,25 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
   return written
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir (config.json and checkpoints).")
-_EXAMPLE = flags.DEFINE_integer("example", 0, "Index of the example in the eval split.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest complete one).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/attention_maps/example_<N>).")
-
-
 def main(argv):
   del argv
   from vlfusion import runtime
 
   runtime.initialize()
-  for path in attention_maps(_WORKDIR.value, _EXAMPLE.value, _STEP.value, _OUT.value):
+  f = flags.FLAGS
+  for path in attention_maps(f.workdir, f.example, f.step, f.out):
     print(path)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program (importing defines none)."""
+  flags.DEFINE_string("workdir", None, "A trained workdir (config.json and checkpoints).")
+  flags.DEFINE_integer("example", 0, "Index of the example in the eval split.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest complete one).")
+  flags.DEFINE_string("out", None, "Output directory (default: <workdir>/attention_maps/example_<N>).")
   flags.mark_flag_as_required("workdir")
+
+
+if __name__ == "__main__":
+  define_flags()
   app.run(main)

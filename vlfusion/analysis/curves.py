@@ -71,17 +71,21 @@ def plot(runs: dict[str, str], metrics: list[str], out: str) -> str:
   return out
 
 
-_RUNS = flags.DEFINE_string("runs", None, "label=workdir,... (one line per run).")
-_METRICS = flags.DEFINE_string("metrics", "loss", "Comma-separated metrics of metrics.jsonl.")
-_OUT = flags.DEFINE_string("out", None, "The PNG to write.")
-
-
 def main(argv):
   del argv
-  runs = dict(part.split("=", 1) for part in _RUNS.value.split(","))
-  print(plot(runs, _METRICS.value.split(","), _OUT.value))
+  f = flags.FLAGS
+  runs = dict(part.split("=", 1) for part in f.runs.split(","))
+  print(plot(runs, f.metrics.split(","), f.out))
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program (importing defines none)."""
+  flags.DEFINE_string("runs", None, "label=workdir,... (one line per run).")
+  flags.DEFINE_string("metrics", "loss", "Comma-separated metrics of metrics.jsonl.")
+  flags.DEFINE_string("out", None, "The PNG to write.")
+  flags.mark_flags_as_required(["runs", "out"])
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["runs", "out"])
+  define_flags()
   app.run(main)

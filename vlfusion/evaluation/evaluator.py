@@ -381,7 +381,7 @@ def restore_params(workdir: str, setup: Any, step: int | None = None) -> tuple[A
   target = {"params": setup.abstract_state.params}
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
     restored = checkpointer.restore(
-        os.path.join(directory, str(step), "state"),
+        directory / str(step) / "state",
         args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                     restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
   logging.info("Restored the parameters of %s.", where)

@@ -97,3 +97,24 @@ def test_recall_at_k_ranks_the_true_match():
                          [0.3, 0.0, 0.0, 0.3]])
   r = evaluator.recall_at_k(similarity, ks=(1, 2, 3))
   assert r == {"r1": 0.25, "r2": 0.75, "r3": 1.0}
+
+
+def test_vqa_v2_rows_get_type_ids_and_text_prior_answers():
+  from vlfusion.evaluation import text_prior
+
+  prior = text_prior.fit([("what color is the bus?", "what color is the", {"red": 1.0}),
+                          ("is it raining?", "is it", {"no": 1.0}),
+                          ("is it sunny?", "is it", {"yes": 0.3})], ["yes", "no", "red", "blue"])
+  ev = object.__new__(evaluator.Evaluator)
+  ev.prior, ev._named_types = prior, True
+  ev.question_types = tuple(prior.question_types)  # ("is it", "what color is the")
+  ev._type_index = {t: i for i, t in enumerate(ev.question_types)}
+  ev._answer_index = {"yes": 0, "no": 1, "red": 2, "blue": 3}
+  local = {"text": np.array(["What color is the bus?", "is it cold?", "why?"]),
+           "vqa_question_type_name": np.array(["what color is the", "is it", "why"]),
+           "vqa_question_type": np.full(3, -1, np.int32)}
+  out = ev._host_inputs(local)
+  assert "text" not in out and "vqa_question_type_name" not in out  # host strings never reach devices.
+  np.testing.assert_array_equal(out["vqa_question_type"], [1, 0, -1])
+  # a seen question; an unseen one of a seen type ("is it": no 1.0 > yes 0.3); an unseen type: overall.
+  np.testing.assert_array_equal(out["vqa_prior_answer"], [2, 1, 1])

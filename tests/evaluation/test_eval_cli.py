@@ -12,6 +12,7 @@ import pytest
 from configs.pretrain import single_stream
 from tests.conftest import FAST_XLA, tiny_config
 from vlfusion import configuration
+from vlfusion.data import pipeline
 from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
 
@@ -35,6 +36,7 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
   config = tiny_config(single_stream, data_dir, **{
       "train.num_steps": 4, "train.checkpoint_every_steps": 2, "train.log_every_steps": 2,
       "data.global_batch_size": 8, "eval.batch_size": 128})
+  pipeline.make_batch_source(config, "train")  # prepared once, not by both processes at the same time.
   # Started before the run exists: it waits for config.json, then evaluates each checkpoint.
   watch = _eval(workdir, "--watch", "--watch_poll_seconds=0.5", "--watch_timeout_seconds=540")
   trainer.train_and_evaluate(config, workdir)

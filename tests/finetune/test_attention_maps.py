@@ -29,10 +29,10 @@ def test_cross_modal_attention_is_found_by_shape():
   text self-attention and image-over-text attention left out."""
   rng = np.random.default_rng(1)
   qk = lambda lq, lk: ((rng.normal(size=(1, lq, 2, 4)),), (rng.normal(size=(1, lk, 2, 4)),))
-  image_mask = np.array([[True, True, False]])
+  text_mask, image_mask = np.array([[True] * 4 + [False]]), np.array([[True, True, False]])
   maps = attention_maps.cross_modal_maps(
       {("cross",): qk(5, 3), ("joint",): qk(8, 8), ("text_self",): qk(5, 5), ("image_cross",): qk(3, 5)},
-      text_len=5, image_mask=image_mask)
+      text_mask=text_mask, image_mask=image_mask)
   assert sorted(maps) == ["cross", "joint"]
   cross, cross_share = maps["cross"]
   np.testing.assert_allclose(cross.sum(-1), 1.0)
@@ -41,6 +41,12 @@ def test_cross_modal_attention_is_found_by_shape():
   assert joint.shape == (1, 5, 3) and np.all(joint[..., 2] == 0)
   assert np.all((joint_share > 0) & (joint_share < 1))
   np.testing.assert_allclose(joint.sum(-1), joint_share)
+  # The text padding key takes no attention: with it masked the text and image keys sum to 1.
+  q, k = qk(8, 8)
+  full = attention_maps.probabilities(q[0], k[0], np.array([[True] * 4 + [False] + [True, True, False]]))
+  got = attention_maps.cross_modal_maps({("joint",): (q, k)}, text_mask, image_mask)["joint"]
+  np.testing.assert_allclose(got[0], full[:, :5, 5:])
+  np.testing.assert_allclose(got[1], full[:, :5, 5:].sum(-1))
 
 
 @pytest.mark.parametrize("family,layers", [

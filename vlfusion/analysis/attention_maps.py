@@ -58,13 +58,17 @@ def _calls(tree: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple
   return out
 
 
-def cross_modal_maps(query_key: dict[tuple[str, ...], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]],
-                     text_len: int, image_mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+QueryKey = dict[tuple[str, ...], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]]
+
+
+def cross_modal_maps(query_key: QueryKey, text_mask: np.ndarray, image_mask: np.ndarray
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{attention module name: (text-over-image weights [B,Lt,Li], share of attention on the image [B,Lt])}.
 
-  `query_key` maps an attention module's path to the (query outputs, key outputs) of each of its calls.
+  `query_key` maps an attention module's path to the (query outputs, key outputs) of each of its calls;
+  text_mask [B,Lt] and image_mask [B,Li] mark the real keys.
   """
-  image_len = image_mask.shape[1]
+  text_len, image_len = text_mask.shape[1], image_mask.shape[1]
   maps = {}
   for path, (queries, keys) in sorted(query_key.items()):
     for q, k in zip(queries, keys, strict=True):
@@ -73,8 +77,7 @@ def cross_modal_maps(query_key: dict[tuple[str, ...], tuple[tuple[np.ndarray, ..
         p = probabilities(q, k, image_mask)
         maps["/".join(path)] = (p, np.ones(p.shape[:2]))
       elif lq == lk == text_len + image_len:  # a joint stack: text rows, image columns.
-        b = q.shape[0]
-        mask = np.concatenate([np.ones((b, text_len), bool), image_mask], axis=1)
+        mask = np.concatenate([text_mask, image_mask], axis=1)
         p = probabilities(q, k, mask)[:, :text_len]
         maps["/".join(path)] = (p[:, :, text_len:], p[:, :, text_len:].sum(-1))
   return maps
@@ -195,7 +198,7 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
   else:
     image_mask = np.ones((1, np.asarray(outputs["image_hidden"]).shape[1]), bool)
     boxes = None
-  maps = cross_modal_maps(query_key, text_mask.shape[0], image_mask)
+  maps = cross_modal_maps(query_key, text_mask[None], image_mask)
   if not maps:
     raise ValueError(f"{workdir}: no cross-modal attention found in model.fusion={config.model.fusion!r}")
 

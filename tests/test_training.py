@@ -74,7 +74,8 @@ def test_run_resumes_from_latest_checkpoint(trained):
 
 
 def _eval_values(workdir, name):
-  return {r["step"]: r[f"eval/{name}"] for r in _metrics(workdir) if f"eval/{name}" in r}
+  key = f"eval/default/{name}"  # the default evaluator's scalars.
+  return {r["step"]: r[key] for r in _metrics(workdir) if key in r}
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
@@ -108,7 +109,7 @@ def test_best_metric_must_be_a_reported_eval_metric(data_dir):
   config = tiny_config(co_attention, data_dir, **{"train.best_metric": "vqa_accuracy",
                                                   "eval.every_steps": 10})
   with pytest.raises(ConfigError, match=r"config.train.best_metric='vqa_accuracy'.*"
-                     r"reports \['itm_accuracy', 'mlm_accuracy'\]"):
+                     r"reports \['itm_accuracy', 'mlm_accuracy', 'default/itm_accuracy'"):
     trainer.Setup(config)
   config.train.best_metric = "itm_accuracy"
   config.eval.every_steps = 0

@@ -93,12 +93,20 @@ def test_pair_accuracy_on_dev_and_test_p(tmp_path):
                   "nlvr2_test_p": {"data": {"split": "test"}, "tasks": ("pairs",), "batch_size": 8}}
   setup = trainer.Setup(config)
   dev = evaluator.evaluator_config(config, "nlvr2_dev")
-  batch = next(pipeline.make_batch_source(dev, dev.data.eval_split).eval_batches(8))
+  source = pipeline.make_batch_source(dev, dev.data.eval_split)
+  batch = next(source.eval_batches(8))
   assert batch["image"].shape == batch["pair_image"].shape == (8, 16, 16, 3)
-  np.testing.assert_array_equal(batch["pair_labels"][:4], [1, 0, 1, 0])
+  # Rows are the prepared split's records in order, then padding rows.
+  n = source.num_examples
+  labels = [int(source.data_source[i]["pair_label"]) for i in range(n)]
+  assert 2 <= n < 8 and set(labels) == {0, 1}
+  np.testing.assert_array_equal(batch["pair_labels"][:n], labels)
+  np.testing.assert_array_equal(batch["example_mask"], [1] * n + [0] * (8 - n))
+  test = evaluator.evaluator_config(config, "nlvr2_test_p")
+  test_count = pipeline.make_batch_source(test, test.data.eval_split).num_examples
   params = setup.initial_state().params
   result = evaluator.Evaluators(setup, config).run(params)
-  for name, count in (("nlvr2_dev", 4), ("nlvr2_test_p", 3)):
+  for name, count in (("nlvr2_dev", n), ("nlvr2_test_p", test_count)):
     pairs = result[name]["pairs"]
     assert pairs["count"] == count
     assert all(0.0 <= pairs[k] <= 1.0 for k in ("accuracy", "accuracy_shuffled_images"))

@@ -37,7 +37,9 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
       "model.text.num_layers": 1, "model.image.num_layers": 1, "model.fusion_layers": 1,
       "model.text.mlp_dim": 48, "model.image.mlp_dim": 48, "model.text.hidden_size": 32,
       "model.image.hidden_size": 32, "train.num_steps": 3, "train.log_every_steps": 1,
-      "eval.every_steps": 3, "optimizer.warmup_steps": 1, "init.huggingface": hf_dir})
+      "eval.every_steps": 3, "optimizer.warmup_steps": 1, "init.huggingface": hf_dir,
+      # LXMERT reads detector regions: undo the from-scratch recipe's pixel input.
+      "model.image.input": "regions", "model.image.stem": "linear", "model.image.position_init": "normal"})
 
   # The initial parameters are the converted model's, the VQA head aside.
   setup = trainer.Setup(config)

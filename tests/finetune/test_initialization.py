@@ -38,8 +38,10 @@ def _flat(params):
 def test_vqa_from_scanned_checkpoint_into_unrolled_model(pretrained, tmp_path):
   """Every encoder parameter comes back layer by layer; the new VQA head stays fresh; report written."""
   workdir, pre_config, pre_params = pretrained
-  config = _config(vqa, "tiny,family=co_attention", **{"model.vqa.num_answers": 5,
-                                                       "init.checkpoint": workdir})
+  # The pretraining model reads regions: undo the from-scratch VQA recipe's pixel input.
+  config = _config(vqa, "tiny,family=co_attention", **{
+      "model.vqa.num_answers": 5, "init.checkpoint": workdir, "model.image.input": "regions",
+      "model.image.stem": "linear", "model.image.position_init": "normal"})
   setup = Setup(config)
   fresh = random_like(setup.abstract_state.params, 1)
   source = initialization.load(config)

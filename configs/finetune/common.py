@@ -66,3 +66,13 @@ def finetune_config(arg: str | None, task: str, default_family: str = "co_attent
   config.eval.tasks = eval_tasks
   config.data.name = "shapes_world/tiny"
   return config, size, family
+
+
+def finish(config: ml_collections.ConfigDict, eval_points: int = 4) -> ml_collections.ConfigDict:
+  """Checkpoints 4 times, logs 40 times and evaluates `eval_points` times over the run; locks."""
+  t = config.train
+  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
+  t.log_every_steps = max(t.num_steps // 40, 1)
+  config.eval.every_steps = max(t.num_steps // eval_points, 1)
+  config.lock()
+  return config

@@ -11,7 +11,7 @@ pair setting). Without `config.init` the run trains from scratch. Base size is t
 (LXMERT's NLVR2: lr 5e-5, linear decay, 4 epochs of 86k pairs; ViLT's 10x head learning rate).
 """
 
-from configs.finetune.common import finetune_config
+from configs.finetune.common import finetune_config, finish
 from vlfusion import configuration
 
 PAPER = "pair reasoning fine-tuning as LXMERT (Tan & Bansal, 2019) on NLVR2"
@@ -32,9 +32,4 @@ def get_config(arg=None):
   if size == "base":
     config.data.name = "shapes_world/base"  # NLVR2 is not read yet: the shapes world's pairs.
   configuration.override(config, SCHEDULES[size])
-  t = config.train
-  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
-  t.log_every_steps = max(t.num_steps // 40, 1)
-  config.eval.every_steps = max(t.num_steps // 4, 1)
-  config.lock()
-  return config
+  return finish(config)

@@ -15,7 +15,7 @@ expects real data:
       --config.init.checkpoint=W_pre --workdir=W_ret
 """
 
-from configs.finetune.common import finetune_config
+from configs.finetune.common import finetune_config, finish
 from vlfusion import configuration
 
 PAPER = "retrieval fine-tuning as ALBEF (Li et al., 2021)"
@@ -37,9 +37,4 @@ def get_config(arg=None):
                         else "coco_captions/images")
   config.optimizer.schedule = "cosine"
   configuration.override(config, SCHEDULES[size])
-  t = config.train
-  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
-  t.log_every_steps = max(t.num_steps // 40, 1)
-  config.eval.every_steps = max(t.num_steps // 4, 1)
-  config.lock()
-  return config
+  return finish(config)

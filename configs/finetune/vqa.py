@@ -36,7 +36,7 @@ epochs of VQA v2); tiny and small use `RECIPES`, the from-scratch recipes found 
 fine-tuning too: pretrain with the same `--config.model.*` flags so the checkpoint fits.
 """
 
-from configs.finetune.common import finetune_config
+from configs.finetune.common import finetune_config, finish
 from vlfusion import configuration
 
 PAPER = "VQA fine-tuning as LXMERT (Tan & Bansal, 2019) and ViLT (Kim et al., 2021)"
@@ -100,9 +100,4 @@ def get_config(arg=None):
     config.data.name = "vqa_v2/regions" if config.model.image.input == "regions" else "vqa_v2/images"
   configuration.override(config, RECIPES[size])
   config.model.vqa.num_answers = 0  # the data's answer vocabulary (resolved before the model is built).
-  t = config.train
-  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
-  t.log_every_steps = max(t.num_steps // 40, 1)
-  config.eval.every_steps = max(t.num_steps // 10, 1)  # ten points of the validation curve.
-  config.lock()
-  return config
+  return finish(config, eval_points=10)  # ten points of the validation curve.

@@ -6,28 +6,14 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
+from tests.data.test_pipeline import _assert_same
 from vlfusion.data import pipeline, prefetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _flat(batch, prefix=""):
-  out = {}
-  for k, v in batch.items():
-    out.update(_flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {prefix + k: v})
-  return out
-
-
-def _assert_same(a, b):
-  a, b = _flat(a), _flat(b)
-  assert sorted(a) == sorted(b)
-  for k in a:
-    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 @pytest.fixture(scope="module")

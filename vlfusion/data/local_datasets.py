@@ -73,8 +73,10 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return manual_dir
 
   def annotation_files(self, manual_dir: str) -> list[str]:
-    """The files under `manual_dir` (relative paths) whose content decides the examples."""
-    raise NotImplementedError
+    """The files under `manual_dir` (relative paths) whose content decides the examples; each builder
+    lists its own, and the prepared dataset's fingerprint covers them."""
+    raise TypeError(f"{type(self).__name__} does not list its annotation files; a local dataset builder "
+                    "must override annotation_files so that changed inputs are detected")
 
   def _read_media(self, key: str, image_path: str) -> tuple[dict[str, Any] | None, str, str]:
     """(image bytes or regions of image `key`, "", "") or (None, reason, what) when they cannot be had."""

@@ -74,17 +74,13 @@ class Projection(nn.Module):
   in_axes: int = 1
 
   @nn.compact
-  def __call__(self, x: jax.Array, weights_only: bool = False) -> Any:
-    """x [..., *in] -> [..., *features]; with `weights_only`, (kernel, bias) in the compute dtype
-    instead (x gives only the input shape), for a caller that fuses several projections."""
+  def __call__(self, x: jax.Array) -> jax.Array:
     in_shape = x.shape[x.ndim - self.in_axes:]
     kernel = self.param("kernel", partitioned(default_kernel_init, self.names),
                         (*in_shape, *self.features), self.param_dtype)
     bias = self.param("bias", partitioned(nn.initializers.zeros, self.names[self.in_axes:]),
                       self.features, self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if weights_only:
-      return kernel, bias
     y = jax.lax.dot_general(x, kernel, (((tuple(range(x.ndim - self.in_axes, x.ndim))),
                                          tuple(range(self.in_axes))), ((), ())))
     return y + bias
@@ -126,19 +122,9 @@ class MultiHeadAttention(nn.Module):
       return Projection((self.num_heads, head_dim), ("embed", "heads", "kv"), self.dtype,
                         self.param_dtype, name=name)
 
-    if context is x:
-      # Self-attention: one [D, 3·H·Dh] matmul instead of three (fewer, larger library calls, one read
-      # of x), with the three projections' own parameters concatenated on the fly.
-      weights = [projection(name=n)(x, weights_only=True) for n in ("query", "key", "value")]
-      kernel = jnp.concatenate([w for w, _ in weights], axis=1)  # [D,3H,Dh]
-      bias = jnp.concatenate([b for _, b in weights], axis=0)  # [3H,Dh]
-      x_c = x.astype(kernel.dtype)
-      qkv = jax.lax.dot_general(x_c, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
-      q, k, v = jnp.split(qkv, 3, axis=-2)
-    else:
-      q = projection(name="query")(x)
-      k = projection(name="key")(context)
-      v = projection(name="value")(context)
+    q = projection(name="query")(x)
+    k = projection(name="key")(context)
+    v = projection(name="value")(context)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))

@@ -252,11 +252,13 @@ def main() -> None:
 
   import torch
 
-  results = [compare(m.strip(), args) for m in args.models.split(",") if m.strip()]
-  ceilings = matmul_ceilings(tuple(int(n) for n in args.matmul_sizes.split(",")), repeats=5)
-  for r in results:
+  results = []
+  for model in (m.strip() for m in args.models.split(",") if m.strip()):
+    r = compare(model, args)
+    results.append(r)
     print(f"{r['model']}: vlfusion {r['vlfusion_s']:.3f} s/step, hf {r['hf_s']:.3f} s/step, "
-          f"speedup {r['speedup']:.2f}")
+          f"speedup {r['speedup']:.2f}", flush=True)
+  ceilings = matmul_ceilings(tuple(int(n) for n in args.matmul_sizes.split(",")), repeats=5)
   print(f"float32 matmul ceiling: XLA {ceilings['xla'] / 1e9:.0f} GFLOP/s, "
         f"PyTorch {ceilings['torch'] / 1e9:.0f} GFLOP/s")
   for r in results:

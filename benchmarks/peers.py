@@ -1,4 +1,4 @@
-r"""vlfusion against the HF transformers (PyTorch) implementations of LXMERT, VisualBERT and ViLT, side by side.
+r"""vlfusion against the HF transformers (PyTorch) LXMERT, VisualBERT and ViLT, side by side.
 
   python benchmarks/peers.py                                  # base size, batch 8: a few minutes per model
   python benchmarks/peers.py --size=tiny --rounds=2 --steps=1 --warmup=1   # smoke test, seconds
@@ -209,9 +209,10 @@ def matmul_ceilings(sizes: tuple[int, ...], repeats: int) -> dict[str, float]:
     a, b = rng.normal(size=(2, n, n)).astype(np.float32)
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     mm = jax.jit(jnp.matmul)
-    out["xla"] = max(out["xla"], time_matmul(lambda: mm(ja, jb).block_until_ready(), n, repeats))
+    xla = lambda mm=mm, ja=ja, jb=jb: mm(ja, jb).block_until_ready()
+    out["xla"] = max(out["xla"], time_matmul(xla, n, repeats))
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    out["torch"] = max(out["torch"], time_matmul(lambda: torch.mm(ta, tb), n, repeats))
+    out["torch"] = max(out["torch"], time_matmul(lambda ta=ta, tb=tb: torch.mm(ta, tb), n, repeats))
   return out
 
 

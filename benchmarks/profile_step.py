@@ -7,8 +7,9 @@ r"""Where a train step's time goes, by ablation: the step next to variants witho
 On a CPU, where no trace viewer ships with the test requirements, taking a part away and timing the
 rest is the most direct profile: `forward` is the loss alone, `grad` the loss and its gradient (the step
 without the optimizer update), `no_mlm` the step without the MLM head, `no_dropout` with dropout off,
-`no_clip` without gradient clipping, `full_mlm` with the MLM decoder over every text position. Each variant is compiled on its own and all are timed in
-alternating rounds (median of rounds), so they share the machine's load. `--dump` sets
+`no_clip` without gradient clipping, `full_mlm` with the MLM decoder over every text position. Each
+variant is compiled on its own and all are timed in alternating rounds (median of rounds), so they share
+the machine's load. `--dump` sets
 `--xla_dump_to` for the HLO after optimisation (fusions, layouts), to read alongside.
 """
 

@@ -27,7 +27,6 @@ from vlfusion.errors import ConfigError
 # Names callers import from here; each is defined beside the code it describes.
 LOCAL_DATASETS, DATASETS = datasets.LOCAL_DATASETS, datasets.DATASETS
 ANSWER_TYPES, HOST_KEYS = rows.ANSWER_TYPES, rows.HOST_KEYS
-resolve_num_answers = compatibility.resolve_num_answers
 
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
 

@@ -407,6 +407,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check(stem != "conv" or (p >= 2 and p & (p - 1) == 0),
            f"config.model.image.stem='conv' halves the image per convolution, so "
            f"config.model.image.patch_size={p} must be a power of two (>= 2)")
+    if stem == "conv":
+      # The stem's channels per stage, as `embeddings.ConvStem` sets them; GroupNorm splits each into
+      # groups of 8, which must divide it (flax would fail while tracing the model).
+      stages = p.bit_length() - 1
+      channels = [max(m.image.hidden_size // 2 ** (stages - 1 - i), 16) for i in range(stages)]
+      bad = [c for c in channels if c % max(c // 8, 1)]
+      _check(not bad, f"config.model.image.stem='conv' with config.model.image.hidden_size="
+             f"{m.image.hidden_size}: the stem's stages of {channels} channels cannot be cut into "
+             f"GroupNorm groups of 8 ({bad}); a multiple of {8 * 2 ** (stages - 1)} works")
   else:
     _check(stem == "linear",
            f"config.model.image.stem={stem!r} applies to pixels, but config.model.image.input="

@@ -174,7 +174,7 @@ def build_config(spec: str, overrides: dict[str, Any]) -> ml_collections.ConfigD
       current = node[leaf]
     except (KeyError, AttributeError, TypeError):
       raise SweepError(f"override {dotted}={value!r}: {spec} has no field config.{dotted}") from None
-    if current is None:
+    if current is None and _field_type(node, leaf) is type(None):
       raise SweepError(f"override {dotted}={value!r}: config.{dotted} is None in {spec}, and a None "
                        "field cannot be set with --config.<field>=; set it in a config file instead")
     if isinstance(current, bool) != isinstance(value, bool) or (
@@ -188,6 +188,14 @@ def build_config(spec: str, overrides: dict[str, Any]) -> ml_collections.ConfigD
       value = tuple(value)
     node[leaf] = value
   return config
+
+
+def _field_type(node: ml_collections.ConfigDict, leaf: str) -> type:
+  """The type the command line parses a field as: a None default without a typed reference has none."""
+  field = getattr(node, "_fields", {}).get(leaf)
+  if isinstance(field, ml_collections.FieldReference):
+    return field.get_type()
+  return type(node[leaf])
 
 
 def _check_keys(where: str, given: Any, known: tuple[str, ...]) -> None:
@@ -405,10 +413,11 @@ def solve_matching(sweep: Sweep, vs: list[Variant], root: str,
     return overrides
 
   def count(variant: Variant, extra: dict[str, Any]) -> float:
-    overrides = {**base_overrides(variant), **extra}
-    key = json.dumps([stage.config, by, stages, overrides], sort_keys=True, default=str)
+    config = build_config(stage.config, {**base_overrides(variant), **extra})
+    # What a count depends on: the model, and for FLOPs the text length.
+    key = json.dumps([by, stages, config.model.to_dict(), config.data.max_text_len], sort_keys=True,
+                     default=str)
     if key not in memo:
-      config = build_config(stage.config, overrides)
       configuration.validate(config)  # a scaled model must be one the run accepts.
       memo[key] = counter(config, by, stages)
       _save_counts(root, memo)
@@ -663,7 +672,7 @@ def run(sweep: Sweep, root: str, launcher: Any, log: Callable[[str], None] = pri
     if not stage_complete(r.workdir, evaluate=False):
       raise SweepError(f"{r.label}: training stopped before its final step {step} (preempted?); run the "
                        "sweep again to resume it")
-    if r.stage.evaluate:
+    if r.stage.evaluate and not stage_complete(r.workdir, evaluate=True):  # training may have done it.
       launcher.evaluate(r)
       if not stage_complete(r.workdir, evaluate=True):
         raise SweepError(f"{r.label}: evaluation wrote no eval/step_{step}.json")

@@ -1,4 +1,4 @@
-r"""The fusion study: every fusion family at matched parameters, pretrained (MLM + ITM) then fine-tuned on VQA.
+r"""The fusion study: every fusion family at matched parameters, pretrained (MLM + ITM), then tuned on VQA.
 
   python -m vlfusion.analysis.sweep --sweep=configs/sweeps/fusion_ablation.py --root=runs/fusion_ablation
   python -m vlfusion.analysis.report --root=runs/fusion_ablation

@@ -150,7 +150,8 @@ def _match_sweep(tmp_path, by, target="deep"):
       def get_sweep():
         return {{
             "stages": [{{"name": "pre", "config": "configs/pretrain/single_stream.py:tiny"}}],
-            "axes": {{"depth": {{"deep": {{"model.fusion_layers": 3}}, "shallow": {{"model.fusion_layers": 1}}}},
+            "axes": {{"depth": {{"deep": {{"model.fusion_layers": 3}},
+                               "shallow": {{"model.fusion_layers": 1}}}},
                      "seed": {{"s0": {{"train.seed": 0}}, "s1": {{"train.seed": 1}}}}}},
             "match": {{"by": {by!r}, "target": {target!r}, "tolerance": 0.02,
                       "scale": [{{"fields": {{"model.text.mlp_dim": 1, "model.image.mlp_dim": 1}}}}]}},

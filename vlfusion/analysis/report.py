@@ -272,8 +272,10 @@ def write_csv(columns: list[str], rows: list[dict[str, Any]], path: str) -> None
       cells = []
       for c in columns:
         cell = row["cells"].get(c)
-        cells += ["", "", 0] if cell is None else [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}",
-                                                   cell[2]]
+        if cell is None:
+          cells += ["", "", 0]
+        else:
+          cells += [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}", cell[2]]
       writer.writerow([row["variant"], row["seeds"], *cells])
 
 
@@ -307,7 +309,8 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy",
-                "itc R@1": "ITC retrieval R@1 (text to image)", "retrieval R@1": "retrieval R@1 (text to image)",
+                "itc R@1": "ITC retrieval R@1 (text to image)",
+                "retrieval R@1": "retrieval R@1 (text to image)",
                 "mlm": "MLM accuracy"}
 
 

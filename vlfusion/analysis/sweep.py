@@ -34,6 +34,7 @@ start-up per stage; what the tests use).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import itertools
 import json
@@ -42,7 +43,8 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
@@ -231,7 +233,8 @@ def load_sweep(path: str) -> Sweep:
     raise SweepError(f"{path}: get_sweep() has no stages")
   if len({s.name for s in stages}) != len(stages):
     raise SweepError(f"{path}: stage names repeat: {[s.name for s in stages]}")
-  axes = {axis: {str(k): dict(v) for k, v in labels.items()} for axis, labels in (raw.get("axes") or {}).items()}
+  axes = {axis: {str(k): dict(v) for k, v in labels.items()}
+          for axis, labels in (raw.get("axes") or {}).items()}
   for axis, labels in axes.items():
     if not labels:
       raise SweepError(f"{path}: axis {axis!r} has no labels")
@@ -423,6 +426,9 @@ def solve_matching(sweep: Sweep, vs: list[Variant], root: str,
       _save_counts(root, memo)
     return memo[key]
 
+  def count_scaled(variant: Variant, fixed: dict[str, int], group: dict[str, Any], x: int) -> float:
+    return count(variant, {**fixed, **_scaled(group, x)})
+
   groups: dict[str, Variant] = {}
   for v in vs:
     groups.setdefault(v.group, v)
@@ -447,8 +453,8 @@ def solve_matching(sweep: Sweep, vs: list[Variant], root: str,
       present = build_config(stage.config, {**base_overrides(v), **fixed})
       for part in field.split("."):
         present = present[part]
-      fixed.update(_solve_group(lambda x, g=group: count(v, {**fixed, **_scaled(g, x)}), group, target,
-                                f"{sweep.path}: match.scale[{i}] for variant {name}",
+      count_at = functools.partial(count_scaled, v, dict(fixed), group)
+      fixed.update(_solve_group(count_at, group, target, f"{sweep.path}: match.scale[{i}] for variant {name}",
                                 start=int(round(present / ratio))))
     achieved = count(v, fixed)
     if abs(achieved / target - 1) > tolerance:

@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -314,6 +315,14 @@ def plan(sweep: Sweep, root: str, counter: Callable[..., float] | None = None) -
   for v in vs:
     for stage in sweep.stages:
       runs.append(Run(v, stage, os.path.join(root, v.name, stage.name), stage_overrides(stage, v, root)))
+  checked = set()
+  for r in runs:  # every stage's config, before anything runs (seeds do not change validity).
+    if (r.variant.group, r.stage.name) not in checked:
+      checked.add((r.variant.group, r.stage.name))
+      try:
+        configuration.validate(r.config())
+      except ConfigError as e:
+        raise ConfigError(f"{r.label}: {e}") from e
   _check_init_fits(runs)
   return runs
 
@@ -589,8 +598,15 @@ class SubprocessLauncher:
     os.makedirs(run.workdir, exist_ok=True)
     log_path = os.path.join(run.workdir, log_name)
     with open(log_path, "a") as log:
-      code = subprocess.call([self.python, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                             env=self.env)
+      child = subprocess.Popen([self.python, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               env=self.env)
+      # SIGTERM to the sweep (a preempted job) reaches the stage, which checkpoints and exits; the
+      # sweep then stops with the stage unfinished, and a rerun resumes it.
+      previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+      try:
+        code = child.wait()
+      finally:
+        signal.signal(signal.SIGTERM, previous)
     if code != 0:
       with open(log_path) as f:
         tail = f.read()[-3000:]

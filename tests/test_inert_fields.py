@@ -29,7 +29,8 @@ def _config(module, **overrides):
 INERT = [
     (co_attention, {"model.cross.order": "self_cross_ffn", "model.cross.share_weights": True},
      "config.model.cross.share_weights"),
-    (vilbert, {"model.cross.share_weights": True}, "config.model.cross.share_weights"),
+    (co_attention, {"model.cross.order": "coattn_ffn_self", "model.cross.share_weights": True},
+     "config.model.cross.share_weights"),
     (co_attention, {"model.cross.direction": "text_to_image", "model.cross.share_weights": True},
      "config.model.cross.share_weights"),
     (single_stream, {"model.text.num_layers": 3}, "config.model.text.num_layers"),

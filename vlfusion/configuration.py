@@ -360,7 +360,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     )
   _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
   _validate_model_extras(m)
-  _refuse_inert_fields(config)
   for stream in ("text", "image"):
     _check(not (m[stream].get("init_from") and m.scan_layers),
            f"config.model.{stream}.init_from={m[stream].get('init_from')!r} with "
@@ -500,6 +499,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
   _validate_evals(config, batch_shards if num_devices is not None else 1)
+  _refuse_inert_fields(config)  # last: a value that cannot work is the first thing to hear about.
 
 
 def _validate_model_extras(m: Any) -> None:

@@ -203,7 +203,7 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
-SUB_ORDER = (*NEGATIVE_KINDS, "colour", "shape", "count", "existence", "relation")
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")  # the shapes world's.
 
 
 def _metric_rank(column: str) -> tuple:
@@ -216,7 +216,8 @@ def _metric_rank(column: str) -> tuple:
   task, _, sub = head.partition("/")
   task_rank = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
   if sub:
-    return 1, task_rank, 1, SUB_ORDER.index(sub) if sub in SUB_ORDER else len(SUB_ORDER), sub
+    order = NEGATIVE_KINDS if task == "itm" else QUESTION_TYPES
+    return 1, task_rank, 1, order.index(sub) if sub in order else len(order), sub
   return 1, task_rank, 0 if not qualifier else 2, 0, qualifier
 
 
@@ -373,7 +374,10 @@ def _panel(title: str, xlabel: str, series: dict[str, dict[str, Any]], colours: 
       for v in (lo, hi):
         draw.line([sx(x) - 4, sy(v), sx(x) + 4, sy(v)], fill=colour)
     if s.get("label") and line:
-      draw.text((line[-1][0] + 5, line[-1][1] - 5), s["label"], fill=colour, font=font)
+      x, y = line[-1]
+      width = draw.textlength(s["label"], font=font)
+      left = x + 5 + width > PANEL_W - RIGHT  # near the right edge: write it on the point's left.
+      draw.text((x - 5 - width if left else x + 5, y - 5), s["label"], fill=colour, font=font)
   return image
 
 

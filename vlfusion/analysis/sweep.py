@@ -494,11 +494,21 @@ def _solve_group(count: Callable[[int], float], group: dict[str, Any], target: f
   if count(other) == count(x):
     raise SweepError(f"{where}: scaling {sorted(group['fields'])} does not change the count; this model "
                      "does not read them")
-  a, b = x, x  # grow the bracket [a, b] until count(a) <= target <= count(b) (or a limit is hit).
+  # Start where the line through the two counts meets the target (exact for a count linear in x), then
+  # grow the bracket [a, b] until count(a) <= target <= count(b) or a limit is hit.
+  guess = snap(x + (target - count(x)) * (other - x) / (count(other) - count(x)))
+  known = (x, other, guess)
+  a = max((v for v in known if count(v) <= target), default=guess)
+  b = min((v for v in known if count(v) >= target), default=guess)
+  a, b = min(a, b), max(a, b)
+  reach = step
   while count(b) < target and b < hi_limit:
-    a, b = b, snap(b * 2)
+    a, b = b, snap(b + reach)
+    reach *= 2
+  reach = step
   while count(a) > target and a > lo:
-    a, b = snap(a // 2), a
+    a, b = snap(a - reach), a
+    reach *= 2
   side, bisect = None, False
   while b - a > step and count(a) < target < count(b):
     fa, fb = count(a), count(b)

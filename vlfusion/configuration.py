@@ -33,6 +33,7 @@ POOLERS = ("text", "concat", "product")
 CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 DTYPES = ("float32", "bfloat16", "float16")
+COMPUTE_DTYPES = ("auto", *DTYPES)  # model.dtype: "auto" = bfloat16 on TPU/GPU, float32 on CPU.
 
 # Sizes shared by every family: text stream, image stream and fusion depth.
 SIZES = {
@@ -87,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.initializer_range = 0.02
   c.model.dropout = 0.1
   c.model.attention_dropout = 0.0
-  c.model.dtype = "float32"
+  c.model.dtype = "auto"  # bfloat16 on TPU/GPU, float32 on CPU (models.compute_dtype).
   c.model.param_dtype = "float32"
   c.model.remat_policy = "none"
   c.model.scan_layers = False
@@ -220,9 +221,19 @@ TRAIN_DEFAULTS = {
 
 
 def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
-  """Sets batch size, run length and learning rate of the shapes-world pretraining run for `size`."""
+  """Sets the data, batch size, run length and learning rate of the pretraining run for `size`.
+
+  tiny and small train on the shapes world; base is a pod run, so it names real data: COCO captions
+  over 36 detector regions of 2048 features, with BERT's 30522-token uncased vocab. Its files are not
+  shipped: the run stops before compiling with an error naming `--config.data.manual_dir` and
+  `--config.data.vocab_path` until both are given. Published configs set their own base data.
+  """
   d = TRAIN_DEFAULTS[size]
   config.data.name = "shapes_world/tiny"
+  if size == "base":
+    config.data.name = "coco_captions/regions"
+    config.model.text.vocab_size = 30522
+    config.model.image.update(dict(feature_dim=2048, num_regions=36))
   config.data.global_batch_size = d["global_batch_size"]
   config.train.num_steps = d["num_steps"]
   config.train.checkpoint_every_steps = d["checkpoint_every_steps"]
@@ -380,7 +391,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         "config.model.cross.share_weights=True needs config.model.text.hidden_size == "
         "config.model.image.hidden_size",
     )
-  _check(m.dtype in DTYPES, f"config.model.dtype={m.dtype!r} must be one of {DTYPES}")
+  _check(m.dtype in COMPUTE_DTYPES, f"config.model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
   _check(m.param_dtype in DTYPES, f"config.model.param_dtype={m.param_dtype!r} must be one of {DTYPES}")
   _check(
       m.remat_policy in REMAT_POLICIES,

@@ -96,7 +96,8 @@ def _load(config: ml_collections.ConfigDict, split: str, process_index: int, pro
 def _manual_dir(config: ml_collections.ConfigDict) -> str:
   manual_dir = config.data.get("manual_dir", "")
   if not manual_dir:
-    raise ConfigError(f"config.data.manual_dir is empty: {config.data.name} is read from files on disk")
+    raise ConfigError(f"config.data.manual_dir is empty: {config.data.name} is read from files on disk; "
+                      "pass --config.data.manual_dir=DIR (docs/data.md lists the files it holds)")
   return manual_dir
 
 
@@ -105,7 +106,7 @@ def _tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
   vocab_path = d.get("vocab_path", "")
   if d.name.split("/")[0] in LOCAL_DATASETS and not vocab_path:
     raise ConfigError(f"config.data.vocab_path is empty: {d.name} needs a BERT vocab.txt (e.g. the "
-                      "uncased 30522-token one)")
+                      "uncased 30522-token one); pass --config.data.vocab_path=/path/to/vocab.txt")
   if vocab_path and not epath.Path(vocab_path).is_file():
     raise ConfigError(f"config.data.vocab_path={vocab_path!r} is not a file")
   return WordPieceTokenizer(vocab_path) if vocab_path else WordPieceTokenizer()

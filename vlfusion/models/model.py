@@ -142,4 +142,17 @@ def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
         f"config.model.fusion={model_config.fusion!r} is not implemented; "
         f"available: {sorted(ENCODERS)}"
     )
+  if model_config.dtype == "auto":
+    model_config = ml_collections.ConfigDict(model_config.to_dict())
+    model_config.dtype = compute_dtype("auto")
   return VisionLanguageModel(ml_collections.FrozenConfigDict(model_config))
+
+
+def compute_dtype(name: str, backend: str | None = None) -> str:
+  """The compute dtype `config.model.dtype` names: "auto" is bfloat16 on TPU and GPU (their matrix
+  units run it at full rate) and float32 on CPU (where bfloat16 is emulated and slower); any other
+  name is itself. `backend` defaults to JAX's default backend."""
+  if name != "auto":
+    return name
+  backend = backend or jax.default_backend()
+  return "float32" if backend == "cpu" else "bfloat16"

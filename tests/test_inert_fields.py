@@ -43,7 +43,7 @@ INERT = [
     (dual_encoder, {"model.cross.hidden_size": 32}, "config.model.cross.hidden_size"),
     (vilbert, {"model.image.layer_norm_eps": 1e-6}, "config.model.image.layer_norm_eps"),
     (co_attention, {"model.image.patch_size": 16}, "config.model.image.patch_size"),
-    (albef, {"model.image.num_regions": 36}, "config.model.image.num_regions"),
+    (albef, {"model.image.num_regions": 20}, "config.model.image.num_regions"),
     (co_attention, {"data.randaugment_num_ops": 2}, "config.data.randaugment_num_ops"),
     (co_attention, {"data.mrm_probability": 0.3}, "config.data.mrm_probability"),
     (dual_encoder, {"model.heads": ("itc",), "objectives.mlm": 0.0, "objectives.itm": 0.0,

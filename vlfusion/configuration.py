@@ -220,6 +220,10 @@ TRAIN_DEFAULTS = {
 }
 
 
+# Detector regions of the base-size data (COCO, 36 regions of 2048 features).
+BASE_REGIONS = dict(feature_dim=2048, num_regions=36)
+
+
 def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets the data, batch size, run length and learning rate of the pretraining run for `size`.
 
@@ -233,7 +237,7 @@ def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   if size == "base":
     config.data.name = "coco_captions/regions"
     config.model.text.vocab_size = 30522
-    config.model.image.update(dict(feature_dim=2048, num_regions=36))
+    config.model.image.update(BASE_REGIONS)
   config.data.global_batch_size = d["global_batch_size"]
   config.train.num_steps = d["num_steps"]
   config.train.checkpoint_every_steps = d["checkpoint_every_steps"]
@@ -623,10 +627,11 @@ def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
                f"{stream} stream's unimodal layers and this model has none; leave it None (the "
                f"model-wide config.model.{field} applies)")
   # The image input: fields of the other input are never read.
+  # (Neutral values: the defaults of every size, so a pixel family at base keeps the regions' sizes.)
   unused = (("image_size", "patch_size") if m.image.input == "regions" else
             ("feature_dim", "num_regions", "box_dim"))
   for field in unused:
-    _check(m.image[field] == defaults.image[field],
+    _check(m.image[field] in (defaults.image[field], BASE_REGIONS.get(field, defaults.image[field])),
            f"config.model.image.{field}={m.image[field]} does nothing with config.model.image.input="
            f"{m.image.input!r}; leave it {defaults.image[field]}")
   d, data_defaults = config.data, base_config().data

@@ -696,10 +696,11 @@ def run(sweep: Sweep, root: str, launcher: Any, log: Callable[[str], None] = pri
       source = next(x for x in runs if x.variant is r.variant and x.stage.name == r.stage.init_from)
       if not os.path.isfile(os.path.join(source.workdir, MARKER)):
         raise SweepError(f"{r.label} starts from {source.label}, which has not finished")
-    log(f"{r.label}: {shlex.join(r.train_argv())}")
     start = time.time()
     started.append(r)
-    launcher.train(r)
+    if not stage_complete(r.workdir, evaluate=False):  # trained but not evaluated: evaluation only.
+      log(f"{r.label}: {shlex.join(r.train_argv())}")
+      launcher.train(r)
     step = final_step(r.workdir)
     if not stage_complete(r.workdir, evaluate=False):
       raise SweepError(f"{r.label}: training stopped before its final step {step} (preempted?); run the "

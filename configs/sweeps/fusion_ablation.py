@@ -16,7 +16,7 @@ variants differ in layer order only.
 Parameters are matched to co_lxmert (all parameters of the pretraining model, heads included, within
 2%): first the width of both streams (MLP = 2x width; a multiple of 32, which the conv stem's GroupNorm
 groups need), then the MLP width.
-Sized for about an hour of a 2-core CPU (docs/sweeps.md).
+Sized for about an hour of an unshared 2-core CPU (an estimate: docs/sweeps.md).
 """
 
 from configs.finetune import vqa

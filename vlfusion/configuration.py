@@ -220,6 +220,10 @@ TRAIN_DEFAULTS = {
 }
 
 
+# Detector regions of the base-size data (COCO, 36 regions of 2048 features).
+BASE_REGIONS = dict(feature_dim=2048, num_regions=36)
+
+
 def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets the data, batch size, run length and learning rate of the pretraining run for `size`.
 
@@ -233,7 +237,7 @@ def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   if size == "base":
     config.data.name = "coco_captions/regions"
     config.model.text.vocab_size = 30522
-    config.model.image.update(dict(feature_dim=2048, num_regions=36))
+    config.model.image.update(BASE_REGIONS)
   config.data.global_batch_size = d["global_batch_size"]
   config.train.num_steps = d["num_steps"]
   config.train.checkpoint_every_steps = d["checkpoint_every_steps"]
@@ -266,21 +270,23 @@ def parse_arg(arg: str | None, default_size: str = "tiny", keys: tuple[str, ...]
   """Parses a config argument like `tiny` or `small,family=co_attention` into a dict.
 
   `size` (given bare or as `size=`) is always understood; `keys` names the others the config file
-  reads. Any other key is a `ConfigError`, so a misspelt one cannot be silently dropped.
+  reads. Any other key, and a key given twice, is a `ConfigError`, so no part of the argument can be
+  silently dropped.
   """
   out = {"size": default_size}
+  given: set[str] = set()
   for part in (arg or "").split(","):
     if not part.strip():
       continue
-    if "=" in part:
-      k, v = part.split("=", 1)
-      k = k.strip()
-      if k != "size" and k not in keys:
-        known = ", ".join(("size", *keys))
-        raise ConfigError(f"config argument {arg!r}: unknown key {k!r}; this config understands {known}")
-      out[k] = v.strip()
-    else:
-      out["size"] = part.strip()
+    k, v = part.split("=", 1) if "=" in part else ("size", part)
+    k = k.strip()
+    if k != "size" and k not in keys:
+      known = ", ".join(("size", *keys))
+      raise ConfigError(f"config argument {arg!r}: unknown key {k!r}; this config understands {known}")
+    if k in given:  # `tiny,size=small` or `family=a,family=b`: one of the two would be dropped.
+      raise ConfigError(f"config argument {arg!r} gives {k} twice; give it once")
+    given.add(k)
+    out[k] = v.strip()
   return out
 
 
@@ -415,6 +421,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check(stem != "conv" or (p >= 2 and p & (p - 1) == 0),
            f"config.model.image.stem='conv' halves the image per convolution, so "
            f"config.model.image.patch_size={p} must be a power of two (>= 2)")
+    if stem == "conv":
+      # The stem's channels per stage, as `embeddings.ConvStem` sets them; GroupNorm splits each into
+      # groups of 8, which must divide it (flax would fail while tracing the model).
+      stages = p.bit_length() - 1
+      channels = [max(m.image.hidden_size // 2 ** (stages - 1 - i), 16) for i in range(stages)]
+      bad = [c for c in channels if c % max(c // 8, 1)]
+      _check(not bad, f"config.model.image.stem='conv' with config.model.image.hidden_size="
+             f"{m.image.hidden_size}: the stem's stages of {channels} channels cannot be cut into "
+             f"GroupNorm groups of 8 ({bad}); a multiple of {8 * 2 ** (stages - 1)} works")
   else:
     _check(stem == "linear",
            f"config.model.image.stem={stem!r} applies to pixels, but config.model.image.input="
@@ -499,6 +514,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
     )
   _validate_evals(config, batch_shards if num_devices is not None else 1)
+  _refuse_inert_fields(config)  # last: a value that cannot work is the first thing to hear about.
 
 
 def _validate_model_extras(m: Any) -> None:
@@ -552,6 +568,104 @@ def _validate_model_extras(m: Any) -> None:
     _check(m.vqa.num_answers >= 0,
            f"config.model.vqa.num_answers={m.vqa.num_answers} must be the size of the answer "
            "vocabulary, or 0 to take it from the data")
+
+
+# Families whose encoder has cross-attention sized by model.cross.hidden_size / num_heads.
+_CROSS_SIZED = ("co_attention", "one_way")
+
+
+def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
+  """Refuses a field set to a value that the configured model or run would never read.
+
+  A knob that silently does nothing is worse than an error: an ablation over it compares identical
+  runs. A field counts as set when it differs from its neutral value (`base_config()`'s default, or the
+  value that means "not used"); head settings (model.mrm/itc/vqa) stay free, as a fine-tuning config
+  carries the pretraining family's model over to other heads.
+  """
+  m, defaults = config.model, base_config().model
+  fusion = m.fusion
+  # model.cross: the co-attention layer's knobs; one_way reads only the cross-attention sizes.
+  if fusion != "co_attention":
+    for field in ("order", "direction", "share_weights"):
+      _check(m.cross[field] == defaults.cross[field],
+             f"config.model.cross.{field}={m.cross[field]!r} does nothing: only "
+             f"config.model.fusion='co_attention' reads it (this model is {fusion!r}); leave it "
+             f"{defaults.cross[field]!r}")
+  if fusion not in _CROSS_SIZED:
+    for field in ("hidden_size", "num_heads"):
+      _check(not m.cross.get(field, 0),
+             f"config.model.cross.{field}={m.cross.get(field)} does nothing: {fusion!r} has no "
+             "cross-attention; leave it 0")
+  if m.cross.share_weights:
+    _check(m.cross.order == "cross_self_ffn",
+           f"config.model.cross.share_weights=True does nothing with config.model.cross.order="
+           f"{m.cross.order!r}: only 'cross_self_ffn' (LXMERT) has one cross-attention per direction to "
+           "share; set share_weights=False or order='cross_self_ffn'")
+    _check(m.cross.direction == "both",
+           "config.model.cross.share_weights=True does nothing with config.model.cross.direction="
+           "'text_to_image': only one direction attends, so there is nothing to share")
+  # Unimodal layers and their per-stream settings.
+  if fusion == "single_stream":
+    for stream in ("text", "image"):
+      _check(m[stream].num_layers == 0,
+             f"config.model.{stream}.num_layers={m[stream].num_layers} does nothing: single_stream has "
+             "no unimodal layers (its depth is config.model.fusion_layers); set it to 0, or use "
+             "fusion='merged_attention' for unimodal layers before the joint stack")
+  if fusion in ("single_stream", "merged_attention"):
+    joint = "the joint stack" if fusion == "single_stream" else "the joint stack and the text layers"
+    for field in ("num_heads", "mlp_dim"):
+      if fusion == "merged_attention" and m.image.num_layers > 0:
+        break
+      _check(m.image[field] == m.text[field],
+             f"config.model.image.{field}={m.image[field]} does nothing: {fusion!r} with no image "
+             f"layers uses config.model.text.{field}={m.text[field]} for {joint}; set them equal")
+  for stream in ("text", "image"):
+    if m[stream].num_layers == 0 or fusion == "single_stream":
+      for field in ("pre_norm", "layer_norm_eps"):
+        _check(m[stream].get(field) is None,
+               f"config.model.{stream}.{field}={m[stream].get(field)} does nothing: it applies to the "
+               f"{stream} stream's unimodal layers and this model has none; leave it None (the "
+               f"model-wide config.model.{field} applies)")
+  # The image input: fields of the other input are never read.
+  # (Neutral values: the defaults of every size, so a pixel family at base keeps the regions' sizes.)
+  unused = (("image_size", "patch_size") if m.image.input == "regions" else
+            ("feature_dim", "num_regions", "box_dim"))
+  for field in unused:
+    _check(m.image[field] in (defaults.image[field], BASE_REGIONS.get(field, defaults.image[field])),
+           f"config.model.image.{field}={m.image[field]} does nothing with config.model.image.input="
+           f"{m.image.input!r}; leave it {defaults.image[field]}")
+  d, data_defaults = config.data, base_config().data
+  if m.image.input == "regions":
+    for field in ("image_resize", "randaugment_num_ops"):
+      _check(d.get(field, data_defaults[field]) == data_defaults[field],
+             f"config.data.{field}={d.get(field)!r} does nothing: it acts on pixels and "
+             "config.model.image.input='regions'")
+  # Data and run knobs that belong to a head or a feature that is off.
+  for head, fields in (("mlm", ("mlm_probability", "mlm_whole_word")), ("mrm", ("mrm_probability",))):
+    if head not in m.heads:
+      for field in fields:
+        _check(d.get(field, data_defaults[field]) == data_defaults[field],
+               f"config.data.{field}={d.get(field)!r} does nothing: config.model.heads={tuple(m.heads)} "
+               f"has no {head!r} head")
+  o = config.optimizer
+  _check(not (o.get("decay_embeddings", False) and o.weight_decay == 0),
+         "config.optimizer.decay_embeddings=True does nothing with config.optimizer.weight_decay=0")
+  t, train_defaults = config.train, base_config().train
+  if not t.get("best_metric", ""):
+    for field in ("best_mode", "keep_best_checkpoints"):
+      _check(t.get(field, train_defaults[field]) == train_defaults[field],
+             f"config.train.{field}={t.get(field)!r} does nothing without config.train.best_metric")
+  if t.get("inject_nan_at_step", -1) < 0:
+    _check(t.get("inject_nan_objective", "mlm") == train_defaults.inject_nan_objective,
+           f"config.train.inject_nan_objective={t.get('inject_nan_objective')!r} does nothing with "
+           "config.train.inject_nan_at_step=-1")
+  tasks = set(config.eval.tasks) | {task for entry in (config.get("evals") or {}).values()
+                                    if isinstance(entry, (dict, ml_collections.ConfigDict))
+                                    for task in entry.get("tasks", ())}
+  if "retrieval" not in tasks:
+    rerank = config.eval.get("retrieval_rerank_k", 16)
+    _check(rerank == base_config().eval.retrieval_rerank_k,
+           f"config.eval.retrieval_rerank_k={rerank} does nothing: no evaluator has the 'retrieval' task")
 
 
 def _validate_init(config: ml_collections.ConfigDict) -> None:

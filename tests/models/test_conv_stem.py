@@ -80,6 +80,9 @@ def test_conv_stem_parameters_carry_logical_names_in_the_rules():
     ({"model.image.stem": "resnet"}, r"config\.model\.image\.stem='resnet'"),
     ({"model.image.patch_size": 4, "model.image.image_size": 36}, None),
     ({"model.image.patch_size": 6, "model.image.image_size": 36}, r"power of two"),
+    # 68 wide: stages of 17, 34, 68 channels, which GroupNorm's groups of 8 do not divide.
+    ({"model.image.hidden_size": 68, "model.text.hidden_size": 68}, r"hidden_size=68.*GroupNorm"),
+    ({"model.image.hidden_size": 96, "model.text.hidden_size": 96}, None),
     ({"model.image.input": "regions"}, r"config\.model\.image\.stem=.conv. applies to pixels"),
     ({"model.image.position_init": "sincos", "model.image.stem": "linear"}, None),
     ({"model.image.position_init": "fourier"}, r"config\.model\.image\.position_init=.fourier."),

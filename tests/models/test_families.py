@@ -24,6 +24,8 @@ def family_config(fusion, **model):
   if fusion == "dual_encoder":
     m.fusion_layers = 0
     m.pooler = "product"
+  if fusion == "single_stream":  # one joint stack: unimodal depths would be refused as doing nothing.
+    m.text.num_layers = m.image.num_layers = 0
   for dotted, value in model.items():
     node = m
     *parents, leaf = dotted.split("__")

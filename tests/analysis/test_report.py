@@ -1,0 +1,112 @@
+"""The sweep report on hand-made workdirs: means and spreads over seeds, unfinished runs left out, the
+Markdown, CSV and plots."""
+
+import csv
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from vlfusion.analysis import report
+
+
+def _eval(step, itm, relation, vqa=None, colour=None, r1=None):
+  default = {"dataset": "shapes_world/tiny", "split": "validation"}
+  if itm is not None:
+    default["itm"] = {"accuracy": itm, "accuracy_shuffled_images": 0.5, "count": 512, "by_kind": {
+        "positive": {"accuracy": 0.9, "count": 256}, "relation": {"accuracy": relation, "count": 85}}}
+    default["mlm"] = {"accuracy": 0.4, "count": 900}
+  if vqa is not None:
+    default["vqa"] = {"accuracy": vqa, "accuracy_shuffled_images": 0.38, "text_prior_accuracy": 0.4,
+                      "count": 512, "by_type": {"colour": {"accuracy": colour, "count": 100}}}
+  if r1 is not None:
+    default["itc"] = {"accuracy": r1, "count": 256, "text_to_image": {"r1": r1, "r5": 0.9},
+                      "image_to_text": {"r1": r1 / 2}}
+  return {"step": step, "config_digest": "c", "params_digest": "p", "default": default}
+
+
+def _workdir(root, name, stage, final, evals, flops=None, rates=(10.0, 30.0, 20.0), batch=32):
+  workdir = os.path.join(root, name, stage)
+  os.makedirs(os.path.join(workdir, "eval"))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"train": {"num_steps": final}, "data": {"global_batch_size": batch}}, f)
+  for step, result in evals.items():
+    with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
+      json.dump(result, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for i, rate in enumerate(rates):
+      record = {"step": 10 * (i + 1), "examples_per_sec": rate, "loss": 1.0}
+      if i == 0 and flops:
+        record["flops_per_step"] = flops
+      f.write(json.dumps(record) + "\n")
+    f.write('{"step": 40, "loss"')  # a line a crash cut short.
+
+
+def _root(tmp_path):
+  root = str(tmp_path / "root")
+  variants, runs = [], []
+  # group -> seed -> (final ITM, relation, final VQA, colour); "late" seed s1 never finished its VQA.
+  values = {"fused": {"s0": (0.8, 0.6, 0.7, 0.9), "s1": (0.9, 0.8, 0.5, 0.7)},
+            "late": {"s0": (0.7, 0.5, 0.6, 0.8), "s1": (0.75, 0.55, None, None)}}
+  for group, seeds in values.items():
+    for seed, (itm, rel, vqa, colour) in seeds.items():
+      name = f"{group}-{seed}"
+      variants.append({"name": name, "group": group, "labels": {"family": group, "seed": seed},
+                       "matched": {}, "count": {"params": 1.0e6 if group == "fused" else 1.01e6,
+                                                "target": 1.0e6}})
+      _workdir(root, name, "pretrain", 100, {50: _eval(50, itm - 0.1, rel - 0.1),
+                                             100: _eval(100, itm, rel, r1=0.25)},
+               flops=3.2e9 if group == "fused" else 1.6e9)
+      vqa_evals = {50: _eval(50, None, None, vqa=0.3, colour=0.3)}
+      if vqa is not None:
+        vqa_evals[100] = _eval(100, None, None, vqa=vqa, colour=colour)
+      _workdir(root, name, "vqa", 100, vqa_evals)
+      runs += [{"variant": name, "stage": s, "workdir": f"{name}/{s}"} for s in ("pretrain", "vqa")]
+  plan = {"sweep": "configs/sweeps/example.py", "seed_axis": "seed", "description": "an example",
+          "match": {"by": "params", "target": "fused", "stage": "pretrain"},
+          "stages": [{"name": "pretrain"}, {"name": "vqa", "init_from": "pretrain"}],
+          "variants": variants, "runs": runs}
+  with open(os.path.join(root, "sweep.json"), "w") as f:
+    json.dump(plan, f)
+  return root
+
+
+def test_report_tables_means_spreads_and_plots(tmp_path):
+  root = _root(tmp_path)
+  out = str(tmp_path / "out")
+  paths = report.write_report(root, out)
+
+  with open(paths["csv"]) as f:
+    rows = {r["variant"]: r for r in csv.DictReader(f)}
+  fused, late = rows["fused"], rows["late"]
+  assert float(fused["pretrain itm/relation mean"]) == 0.7
+  assert np.isclose(float(fused["pretrain itm/relation sd"]), np.std([0.6, 0.8], ddof=1))
+  assert float(fused["vqa vqa/colour mean"]) == 0.8 and fused["vqa vqa/colour n"] == "2"
+  assert float(fused["pretrain itc R@1 mean"]) == 0.25
+  assert float(fused["params mean"]) == 1.0e6 and fused["params n"] == "2"  # once per seed.
+  # FLOPs per example: XLA's count of the step over the batch; examples/s: the median window.
+  assert np.isclose(float(fused["pretrain GFLOPs/example mean"]), 0.1)
+  assert float(late["pretrain examples/s mean"]) == 20.0
+  # The unfinished VQA run of late-s1 is left out: one seed, no spread.
+  assert late["vqa vqa n"] == "1" and late["vqa vqa sd"] == "" and float(late["vqa vqa mean"]) == 0.6
+  assert late["pretrain itm n"] == "2"
+
+  text = open(paths["markdown"]).read()
+  assert "6 of 8 stage runs finished" not in text and "7 of 8 stage runs finished" in text
+  assert "| fused | 2 |" in text and "0.700 ± 0.141" in text  # itm/relation of fused.
+  assert "## Stage `vqa`" in text and "![validation metrics against steps](curves.png)" in text
+
+  for key in ("curves", "accuracy_vs_flops"):
+    image = np.asarray(Image.open(paths[key]).convert("RGB"))
+    assert image.shape[0] >= report.PANEL_H and image.shape[1] >= report.PANEL_W
+    for colour in report.COLOURS[:2]:  # both variants are drawn in their colours.
+      assert np.any(np.all(image == colour, axis=-1)), (key, colour)
+
+
+def test_metrics_of_one_result():
+  metrics = report.metrics_of_result(_eval(10, 0.8, 0.6, r1=0.5))
+  assert metrics["itm"] == 0.8 and metrics["itm/relation"] == 0.6 and metrics["itm/positive"] == 0.9
+  assert metrics["itm shuffled"] == 0.5 and metrics["itc R@1"] == 0.5
+  assert metrics["itc image-to-text R@1"] == 0.25 and metrics["mlm"] == 0.4
+  assert "step" not in metrics and "itc" not in metrics

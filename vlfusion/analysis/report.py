@@ -1,0 +1,494 @@
+r"""The results of a sweep as a table (Markdown + CSV) and plots, read from the variants' workdirs.
+
+  python -m vlfusion.analysis.report --root=runs/fusion_ablation      # writes into the root
+  python -m vlfusion.analysis.report --root=runs/fusion_ablation --out=docs/results/fusion_ablation
+
+Per variant (the sweep's variants without the seed axis), each as mean ± standard deviation over the
+seeds that finished: parameters, training FLOPs per example (XLA's count of the train step over the
+batch), training examples/s, and the final evaluation of each stage: ITM accuracy overall and by kind
+of negative (positive, random, attribute, relation: the relation-swapped negatives need fusion), VQA
+accuracy overall, with shuffled images and by question type, retrieval R@1, pair accuracy, MLM accuracy.
+Plots: validation metrics against steps (one line per variant, the mean over seeds; dots are seeds),
+and final accuracy against training FLOPs per example (bars span ± one standard deviation).
+
+Reads `<root>/sweep.json` (written by vlfusion.analysis.sweep), each stage's `config.json`,
+`metrics.jsonl` and `eval/step_<N>.json`; a stage counts once `eval/step_<final step>.json` exists.
+Drawn with Pillow, as vlfusion.analysis.curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import statistics
+from typing import Any
+
+PLAN = "sweep.json"
+NEGATIVE_KINDS = ("positive", "random", "attribute", "relation")
+COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def _read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def metrics_of_result(result: dict[str, Any]) -> dict[str, float]:
+  """The reported accuracies of one `eval/step_<N>.json`, flat: `itm`, `itm/relation`, `vqa`,
+  `vqa/colour`, `vqa shuffled`, `itc R@1`, ... Evaluators other than `default` prefix their name."""
+  out: dict[str, float] = {}
+  for name, tasks in result.items():
+    if not isinstance(tasks, dict):
+      continue  # step, config_digest, params_digest.
+    prefix = "" if name == "default" else f"{name}:"
+    for task, r in tasks.items():
+      if not isinstance(r, dict):
+        continue  # dataset, split.
+      key = prefix + task
+      if task in ("itc", "retrieval"):
+        t2i = r.get("text_to_image", {})
+        if "r1" in t2i:
+          out[f"{key} R@1"] = float(t2i["r1"])
+        i2t = r.get("image_to_text", {})
+        if "r1" in i2t:
+          out[f"{key} image-to-text R@1"] = float(i2t["r1"])
+        continue
+      if "accuracy" in r:
+        out[key] = float(r["accuracy"])
+      if "accuracy_shuffled_images" in r:
+        out[f"{key} shuffled"] = float(r["accuracy_shuffled_images"])
+      if "text_prior_accuracy" in r:
+        out[f"{key} text prior"] = float(r["text_prior_accuracy"])
+      for group in ("by_kind", "by_type"):
+        for sub, values in (r.get(group) or {}).items():
+          if isinstance(values, dict) and "accuracy" in values:
+            out[f"{key}/{sub}"] = float(values["accuracy"])
+  return out
+
+
+def eval_results(workdir: str) -> dict[int, dict[str, Any]]:
+  """{step: result} of every `eval/step_<N>.json` of `workdir`."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
+    name = os.path.basename(path)[len("step_"):-len(".json")]
+    if name.isdigit():
+      out[int(name)] = _read_json(path)
+  return dict(sorted(out.items()))
+
+
+def training_scalars(workdir: str) -> dict[str, float]:
+  """Training examples/s (median over the logged windows) and FLOPs per example (XLA's count of the
+  train step divided by the global batch) from `metrics.jsonl` and `config.json`."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  out: dict[str, float] = {}
+  if not os.path.isfile(path):
+    return out
+  records = []
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue  # a line cut short by a crash.
+  rates = [r["examples_per_sec"] for r in records if "examples_per_sec" in r]
+  if rates:
+    out["examples/s"] = float(statistics.median(rates))
+  flops = [r["flops_per_step"] for r in records if "flops_per_step" in r]
+  config_path = os.path.join(workdir, "config.json")
+  if flops and os.path.isfile(config_path):
+    out["GFLOPs/example"] = flops[0] / _read_json(config_path)["data"]["global_batch_size"] / 1e9
+  return out
+
+
+def collect(root: str) -> dict[str, Any]:
+  """Every run of the sweep under `root`: its variant, group, stage and what its workdir holds."""
+  plan_path = os.path.join(root, PLAN)
+  if not os.path.isfile(plan_path):
+    raise FileNotFoundError(f"{plan_path} does not exist: run vlfusion.analysis.sweep (or its "
+                            "--print_commands) with this --root first")
+  plan = _read_json(plan_path)
+  variants = {v["name"]: v for v in plan["variants"]}
+  runs = []
+  for r in plan["runs"]:
+    workdir = os.path.join(root, r["workdir"])
+    v = variants[r["variant"]]
+    config_path = os.path.join(workdir, "config.json")
+    final = _read_json(config_path)["train"]["num_steps"] if os.path.isfile(config_path) else None
+    results = eval_results(workdir)
+    finished = final is not None and final in results
+    runs.append({
+        "variant": v["name"], "group": v["group"], "stage": r["stage"], "workdir": workdir,
+        "seed": v["labels"].get(plan.get("seed_axis") or "", ""), "finished": finished,
+        "final": metrics_of_result(results[final]) if finished else {},
+        "curve": {step: metrics_of_result(res) for step, res in results.items()},
+        "training": training_scalars(workdir), "count": v.get("count", {}),
+    })
+  return {"plan": plan, "runs": runs}
+
+
+def _parameters(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, float]:
+  """{variant: parameters} of the sweep's match stage (or the first): the matched count when the sweep
+  matched parameters, else the model table's count of the stage's saved config."""
+  match = plan.get("match") or {}
+  stage = match.get("stage") or plan["stages"][0]["name"]
+  out = {}
+  for r in runs:
+    if r["stage"] != stage:
+      continue
+    if match.get("by") == "params" and not match.get("count") and "params" in r["count"]:
+      out[r["variant"]] = float(r["count"]["params"])
+    elif os.path.isfile(os.path.join(r["workdir"], "config.json")):
+      out[r["variant"]] = _model_table_params(os.path.join(r["workdir"], "config.json"))
+  return out
+
+
+def _model_table_params(config_path: str) -> float:
+  import ml_collections
+
+  from vlfusion.analysis import model_table  # imports JAX.
+
+  config = ml_collections.ConfigDict(_read_json(config_path))
+  return float(model_table.parameter_counts(config)["total"])
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
+  """(mean, sample standard deviation or None for one value, n)."""
+  n = len(values)
+  mean = sum(values) / n
+  sd = statistics.stdev(values) if n > 1 else None
+  return mean, sd, n
+
+
+def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+  """(columns, rows): one row per variant group with {column: (mean, sd, n)} over finished seeds."""
+  plan, runs = data["plan"], data["runs"]
+  stages = [s["name"] for s in plan["stages"]]
+  params = _parameters(runs, plan)
+  params_stage = (plan.get("match") or {}).get("stage") or stages[0]
+  groups: dict[str, dict[str, list[float]]] = {}
+  seeds: dict[str, set[str]] = {}
+  columns: list[str] = ["params"]
+  for r in runs:
+    if not r["finished"]:
+      continue
+    values = groups.setdefault(r["group"], {})
+    seeds.setdefault(r["group"], set()).add(r["seed"])
+    row = {}
+    if r["variant"] in params and r["stage"] == params_stage:
+      row["params"] = params[r["variant"]]
+    for key, value in r["training"].items():
+      row[f"{r['stage']} {key}"] = value
+    for key, value in r["final"].items():
+      row[f"{r['stage']} {key}"] = value
+    for key, value in row.items():
+      values.setdefault(key, []).append(value)
+      if key not in columns:
+        columns.append(key)
+  order = {s: i for i, s in enumerate(stages)}
+  columns = ["params"] + sorted((c for c in columns if c != "params"),
+                                key=lambda c: (order.get(c.split(" ")[0], 99), _metric_rank(c)))
+  rows = []
+  for group in dict.fromkeys(r["group"] for r in runs):  # the sweep's order.
+    if group not in groups:
+      continue
+    cells = {c: mean_sd(groups[group][c]) for c in columns if c in groups[group]}
+    rows.append({"variant": group, "seeds": len(seeds[group]), "cells": cells})
+  return columns, rows
+
+
+TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")  # the shapes world's.
+
+
+def _metric_rank(column: str) -> tuple:
+  """Cost first; then by task (ITM, VQA, pairs, retrieval, MLM): overall, by kind or type, references."""
+  metric = column.split(" ", 1)[1] if " " in column else column
+  cost = ("GFLOPs/example", "examples/s")
+  if metric in cost:
+    return 0, cost.index(metric)
+  head, _, qualifier = metric.partition(" ")
+  task, _, sub = head.partition("/")
+  task_rank = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
+  if sub:
+    order = NEGATIVE_KINDS if task == "itm" else QUESTION_TYPES
+    return 1, task_rank, 1, order.index(sub) if sub in order else len(order), sub
+  return 1, task_rank, 0 if not qualifier else 2, 0, qualifier
+
+
+def _fmt(cell: tuple[float, float | None, int] | None, column: str) -> str:
+  if cell is None:
+    return "—"
+  mean, sd, _ = cell
+  if column == "params":
+    return f"{mean / 1e6:.3f}M" + (f" ± {sd / 1e6:.3f}M" if sd else "")
+  digits = 1 if column.endswith("examples/s") else 4 if column.endswith("GFLOPs/example") else 3
+  return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+
+
+def markdown(columns: list[str], rows: list[dict[str, Any]], data: dict[str, Any]) -> str:
+  """Tables: cost, then one per stage with that stage's accuracies."""
+  plan = data["plan"]
+  finished = sum(r["finished"] for r in data["runs"])
+  lines = [f"# Sweep report: {plan.get('sweep', '')}", ""]
+  if plan.get("description"):
+    lines += [plan["description"], ""]
+  lines += [f"{finished} of {len(data['runs'])} stage runs finished. Each cell: mean ± sample standard "
+            "deviation over the finished seeds (n in `seeds`); accuracies are the final evaluation of "
+            "each stage on the validation split.", ""]
+  stages = [s["name"] for s in plan["stages"]]
+  cost = [c for c in columns if c == "params" or c.split(" ", 1)[1] in ("GFLOPs/example", "examples/s")]
+  tables = [("Cost", cost)] + [
+      (f"Stage `{s}`", [c for c in columns if c.startswith(f"{s} ") and c not in cost]) for s in stages]
+  for title, cols in tables:
+    if not cols:
+      continue
+    strip = title != "Cost"  # a stage's table names its metrics without the stage.
+    lines += [f"## {title}", "",
+              "| variant | seeds | " + " | ".join(_header(c, strip) for c in cols) + " |",
+              "|---|---|" + "---|" * len(cols)]
+    for row in rows:
+      seeds = max((row["cells"][c][2] for c in cols if c in row["cells"]), default=0)
+      lines.append(f"| {row['variant']} | {seeds} | "
+                   + " | ".join(_fmt(row["cells"].get(c), c) for c in cols) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _header(column: str, strip_stage: bool) -> str:
+  return column.split(" ", 1)[1] if strip_stage and " " in column else column
+
+
+def write_csv(columns: list[str], rows: list[dict[str, Any]], path: str) -> None:
+  """One row per variant: for every column its mean, sd and n."""
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["variant", "seeds"] + [f"{c} {s}" for c in columns for s in ("mean", "sd", "n")])
+    for row in rows:
+      cells = []
+      for c in columns:
+        cell = row["cells"].get(c)
+        if cell is None:
+          cells += ["", "", 0]
+        else:
+          cells += [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}", cell[2]]
+      writer.writerow([row["variant"], row["seeds"], *cells])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots.
+
+PANEL_W, PANEL_H, LEFT, BOTTOM, TOP, RIGHT = 460, 320, 56, 46, 28, 28
+
+
+def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tuple[str, str]]:
+  """(stage, metric) pairs worth a panel: each task's overall accuracy, ITM on relation negatives."""
+  seen: dict[tuple[str, str], None] = {}
+  wanted = ("itm", "itm/relation", "vqa", "vqa/relation", "pairs", "itc R@1", "retrieval R@1")
+  for stage in stages:
+    present = {m for r in runs if r["stage"] == stage for c in r["curve"].values() for m in c}
+    for metric in wanted:
+      if metric in present:
+        seen[(stage, metric)] = None
+  return list(seen)
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+  """Round values (1, 2 or 5 x 10^k apart) inside [lo, hi], about `n` of them."""
+  raw = (hi - lo) / max(n - 1, 1)
+  if raw <= 0:
+    return [lo]
+  unit = 10 ** math.floor(math.log10(raw))
+  step = next(m * unit for m in (1, 2, 5, 10) if m * unit >= raw)
+  first = math.ceil(lo / step - 1e-9) * step
+  return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy",
+                "itc R@1": "ITC retrieval R@1 (text to image)",
+                "retrieval R@1": "retrieval R@1 (text to image)",
+                "mlm": "MLM accuracy"}
+
+
+def metric_title(metric: str) -> str:
+  """`itm/relation` -> "ITM accuracy, relation negatives"; `vqa/colour` -> "VQA accuracy, colour"."""
+  head, _, sub = metric.partition("/")
+  name = METRIC_NAMES.get(head, head)
+  if sub:
+    name += f", {sub} negatives" if head == "itm" and sub != "positive" else f", {sub}"
+  return name
+
+
+def _panel(title: str, xlabel: str, series: dict[str, dict[str, Any]], colours: dict[str, tuple]):
+  """One plot: for each name, `line` [(x, y)] drawn as a line, `points` [(x, y)] as dots, `bars`
+  [(x, lo, hi)] as vertical error bars, `label` placed at the last point."""
+  from PIL import Image, ImageDraw, ImageFont
+
+  font = ImageFont.load_default()
+  image = Image.new("RGB", (PANEL_W, PANEL_H), "white")
+  draw = ImageDraw.Draw(image)
+  xs = [p[0] for s in series.values() for key in ("line", "points") for p in s.get(key, [])]
+  ys = [p[1] for s in series.values() for key in ("line", "points") for p in s.get(key, [])]
+  ys += [v for s in series.values() for b in s.get("bars", []) for v in b[1:]]
+  draw.text((LEFT, 8), title, fill="black", font=font)
+  if not xs:
+    draw.text((LEFT, PANEL_H // 2), "no data", fill="black", font=font)
+    return image
+  x0, x1 = min(xs), max(xs)
+  pad = (x1 - x0) * 0.08 or (abs(x0) * 0.1 or 1.0)
+  x0, x1 = x0 - pad, x1 + pad
+  y0, y1 = min(ys), max(ys)
+  ypad = (y1 - y0) * 0.08 or 0.05
+  y0, y1 = y0 - ypad, y1 + ypad
+  sx = lambda v: LEFT + (v - x0) / (x1 - x0) * (PANEL_W - LEFT - RIGHT)
+  sy = lambda v: PANEL_H - BOTTOM - (v - y0) / (y1 - y0) * (PANEL_H - BOTTOM - TOP)
+  draw.rectangle([LEFT, TOP, PANEL_W - RIGHT, PANEL_H - BOTTOM], outline=(150, 150, 150))
+  for v in _ticks(y0, y1):
+    y = sy(v)
+    draw.line([LEFT - 3, y, LEFT, y], fill="black")
+    draw.line([LEFT + 1, y, PANEL_W - RIGHT - 1, y], fill=(235, 235, 235))
+    draw.text((4, y - 5), f"{v:.3g}", fill="black", font=font)
+  for value in _ticks(x0, x1):
+    x = sx(value)
+    draw.line([x, PANEL_H - BOTTOM, x, PANEL_H - BOTTOM + 3], fill="black")
+    label = f"{value:.3g}"
+    draw.text((x - 3 * len(label), PANEL_H - BOTTOM + 6), label, fill="black", font=font)
+  draw.text((PANEL_W // 2 - 3 * len(xlabel), PANEL_H - 16), xlabel, fill="black", font=font)
+  for name, s in series.items():
+    colour = colours[name]
+    pale = tuple(int(c + (255 - c) * 0.55) for c in colour)
+    for x, y in s.get("points", []):
+      draw.ellipse([sx(x) - 2, sy(y) - 2, sx(x) + 2, sy(y) + 2], fill=pale)
+    line = [(sx(x), sy(y)) for x, y in s.get("line", [])]
+    if len(line) > 1:
+      draw.line(line, fill=colour, width=2)
+    for x, y in line:
+      draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    for x, lo, hi in s.get("bars", []):
+      draw.line([sx(x), sy(lo), sx(x), sy(hi)], fill=colour, width=1)
+      for v in (lo, hi):
+        draw.line([sx(x) - 4, sy(v), sx(x) + 4, sy(v)], fill=colour)
+    if s.get("label") and line:
+      x, y = line[-1]
+      width = draw.textlength(s["label"], font=font)
+      left = x + 5 + width > PANEL_W - RIGHT  # near the right edge: write it on the point's left.
+      draw.text((x - 5 - width if left else x + 5, y - 5), s["label"], fill=colour, font=font)
+  return image
+
+
+def _legend(names: list[str], colours: dict[str, tuple], width: int):
+  from PIL import Image, ImageDraw, ImageFont
+
+  font = ImageFont.load_default()
+  per_row = max(1, width // 160)
+  rows = math.ceil(len(names) / per_row)
+  image = Image.new("RGB", (width, 16 * rows + 8), "white")
+  draw = ImageDraw.Draw(image)
+  for i, name in enumerate(names):
+    x, y = 10 + (i % per_row) * 160, 4 + (i // per_row) * 16
+    draw.rectangle([x, y + 3, x + 14, y + 9], fill=colours[name])
+    draw.text((x + 20, y), name, fill="black", font=font)
+  return image
+
+
+def _sheet(panels: list, legend, columns: int = 3):
+  from PIL import Image
+
+  columns = min(columns, max(len(panels), 1))
+  rows = math.ceil(len(panels) / columns)
+  width = PANEL_W * columns
+  sheet = Image.new("RGB", (width, PANEL_H * rows + legend.height), "white")
+  for i, panel in enumerate(panels):
+    sheet.paste(panel, ((i % columns) * PANEL_W, (i // columns) * PANEL_H))
+  sheet.paste(legend, (0, PANEL_H * rows))
+  return sheet
+
+
+def plot_curves(data: dict[str, Any], path: str) -> str:
+  """Validation metrics against steps: a panel per (stage, metric), a line per variant (mean over seeds
+  at each step), the seeds as pale dots."""
+  stages = [s["name"] for s in data["plan"]["stages"]]
+  runs = data["runs"]
+  groups = list(dict.fromkeys(r["group"] for r in runs))
+  colours = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
+  panels = []
+  for stage, metric in headline_metrics(runs, stages):
+    series = {}
+    for g in groups:
+      by_step: dict[int, list[float]] = {}
+      for r in runs:
+        if r["group"] == g and r["stage"] == stage:
+          for step, metrics in r["curve"].items():
+            if metric in metrics:
+              by_step.setdefault(step, []).append(metrics[metric])
+      if by_step:
+        series[g] = {"line": [(s, sum(v) / len(v)) for s, v in sorted(by_step.items())],
+                     "points": [(s, y) for s, v in by_step.items() for y in v]}
+    panels.append(_panel(f"{stage}: {metric_title(metric)} (validation)", "step", series, colours))
+  sheet = _sheet(panels, _legend(groups, colours, PANEL_W * min(3, max(len(panels), 1))))
+  sheet.save(path)
+  return path
+
+
+def plot_accuracy_vs_flops(data: dict[str, Any], columns: list[str], rows: list[dict[str, Any]],
+                           path: str) -> str:
+  """Final accuracy against training GFLOPs per example of the first stage: a point per variant with
+  ± one standard deviation over seeds."""
+  stages = [s["name"] for s in data["plan"]["stages"]]
+  flops_column = next((c for s in stages for c in columns if c == f"{s} GFLOPs/example"), None)
+  groups = [row["variant"] for row in rows]
+  colours = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(groups)}
+  panels = []
+  for stage, metric in headline_metrics(data["runs"], stages):
+    column = f"{stage} {metric}"
+    series = {}
+    for row in rows:
+      cell, x = row["cells"].get(column), row["cells"].get(flops_column) if flops_column else None
+      if cell is None or x is None:
+        continue
+      mean, sd, _ = cell
+      series[row["variant"]] = {"line": [(x[0], mean)], "label": row["variant"],
+                                "bars": [(x[0], mean - sd, mean + sd)] if sd else []}
+    xlabel = f"training GFLOPs per example ({flops_column.split(' ')[0]})" if flops_column else "no FLOPs"
+    panels.append(_panel(f"{stage}: final {metric_title(metric)}", xlabel, series, colours))
+  sheet = _sheet(panels, _legend(groups, colours, PANEL_W * min(3, max(len(panels), 1))))
+  sheet.save(path)
+  return path
+
+
+def write_report(root: str, out: str | None = None) -> dict[str, str]:
+  """Writes report.md, report.csv, curves.png and accuracy_vs_flops.png into `out` (default `root`)."""
+  out = out or root
+  os.makedirs(out, exist_ok=True)
+  data = collect(root)
+  columns, rows = summarize(data)
+  paths = {"markdown": os.path.join(out, "report.md"), "csv": os.path.join(out, "report.csv"),
+           "curves": os.path.join(out, "curves.png"),
+           "accuracy_vs_flops": os.path.join(out, "accuracy_vs_flops.png")}
+  text = markdown(columns, rows, data)
+  text += ("\n![validation metrics against steps](curves.png)\n\n"
+           "![final accuracy against training FLOPs per example](accuracy_vs_flops.png)\n")
+  with open(paths["markdown"], "w") as f:
+    f.write(text)
+  write_csv(columns, rows, paths["csv"])
+  plot_curves(data, paths["curves"])
+  plot_accuracy_vs_flops(data, columns, rows, paths["accuracy_vs_flops"])
+  return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--root", required=True, help="the sweep's --root")
+  parser.add_argument("--out", default=None, help="folder for the report (default: the root)")
+  args = parser.parse_args(argv)
+  for kind, path in write_report(args.root, args.out).items():
+    print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+  main()

@@ -4,16 +4,26 @@ r"""Train-step speed of a config on this machine's devices: steps/s, examples/s,
   python benchmarks/train_step.py --config=configs/pretrain/single_stream.py:small --steps=20 \
       --mesh=data=2,fsdp=2,tensor=2 --dtype=bfloat16 --peak_flops=1e11
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/train_step.py --mesh=fsdp=8
+  python benchmarks/train_step.py --table --sizes=tiny,base      # every family; JSON to benchmarks/results/
 
 Batches are synthetic (the input pipeline has its own benchmark, benchmarks/input_pipeline.py), so the
 numbers are the jitted step alone: `Setup(config).jit_train_step()` on a state initialised into its
 shardings. FLOPs are XLA's cost analysis of the compiled step; MFU needs a peak (auto on TPU/GPU).
+
+`--table` measures one config per fusion family at each of `--sizes` (batch 8, 20 text tokens unless
+set): parameters, FLOPs per step, compile time, median step time over rounds, examples/s, peak memory
+(XLA's buffer assignment: arguments + outputs + temporaries - aliased, per device) and the fraction of the
+float32 matmul ceiling that XLA reaches on this machine, measured in the same run. The table is printed
+as Markdown and written as JSON to `benchmarks/results/train_step_<device>.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import statistics
 import sys
 import time
 
@@ -22,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vlfusion.training import partitioning, reporting, trainer  # noqa: E402
@@ -65,6 +76,102 @@ def synthetic_batch(config, seed: int) -> dict[str, np.ndarray]:
   return batch
 
 
+# One config per fusion family, as the table lists them.
+FAMILIES = {
+    "single_stream": "configs/pretrain/single_stream.py",
+    "co_attention": "configs/pretrain/co_attention.py",
+    "merged_attention": "configs/pretrain/meter_merged.py",
+    "one_way": "configs/pretrain/albef.py",
+    "dual_encoder": "configs/pretrain/dual_encoder.py",
+}
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def xla_matmul_ceiling(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 5) -> float:
+  """The best float32 FLOP/s of one jitted square matmul on the default device, over `sizes`."""
+  best = 0.0
+  rng = np.random.default_rng(0)
+  mm = jax.jit(jnp.matmul)
+  for n in sizes:
+    a, b = (jnp.asarray(x) for x in rng.normal(size=(2, n, n)).astype(np.float32))
+    mm(a, b).block_until_ready()
+    for _ in range(repeats):
+      start = time.perf_counter()
+      mm(a, b).block_until_ready()
+      best = max(best, 2 * n**3 / (time.perf_counter() - start))
+  return best
+
+
+def peak_bytes(compiled) -> int | None:
+  """Device memory the compiled step needs at its peak, from XLA's buffer assignment."""
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+  except Exception:  # noqa: BLE001 - a backend without memory analysis.
+    return None
+
+
+def measure(config, rounds: int, steps: int) -> dict:
+  """Parameters, FLOPs, compile time, median step time over `rounds` of `steps` steps, peak memory."""
+  setup = trainer.Setup(config, jax.devices()[:1])
+  state = setup.initial_state()
+  batch = synthetic_batch(config, 0)
+  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    batch = partitioning.to_global_batch(batch, setup.mesh)
+    start = time.perf_counter()
+    step_fn = setup.jit_train_step().lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    flops = setup.flops_per_device_step(step_fn, batch)
+    state, metrics = step_fn(state, batch)  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(rounds):
+      start = time.perf_counter()
+      for _ in range(steps):
+        state, metrics = step_fn(state, batch)
+      jax.block_until_ready((state, metrics))
+      times.append((time.perf_counter() - start) / steps)
+  step_s = statistics.median(times)
+  return {"params": int(sum(x.size for x in jax.tree.leaves(state.params))), "flops": flops,
+          "compile_s": compile_s, "step_s": step_s, "step_s_rounds": times,
+          "examples_per_s": config.data.global_batch_size / step_s, "peak_bytes": peak_bytes(step_fn),
+          "loss": float(metrics["loss"])}
+
+
+def table(args) -> None:
+  """Every family at every size of `args.sizes`: Markdown to stdout, JSON to benchmarks/results/."""
+  rows = []
+  for size in args.sizes.split(","):
+    for family, path in FAMILIES.items():
+      config = load_config(f"{path}:{size}")
+      config.data.global_batch_size = args.batch_size or 8
+      config.data.max_text_len = args.text_len
+      config.mesh.data = 1
+      row = {"family": family, "config": f"{path}:{size}", "size": size,
+             **measure(config, args.rounds, args.steps)}
+      rows.append(row)
+      print(f"measured {family} {size}: {row['step_s']:.3f} s/step", flush=True)
+  ceiling = xla_matmul_ceiling()
+  print(f"\nXLA float32 matmul ceiling on this machine, this run: {ceiling / 1e9:.0f} GFLOP/s\n")
+  print("| family | size | params | GFLOP/step | compile s | step s | examples/s | peak MB | of ceiling |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    r["ceiling_fraction"] = r["flops"] / r["step_s"] / ceiling if r["flops"] else None
+    frac = f"{r['ceiling_fraction']:.0%}" if r["ceiling_fraction"] is not None else "?"
+    mem = f"{r['peak_bytes'] / 2**20:.0f}" if r["peak_bytes"] else "?"
+    print(f"| {r['family']} | {r['size']} | {r['params'] / 1e6:.1f}M | {(r['flops'] or 0) / 1e9:.1f} | "
+          f"{r['compile_s']:.1f} | {r['step_s']:.3f} | {r['examples_per_s']:.1f} | {mem} | {frac} |")
+  device = jax.devices()[0]
+  os.makedirs(RESULTS_DIR, exist_ok=True)
+  out = args.json or os.path.join(RESULTS_DIR, f"train_step_{device.platform}.json")
+  with open(out, "w") as f:
+    json.dump({"device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} CPUs)",
+               "jax": jax.__version__, "batch_size": args.batch_size or 8, "text_len": args.text_len,
+               "matmul_ceiling_flops": ceiling, "rows": rows}, f, indent=1)
+  print(f"\nwritten {out}")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="configs/pretrain/co_attention.py:tiny")
@@ -74,7 +181,14 @@ def main() -> None:
   parser.add_argument("--dtype", default="", help="model compute dtype, e.g. bfloat16")
   parser.add_argument("--remat_policy", default="")
   parser.add_argument("--peak_flops", type=float, default=0.0, help="peak FLOP/s per device for MFU")
+  parser.add_argument("--table", action="store_true", help="every family at --sizes (see above)")
+  parser.add_argument("--sizes", default="tiny,base")
+  parser.add_argument("--text_len", type=int, default=20, help="text tokens (--table)")
+  parser.add_argument("--rounds", type=int, default=3, help="timed rounds of --steps steps (--table)")
+  parser.add_argument("--json", default="", help="where --table writes its JSON")
   args = parser.parse_args()
+  if args.table:
+    return table(args)
 
   config = load_config(args.config)
   for part in filter(None, args.mesh.split(",")):

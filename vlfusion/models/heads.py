@@ -74,27 +74,41 @@ class Pooler(nn.Module):
 class MlmHead(nn.Module):
   """Masked language modelling: Dense -> GELU -> LayerNorm -> decoder tied to the word table + bias.
 
+  `features` (the transform) and `decode` (the tied decoder) are also called apart: the train step
+  decodes only the masked positions, where the decoder's [.., vocab] output is needed
+  (`losses.mlm_loss`).
+
   Attributes:
     vocab_size: output classes.
-    decode: the tied decoder, hidden [..., D] -> logits [..., vocab] (the word table's `attend`).
+    hidden_size: width D of the hidden states it reads.
+    decoder: the tied decoder, hidden [..., D] -> logits [..., vocab] (the word table's `attend`).
   """
 
   vocab_size: int
-  decode: Callable[[jax.Array], jax.Array]
+  hidden_size: int
+  decoder: Callable[[jax.Array], jax.Array]
   layer_norm_eps: float = 1e-12
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    self.transform = dense(self.hidden_size, ("embed", "mlp"), self.dtype, self.param_dtype)
+    self.norm = layer_norm(self.layer_norm_eps, self.dtype, self.param_dtype)
+    self.bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (self.vocab_size,),
+                           self.param_dtype)
+
+  def features(self, hidden: jax.Array) -> jax.Array:
+    """hidden [..., D] -> the decoder's input [..., D]."""
+    return self.norm(gelu(self.transform(hidden)))
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    """features [..., D] -> logits float32 [..., vocab]."""
+    return (self.decoder(x) + self.bias).astype(jnp.float32)
+
   def __call__(self, hidden: jax.Array) -> jax.Array:
     """hidden [B,Lt,D] -> logits float32 [B,Lt,vocab]."""
-    d = hidden.shape[-1]
-    x = dense(d, ("embed", "mlp"), self.dtype, self.param_dtype, name="transform")(hidden)
-    x = layer_norm(self.layer_norm_eps, self.dtype, self.param_dtype, name="norm")(gelu(x))
-    bias = self.param("bias", partitioned(nn.initializers.zeros, ("vocab",)), (self.vocab_size,),
-                      self.param_dtype)
-    logits = self.decode(x) + bias
-    return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+    logits = self.decode(self.features(hidden))
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
 class ItmHead(nn.Module):

@@ -58,7 +58,8 @@ class VisionLanguageModel(nn.Module):
     heads = {}
     if "mlm" in c.heads:
       heads["mlm"] = MlmHead(
-          c.text.vocab_size, decode=self.text_embeddings.attend, layer_norm_eps=c.layer_norm_eps,
+          c.text.vocab_size, c.text.hidden_size, decoder=self.text_embeddings.attend,
+          layer_norm_eps=c.layer_norm_eps,
           dtype=dtype, param_dtype=param_dtype,
       )
     if "itm" in c.heads:
@@ -107,17 +108,28 @@ class VisionLanguageModel(nn.Module):
     pooled = self.pooler(enc.text, enc.image, image_mask)
     return enc, image_mask, pooled
 
-  def __call__(self, batch: dict[str, Any], train: bool = False) -> dict[str, jax.Array]:
+  def __call__(self, batch: dict[str, Any], train: bool = False, decode_mlm: bool = True
+               ) -> dict[str, jax.Array]:
+    """The outputs named in the class docstring. With `decode_mlm=False` the MLM head stops before its
+    decoder: `mlm_features` [B,Lt,Dt] replaces `mlm_logits`, and `decode_mlm_features` turns any of
+    those rows into logits (the train step decodes only the masked positions)."""
     # Parameters are created inside this call (at init): draw them at the model's initializer range.
     with initializer_range(self.config.get("initializer_range", 0.02)):
-      return self._outputs(batch, train)
+      return self._outputs(batch, train, decode_mlm)
 
-  def _outputs(self, batch: dict[str, Any], train: bool) -> dict[str, jax.Array]:
+  def decode_mlm_features(self, features: jax.Array) -> jax.Array:
+    """MLM features [..., Dt] (`decode_mlm=False`) -> logits float32 [..., vocab]."""
+    return self.heads["mlm"].decode(features)
+
+  def _outputs(self, batch: dict[str, Any], train: bool, decode_mlm: bool) -> dict[str, jax.Array]:
     deterministic = not train
     enc, image_mask, pooled = self.encode(batch, deterministic)
     outputs = {"text_hidden": enc.text, "image_hidden": enc.image, "pooled": pooled}
     if "mlm" in self.heads:
-      outputs["mlm_logits"] = self.heads["mlm"](enc.text)
+      if decode_mlm or self.is_initializing():
+        outputs["mlm_logits"] = self.heads["mlm"](enc.text)
+      else:
+        outputs["mlm_features"] = self.heads["mlm"].features(enc.text)
     if "itm" in self.heads:
       outputs["itm_logits"] = self.heads["itm"](pooled)
     if "mrm" in self.heads:

@@ -9,6 +9,7 @@ full-batch loss, so their gradients add up to its gradient.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,14 +38,64 @@ def _safe(denominator: jax.Array) -> jax.Array:
   return jnp.maximum(denominator, 1.0)
 
 
-def mlm_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
-  """Cross-entropy at the masked positions (`mlm_weights` > 0) against `mlm_targets`."""
-  logits = outputs["mlm_logits"]
+def mlm_chunk_size(num_positions: int, probability: float) -> int:
+  """Rows the masked-position decoder reserves: the expected number of masked positions among
+  `num_positions` plus three standard deviations, a multiple of 8 (enough for all but ~0.1% of batches)."""
+  mean = num_positions * probability
+  rows = math.ceil(mean + 3 * math.sqrt(mean * (1 - probability)))
+  return max(1, min(num_positions, -(-max(rows, 8) // 8) * 8))
+
+
+def masked_mlm_sums(
+    features: jax.Array, targets: jax.Array, weights: jax.Array,
+    decode: Callable[[jax.Array], jax.Array], chunk: int,
+) -> tuple[jax.Array, jax.Array]:
+  """(Σ weight·cross-entropy, Σ weight·correct) over the positions of non-zero weight, decoding only
+  those rows.
+
+  features [B,Lt,D] are the MLM head's decoder inputs, `decode` maps rows [K,D] to logits [K,V]. The
+  positions of non-zero weight are gathered to the front; when they fit in `chunk` rows only those are
+  decoded, otherwise (rarely, with `chunk` from `mlm_chunk_size`) all B·Lt rows are. One `lax.cond`
+  picks, so the sums and their gradients equal the full decoder's for any number of masked positions.
+  (One cond, not one per chunk: each branch's gradient of the tied word table is a [V,D] array.)
+  """
+  n, d = targets.size, features.shape[-1]
+  w = weights.reshape(n)
+  order = jnp.argsort(w == 0, stable=True)  # positions to predict first, in their order.
+  x, t, w = features.reshape(n, d)[order], targets.reshape(n)[order], w[order]
+
+  def decode_rows(x, t, w):
+    logits = decode(x)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, t)
+    correct = (jnp.argmax(logits, -1) == t).astype(jnp.float32)
+    return jnp.sum(ce * w), jnp.sum(correct * w)
+
+  if chunk >= n:
+    return decode_rows(x, t, w)
+  return jax.lax.cond(jnp.sum(w != 0) <= chunk,
+                      lambda x, t, w: decode_rows(x[:chunk], t[:chunk], w[:chunk]),
+                      decode_rows, x, t, w)
+
+
+def mlm_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array,
+             decode: Callable[[jax.Array], jax.Array] | None = None, chunk: int = 0):
+  """Cross-entropy at the masked positions (`mlm_weights` > 0) against `mlm_targets`.
+
+  From `mlm_logits` [B,Lt,V], or from `mlm_features` [B,Lt,D] and the head's `decode`, decoding only
+  the masked positions (`masked_mlm_sums`; `chunk` 0 reserves rows for 15% masking).
+  """
   weights = _mlm_weights(batch)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["mlm_targets"])
-  correct = (jnp.argmax(logits, -1) == batch["mlm_targets"]).astype(jnp.float32)
-  loss = jnp.sum(losses * weights) / _safe(denominator)
-  return loss, {"mlm_loss": loss, "mlm_accuracy": jnp.sum(correct * weights) / _safe(denominator)}
+  if "mlm_logits" in outputs:
+    logits = outputs["mlm_logits"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["mlm_targets"])
+    correct = (jnp.argmax(logits, -1) == batch["mlm_targets"]).astype(jnp.float32)
+    loss_sum, correct_sum = jnp.sum(losses * weights), jnp.sum(correct * weights)
+  else:
+    chunk = chunk or mlm_chunk_size(weights.size, 0.15)
+    loss_sum, correct_sum = masked_mlm_sums(outputs["mlm_features"], batch["mlm_targets"], weights,
+                                            decode, chunk)
+  loss = loss_sum / _safe(denominator)
+  return loss, {"mlm_loss": loss, "mlm_accuracy": correct_sum / _safe(denominator)}
 
 
 def itm_loss(outputs: dict[str, jax.Array], batch: dict[str, Any], denominator: jax.Array):
@@ -166,17 +217,21 @@ def total_loss(
     batch: dict[str, Any],
     weights: dict[str, float],
     batch_denominators: dict[str, jax.Array] | None = None,
+    mlm_decode: Callable[[jax.Array], jax.Array] | None = None,
+    mlm_chunk: int = 0,
 ) -> tuple[jax.Array, Metrics]:
   """Σ weight_k · loss_k over the active objectives, and every metric (plus `loss`).
 
   `batch_denominators` defaults to this batch's own; pass the full batch's for a micro-batch.
+  `mlm_decode`/`mlm_chunk` go to `mlm_loss` when the outputs carry `mlm_features`.
   """
   if batch_denominators is None:
     batch_denominators = denominators(batch, weights)
   total = jnp.zeros((), jnp.float32)
   metrics: Metrics = {}
   for name, weight in active(weights).items():
-    loss, m = OBJECTIVES[name].loss(outputs, batch, batch_denominators[name])
+    extra = dict(decode=mlm_decode, chunk=mlm_chunk) if name == "mlm" and mlm_decode else {}
+    loss, m = OBJECTIVES[name].loss(outputs, batch, batch_denominators[name], **extra)
     total = total + weight * loss
     metrics.update(m)
   metrics["loss"] = total

@@ -75,6 +75,7 @@ class Setup:
                           else grad_accum_steps),
         nan_injection=(None if t.inject_nan_at_step < 0 else
                        (t.inject_nan_at_step, t.inject_nan_objective)),
+        mlm_probability=float(self.config.data.get("mlm_probability", 0.15)),
     )
 
   def jit_train_step(self, grad_accum_steps: int | None = None):

@@ -215,3 +215,20 @@ def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   tok = WordPieceTokenizer()
   for word in questions.vocabulary():
     assert len(tok.wordpieces(word)) == 1, word
+
+
+def test_tiny_40k_extends_tiny_with_the_same_evaluation_scenes(tmp_path):
+  from vlfusion.data.shapes_world import ShapesWorld
+
+  def first(config, split, n):
+    builder = ShapesWorld(config=config, data_dir=str(tmp_path))
+    return [ex for _, ex in zip(range(n), builder._generate_examples(
+        split, builder.builder_config.num_examples[split]))]
+
+  tiny, more = ShapesWorld.builder_configs["tiny"], ShapesWorld.builder_configs["tiny_40k"]
+  assert more.num_examples["train"] == 10 * tiny.num_examples["train"]
+  assert more.num_examples["validation"] == tiny.num_examples["validation"]
+  for split in ("validation", "train"):  # training scenes: the first ones are tiny's own.
+    for (_, a), (_, b) in zip(first("tiny", split, 2), first("tiny_40k", split, 2)):
+      np.testing.assert_array_equal(a["image"], b["image"])
+      assert list(a["questions"]) == list(b["questions"])

@@ -104,7 +104,7 @@ def test_a_model_ranked_over_every_pair_agrees_with_one_forward_pass_per_pair(tm
   similarity, itm = np.zeros((n, m)), {}
   for t in range(n):
     for i in range(m):
-      row = {**ev._text(texts[t]), **source._media(source.data_source[i], None, False)}
+      row = {**ev._text(texts[t]), **source.rows.media(source.data_source[i], None, False)}
       batch = jax.tree.map(lambda x: jnp.asarray(x)[None], row)
       out = setup.model.apply({"params": params}, batch, train=False)
       similarity[t, i] = float(jnp.sum(out["itc_text_embeds"] * out["itc_image_embeds"]))

@@ -126,9 +126,10 @@ class RetrievalEvaluator:
 
     size = self.config.eval.batch_size
     texts = self.captions[0]
+    row_builder = self.source.rows
     media = functools.lru_cache(maxsize=256)(
         # Pairs come grouped by image; evaluation images are never augmented (train=False).
-        lambda i: self.source._media(self.source._media_record(self.source.data_source[i]), None, False))
+        lambda i: row_builder.media(row_builder.media_record(self.source.data_source[i]), None, False))
     count = jax.process_count()
     local = size // count
     rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)

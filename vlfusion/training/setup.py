@@ -12,7 +12,7 @@ import ml_collections
 from absl import logging
 
 from vlfusion import configuration
-from vlfusion.data import pipeline
+from vlfusion.data import compatibility
 from vlfusion.models import build_model
 from vlfusion.training import initialization, losses, partitioning, reporting, train_state
 from vlfusion.training.optimizer import check_lr_multipliers, make_optimizer
@@ -27,7 +27,7 @@ class Setup:
     """`devices` (all of them by default) are the mesh's; a subset lets one process build several."""
     self.devices = list(devices if devices is not None else jax.devices())
     configuration.validate(config, num_devices=len(self.devices))
-    pipeline.resolve_num_answers(config)  # model.vqa.num_answers=0: the data's answer vocabulary.
+    compatibility.resolve_num_answers(config)  # model.vqa.num_answers=0: the data's answer vocabulary.
     check_best_metric(config)
     unknown = [n for n, w in config.objectives.items() if w > 0 and n not in losses.OBJECTIVES]
     if unknown:

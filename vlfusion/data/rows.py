@@ -1,0 +1,193 @@
+"""One row of a batch, by task: a caption (with ITM negative and MLM corruption), a VQA question with its
+soft scores, or a statement about two images (the shapes world's pairs, NLVR2); and the row's image or
+regions (decoded, resized or padded, augmented) with masked-region targets. Every random choice comes
+from the generator given, so a row is a pure function of (example, generator, train)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vlfusion.data import images, local_files, masking, scenes
+from vlfusion.data.compatibility import active_objectives
+from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
+
+# VQA v2 answer types, as `vqa_answer_type` indexes them (-1: none, e.g. the shapes world).
+ANSWER_TYPES = ("yes/no", "number", "other")
+# Host-side strings `example(keep_text=True)` adds to a row; never sent to devices.
+HOST_KEYS = ("text", "vqa_question_type_name")
+
+
+def _text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class RowBuilder:
+  """Builds the model inputs of one example of a data source (see the module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, builder: Any, data_source: Any, images_source: Any,
+               tokenizer: WordPieceTokenizer, answer_vocab: list[str]):
+    self.config = config
+    self.builder = builder
+    self.data_source = data_source
+    self._images = images_source
+    self.num_examples = len(data_source)
+    self.tokenizer = tokenizer
+    self.objectives = active_objectives(config)
+    self.answer_vocab = answer_vocab
+    self._answer_index = {a: i for i, a in enumerate(answer_vocab)}
+    self._random_ids = np.array([i for t, i in tokenizer.vocab.items() if t not in SPECIAL_TOKENS], np.int32)
+    self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
+    mix = np.asarray(config.data.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
+    self._negative_mix = mix / mix.sum()
+
+  def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
+              train: bool = False) -> dict[str, Any]:
+    """One model input: image or regions, a text, and the targets of the enabled objectives.
+
+    The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
+    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`). `train`
+    turns on image augmentation (`config.data.randaugment_num_ops`); `keep_text` adds the strings of
+    `HOST_KEYS` (the row's text; a VQA v2 row's question type).
+    """
+    record = self.data_source[index]
+    ex: dict[str, Any] = {"example_mask": np.bool_(True)}
+    if "vqa" in self.objectives:
+      text, positive = self._vqa(record, rng, ex), False
+    elif "pairs" in self.objectives:
+      text, positive = _text(record["pair_statement"]), False
+      ex["pair_labels"] = np.int32(record["pair_label"])
+      partner = ({"image_bytes": record["pair_image_bytes"]} if "pair_image_bytes" in record  # NLVR2
+                 else self.data_source[int(record["pair_index"])])
+      pair = self.media(partner, rng, train)
+      ex.update({f"pair_{k}": v for k, v in pair.items()})
+    else:
+      text, kind = self._caption(record, index, rng)
+      positive = kind == 0
+      ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
+    ex.update(self._text_inputs(text, positive, rng))
+    media = self.media_record(record)
+    ex.update(self.media(media, rng, train))
+    if keep_text:
+      ex["text"] = text
+      if "vqa" in self.objectives:
+        ex["vqa_question_type_name"] = _text(record.get("question_type", ""))
+    if "mrm" in self.objectives and "regions" in ex:
+      ex.update(self._mask_regions(ex["regions"], media, positive, rng))
+    return ex
+
+  def media_record(self, record: dict[str, Any]) -> dict[str, Any]:
+    """The record that holds `record`'s image or regions: itself, or the image it points at."""
+    if self._images is None:
+      return record
+    image = self._images[int(record["image_index"])]
+    if _text(image["image_id"]) != _text(record["image_id"]):
+      raise local_files.DataFileError(
+          f"{self.config.data.name} in {self.builder.data_dir}: image_index {int(record['image_index'])} "
+          f"of question {record.get('question_id')} holds image {_text(image['image_id'])}, not "
+          f"{_text(record['image_id'])}; delete the prepared dataset to prepare it again")
+    return image
+
+  def media(self, record: dict[str, Any], rng: np.random.Generator | None, train: bool) -> dict[str, Any]:
+    """`regions` {features, boxes, mask} padded to num_regions, or `image` [H, W, 3] in [0, 1] (and
+    `image_mask` [H, W] with `config.data.image_resize='pad'`; see `images`). `rng` is only drawn from
+    when `train` augments."""
+    m = self.config.model
+    if m.image.input == "regions":
+      r = m.image.num_regions
+      n = min(len(record["boxes"]), r)  # detectors' regions come by confidence: keep the first r.
+      features = np.zeros((r, m.image.feature_dim), np.float32)
+      boxes = np.zeros((r, 4), np.float32)
+      features[:n] = record["region_features"][:n]
+      boxes[:n] = record["boxes"][:n]
+      return {"regions": {"features": features, "boxes": boxes, "mask": np.arange(r) < n}}
+    d, size = self.config.data, m.image.image_size
+    num_ops = d.get("randaugment_num_ops", 0) if train else 0
+    mode = d.get("image_resize", "square")
+    data = record["image_bytes"] if "image_bytes" in record else np.asarray(record["image"])
+    if isinstance(data, np.ndarray) and not num_ops and mode == "square":
+      return {"image": data.astype(np.float32) / 255.0}  # the shapes world's own pixels, as stored.
+    image = images.open_image(data, size)
+    if num_ops:
+      image = images.randaugment(image, rng, num_ops, d.get("randaugment_magnitude", 9))
+    if mode == "pad":
+      pixels, mask = images.resize_pad(image, size)
+      return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
+    return {"image": images.resize_square(image, size).astype(np.float32) / 255.0}
+
+  def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
+    """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn
+    from `itm_negative_mix`. A scene without a negative of the drawn kind gives another hard one, and
+    data without hard negatives (real captions) gives a caption of another random example."""
+    captions = [_text(c) for c in record["captions"]]
+    c = int(rng.integers(len(captions)))
+    if rng.random() >= self.config.data.itm_negative_rate:
+      return captions[c], 0
+    kind = scenes.NEGATIVE_KINDS[1 + int(rng.choice(3, p=self._negative_mix))]
+    if kind != "random" and "hard_negatives" in record:
+      kinds = np.asarray(record["hard_negative_kinds"])
+      candidates = np.flatnonzero(kinds == scenes.NEGATIVE_KINDS.index(kind))
+      if not len(candidates):
+        candidates = np.arange(len(kinds))
+      h = int(candidates[int(rng.integers(len(candidates)))])
+      return _text(record["hard_negatives"][h]), int(kinds[h])
+    if "random_negative" in record:
+      return _text(record["random_negative"]), scenes.NEGATIVE_KINDS.index("random")
+    # A caption of another example (never this one).
+    other = int(rng.integers(self.num_examples - 1))
+    other_captions = self.data_source[other + (other >= index)]["captions"]
+    random_kind = scenes.NEGATIVE_KINDS.index("random")
+    return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
+
+  def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
+    """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)
+    and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none."""
+    scores = np.zeros((len(self.answer_vocab),), np.float32)
+    if "question" in record:  # VQA v2: one question per record, soft scores per answer.
+      for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
+        if _text(answer) in self._answer_index:
+          scores[self._answer_index[_text(answer)]] = score
+      ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(-1)
+      answer_type = _text(record.get("answer_type", ""))
+      ex["vqa_answer_type"] = np.int32(ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else -1)
+      return _text(record["question"])
+    q = int(rng.integers(len(record["questions"])))
+    scores[int(record["answers"][q])] = 1.0
+    ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
+    ex["vqa_answer_type"] = np.int32(-1)
+    return _text(record["questions"][q])
+
+  def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:
+    """`text_ids` and `text_mask` [Lt], with MLM corruption and its targets when `mlm` is on."""
+    d = self.config.data
+    lt = d.max_text_len
+    ids = self.tokenizer.encode(text, max_len=lt)
+    text_ids = np.full((lt,), self.tokenizer.pad_id, np.int32)
+    text_ids[: len(ids)] = ids
+    text_mask = np.arange(lt) < len(ids)
+    if "mlm" not in self.objectives:
+      return {"text_ids": text_ids, "text_mask": text_mask}
+    maskable = text_mask & ~np.isin(text_ids, self._special_ids)
+    if not positive:  # a false caption teaches the MLM head the wrong words: no MLM loss on it.
+      maskable[:] = False
+    word_starts = self.tokenizer.word_starts(text_ids) if d.get("mlm_whole_word", False) else None
+    inputs, targets, weights = masking.mask_tokens(
+        text_ids, maskable, rng, probability=d.mlm_probability, mask_id=self.tokenizer.mask_id,
+        random_ids=self._random_ids, word_starts=word_starts)
+    return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
+
+  def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Masked region modelling: zeroes a `mrm_probability` share of the real regions of a matching
+    pair (in place) and returns their targets: `mrm_weights` [R] (1 where masked), `mrm_targets`
+    [R, F] (the original features) and `mrm_labels` [R] (object labels)."""
+    r = len(regions["mask"])
+    labels = np.zeros((r,), np.int32)
+    n = int(regions["mask"].sum())
+    labels[:n] = np.asarray(record["labels"])[:n]
+    chosen = regions["mask"] & (rng.random(r) < self.config.data.mrm_probability) & positive
+    targets = regions["features"].copy()
+    regions["features"][chosen] = 0.0
+    return {"mrm_weights": chosen.astype(np.float32), "mrm_targets": targets, "mrm_labels": labels}

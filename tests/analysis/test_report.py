@@ -75,7 +75,9 @@ def _root(tmp_path):
 def test_report_tables_means_spreads_and_plots(tmp_path):
   root = _root(tmp_path)
   out = str(tmp_path / "out")
-  paths = report.write_report(root, out)
+  report.main([f"--root={root}", f"--out={out}"])
+  paths = {"markdown": f"{out}/report.md", "csv": f"{out}/report.csv", "curves": f"{out}/curves.png",
+           "accuracy_vs_flops": f"{out}/accuracy_vs_flops.png"}
 
   with open(paths["csv"]) as f:
     rows = {r["variant"]: r for r in csv.DictReader(f)}

@@ -123,11 +123,14 @@ def test_interrupted_sweep_resumes_without_redoing_finished_stages(tmp_path, dat
     sweep_lib.run(sweep_lib.load_sweep(changed), root, RecordingLauncher(), log=lambda _: None)
 
 
-def test_printed_commands_build_the_config_the_sweep_runs(tmp_path, data_dir):
+def test_printed_commands_build_the_config_the_sweep_runs(tmp_path, data_dir, capsys):
   """train.py's flag parsing of each printed line gives the config the sweep itself builds."""
-  sweep = sweep_lib.load_sweep(_resume_sweep(tmp_path, data_dir))
-  runs = sweep_lib.plan(sweep, str(tmp_path / "root"))
-  lines = sweep_lib.commands(runs)
+  path = _resume_sweep(tmp_path, data_dir)
+  sweep_lib.main([f"--sweep={path}", f"--root={tmp_path / 'root'}", "--print_commands"])
+  lines = capsys.readouterr().out.strip().splitlines()
+  runs = sweep_lib.plan(sweep_lib.load_sweep(path), str(tmp_path / "root"))
+  assert lines == sweep_lib.commands(runs)
+  assert os.path.isfile(tmp_path / "root" / sweep_lib.PLAN) and not os.path.isdir(tmp_path / "root" / "s0")
   assert lines[0] == "# s0/pre" and lines[1].startswith("python train.py --config=configs/pretrain/")
   assert sum(line.startswith("python eval.py") for line in lines) == 1  # "pre" is not evaluated.
   script = textwrap.dedent("""

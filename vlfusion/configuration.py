@@ -88,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.initializer_range = 0.02
   c.model.dropout = 0.1
   c.model.attention_dropout = 0.0
-  c.model.dtype = "auto"  # bfloat16 on TPU/GPU, float32 on CPU (models.compute_dtype).
+  c.model.dtype = "auto"  # bfloat16 on TPU/GPU, float32 on CPU (models.attention.compute_dtype).
   c.model.param_dtype = "float32"
   c.model.remat_policy = "none"
   c.model.scan_layers = False

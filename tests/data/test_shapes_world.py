@@ -229,6 +229,6 @@ def test_tiny_40k_extends_tiny_with_the_same_evaluation_scenes(tmp_path):
   assert more.num_examples["train"] == 10 * tiny.num_examples["train"]
   assert more.num_examples["validation"] == tiny.num_examples["validation"]
   for split in ("validation", "train"):  # training scenes: the first ones are tiny's own.
-    for (_, a), (_, b) in zip(first("tiny", split, 2), first("tiny_40k", split, 2)):
+    for (_, a), (_, b) in zip(first("tiny", split, 2), first("tiny_40k", split, 2), strict=True):
       np.testing.assert_array_equal(a["image"], b["image"])
       assert list(a["questions"]) == list(b["questions"])

@@ -10,7 +10,7 @@ from tests.scaling.common import small_config, synthetic_batch
 from vlfusion.configuration import ConfigError
 from vlfusion.data import pipeline
 from vlfusion.models import build_model
-from vlfusion.models.model import compute_dtype
+from vlfusion.models.attention import compute_dtype
 
 
 def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_cpu():

@@ -139,3 +139,13 @@ class MultiHeadAttention(nn.Module):
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     return Projection((x.shape[-1],), ("heads", "kv", "embed"), self.dtype, self.param_dtype,
                       in_axes=2, name="out")(out)
+
+
+def compute_dtype(name: str, backend: str | None = None) -> str:
+  """The compute dtype `config.model.dtype` names: "auto" is bfloat16 on TPU and GPU (their matrix
+  units run it at full rate) and float32 on CPU (where bfloat16 is emulated and slower); any other
+  name is itself. `backend` defaults to JAX's default backend."""
+  if name != "auto":
+    return name
+  backend = backend or jax.default_backend()
+  return "float32" if backend == "cpu" else "bfloat16"

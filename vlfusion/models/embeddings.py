@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlfusion.configuration import IMAGE_STEMS
-from vlfusion.models.attention import default_kernel_init, partitioned
+from vlfusion.models.attention import compute_dtype, default_kernel_init, partitioned
 from vlfusion.models.layers import dense, layer_norm
 
 Dtype = Any
@@ -343,7 +343,7 @@ def image_embedding_name(image_config: Any) -> str:
 def build_image_embeddings(model_config: Any) -> nn.Module:
   """The image embedding module named by `model.image.embedding` (regions or patches)."""
   c = model_config
-  dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+  dtype, param_dtype = jnp.dtype(compute_dtype(c.dtype)), jnp.dtype(c.param_dtype)
   _, cls = IMAGE_EMBEDDINGS[image_embedding_name(c.image)]
   if cls is PatchEmbeddings:
     return PatchEmbeddings(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlfusion.models import co_attention, dual_encoder, merged_attention, one_way, single_stream
-from vlfusion.models.attention import initializer_range
+from vlfusion.models.attention import compute_dtype, initializer_range
 from vlfusion.models.embeddings import TextEmbeddings, build_image_embeddings
 from vlfusion.models.heads import ItcHead, ItmHead, MlmHead, MlpClassifier, MrmHead, Pooler
 
@@ -45,7 +45,7 @@ class VisionLanguageModel(nn.Module):
 
   def setup(self):
     c = self.config
-    dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    dtype, param_dtype = jnp.dtype(compute_dtype(c.dtype)), jnp.dtype(c.param_dtype)
     self.text_embeddings = TextEmbeddings(
         vocab_size=c.text.vocab_size, hidden_size=c.text.hidden_size, max_len=c.text.max_len,
         type_vocab_size=c.text.type_vocab_size, dropout=c.dropout,
@@ -154,17 +154,5 @@ def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
         f"config.model.fusion={model_config.fusion!r} is not implemented; "
         f"available: {sorted(ENCODERS)}"
     )
-  if model_config.dtype == "auto":
-    model_config = ml_collections.ConfigDict(model_config.to_dict())
-    model_config.dtype = compute_dtype("auto")
   return VisionLanguageModel(ml_collections.FrozenConfigDict(model_config))
 
-
-def compute_dtype(name: str, backend: str | None = None) -> str:
-  """The compute dtype `config.model.dtype` names: "auto" is bfloat16 on TPU and GPU (their matrix
-  units run it at full rate) and float32 on CPU (where bfloat16 is emulated and slower); any other
-  name is itself. `backend` defaults to JAX's default backend."""
-  if name != "auto":
-    return name
-  backend = backend or jax.default_backend()
-  return "float32" if backend == "cpu" else "bfloat16"

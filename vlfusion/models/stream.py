@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vlfusion.models.attention import compute_dtype
 from vlfusion.models.layers import TransformerLayer, layer_class, layer_norm
 
 
@@ -58,7 +59,7 @@ class StreamSettings:
         pre_norm=bool(pre_norm),
         layer_norm_eps=float(eps),
         remat_policy=m.remat_policy,
-        dtype=jnp.dtype(m.dtype),
+        dtype=jnp.dtype(compute_dtype(m.dtype)),
         param_dtype=jnp.dtype(m.param_dtype),
         scan=bool(m.scan_layers),
         cross_features=cross.get("hidden_size") or None,

@@ -222,8 +222,8 @@ def test_tiny_40k_extends_tiny_with_the_same_evaluation_scenes(tmp_path):
 
   def first(config, split, n):
     builder = ShapesWorld(config=config, data_dir=str(tmp_path))
-    return [ex for _, ex in zip(range(n), builder._generate_examples(
-        split, builder.builder_config.num_examples[split]))]
+    examples = builder._generate_examples(split, builder.builder_config.num_examples[split])
+    return [next(examples) for _ in range(n)]
 
   tiny, more = ShapesWorld.builder_configs["tiny"], ShapesWorld.builder_configs["tiny_40k"]
   assert more.num_examples["train"] == 10 * tiny.num_examples["train"]

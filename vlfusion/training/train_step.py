@@ -27,14 +27,16 @@ def train_step(
     objective_weights: dict[str, float],
     grad_accum_steps: int = 1,
     nan_injection: tuple[int, str] | None = None,
-    masked_mlm: bool = True,
+    masked_mlm: bool = False,
     mlm_probability: float = 0.15,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer update on a global batch; returns the new state and scalar metrics.
 
   With `masked_mlm` the MLM decoder runs over the masked positions only (`losses.masked_mlm_sums`,
   with rows reserved for `mlm_probability`): the same loss and gradients as decoding every position,
-  without the [B,Lt,vocab] logits that are almost all multiplied by a weight of zero.
+  without the [B,Lt,vocab] logits that are almost all multiplied by a weight of zero. Off by default:
+  XLA's cost analysis counts its `lax.cond` differently with `scan_layers` or gradient accumulation,
+  so the run's FLOPs and MFU would disagree between those settings (tests/scaling/test_reporting.py).
 
   A step whose loss or gradient is not finite leaves the parameters and optimizer state unchanged
   and reports `nonfinite=1`. `nan_injection=(step, objective)` multiplies

@@ -155,4 +155,3 @@ def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
         f"available: {sorted(ENCODERS)}"
     )
   return VisionLanguageModel(ml_collections.FrozenConfigDict(model_config))
-

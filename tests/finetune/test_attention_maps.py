@@ -58,7 +58,8 @@ def test_cross_modal_attention_is_found_by_shape():
 def test_one_png_per_fusion_layer(data_dir, tmp_path, family, layers):
   """Regions (co_attention, saved scanned) and patches (ViLT's single stream): a sheet per layer."""
   workdir = str(tmp_path / family)
-  config = tiny_config(vqa, data_dir, **{"model.scan_layers": True, "model.vqa.num_answers": 17})
+  config = tiny_config(vqa, data_dir, **{"model.scan_layers": True, "model.vqa.num_answers": 17,
+                                         "data.name": "shapes_world/tiny"})  # not the recipe's 40k scenes.
   config.unlock()
   fam = vqa.get_config(f"tiny,family={family}")
   config.model = fam.model

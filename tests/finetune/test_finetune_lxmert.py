@@ -39,7 +39,8 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
       "model.image.hidden_size": 32, "train.num_steps": 3, "train.log_every_steps": 1,
       "eval.every_steps": 3, "optimizer.warmup_steps": 1, "init.huggingface": hf_dir,
       # LXMERT reads detector regions: undo the from-scratch recipe's pixel input.
-      "model.image.input": "regions", "model.image.stem": "linear", "model.image.position_init": "normal"})
+      "model.image.input": "regions", "model.image.stem": "linear", "model.image.position_init": "normal",
+      "model.pre_norm": False, "data.name": "shapes_world/tiny"})  # LXMERT is post-LN; tiny's scenes.
 
   # The initial parameters are the converted model's, the VQA head aside.
   setup = trainer.Setup(config)

@@ -38,10 +38,11 @@ def _flat(params):
 def test_vqa_from_scanned_checkpoint_into_unrolled_model(pretrained, tmp_path):
   """Every encoder parameter comes back layer by layer; the new VQA head stays fresh; report written."""
   workdir, pre_config, pre_params = pretrained
-  # The pretraining model reads regions: undo the from-scratch VQA recipe's pixel input.
+  # The pretraining model reads regions, post-LN: undo the from-scratch VQA recipe's pixel input and
+  # pre-LN.
   config = _config(vqa, "tiny,family=co_attention", **{
       "model.vqa.num_answers": 5, "init.checkpoint": workdir, "model.image.input": "regions",
-      "model.image.stem": "linear", "model.image.position_init": "normal"})
+      "model.image.stem": "linear", "model.image.position_init": "normal", "model.pre_norm": False})
   setup = Setup(config)
   fresh = random_like(setup.abstract_state.params, 1)
   source = initialization.load(config)

@@ -1,22 +1,27 @@
 """train.py over 2 processes x 2 CPU devices (jax.distributed, gloo) trains like 1 process x 4 devices, and
 checkpoints move between the two layouts in both directions.
 
-This process trains 4 steps over 4 of its devices through the trainer API, checkpointing step 1. A
-2-process train.py run (2 CPU devices each, mesh data=2 x fsdp=2 across them) resumes that checkpoint
-and trains steps 2-4: its losses equal the 1-process ones, and its step-4 checkpoint, written by 2
-processes and restored here in one, holds the 1-process parameters. One launch, not two (a from-scratch
-2-process run as well), to stay within the test-time budget: the sharded initialisation is tested on 8
-devices in test_logical_axes.py. Constant learning rate; dropout on (0.1). The 2-process run builds its
-batches in worker processes with prefetch, the 1-process run synchronously.
+This process trains 6 steps over 4 of its devices through the trainer API, checkpointing step 1. A
+2-process train.py run (2 CPU devices each, mesh data=2 x fsdp=2 across them) resumes that checkpoint,
+is killed with SIGKILL (both processes) after logging step 4, and is launched again: the second launch
+resumes its own checkpoint and finishes. The losses equal the 1-process ones, each step is logged once,
+and the step-6 checkpoint, written by 2 processes and restored here in one, holds the 1-process
+parameters. No from-scratch 2-process run, to stay within the test-time budget: the sharded
+initialisation is tested on 8 devices in test_logical_axes.py. Constant learning rate; dropout on
+(0.1). The 2-process run builds its batches in worker processes with prefetch, the 1-process run
+synchronously.
 """
 
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -36,6 +41,8 @@ ARGS = ("--config.mesh.fsdp=2", "--config.optimizer.schedule=constant",
         "--config.train.peak_flops_per_device=1e11",
         "--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=2")
 LOSS_ATOL = 2e-5
+NUM_STEPS = 6
+KILL_AFTER = 4  # checkpoints every 2 steps: the kill lands after step 2's save began.
 
 
 def _free_port():
@@ -73,9 +80,26 @@ def _wait(procs, workdir):
   return [open(f"{workdir}.{i}.log").read() for i in range(len(procs))]
 
 
+def _kill_after_step(procs, workdir, step, timeout=300):
+  """SIGKILL every process once process 0 has logged `step`; returns the steps logged by then."""
+  deadline = time.time() + timeout
+  while step not in [r["step"] for r in _records(workdir)]:
+    for i, p in enumerate(procs):
+      assert p.poll() is None, f"process {i} exited ({p.returncode}) before step {step} was logged"
+    assert time.time() < deadline, f"step {step} was not logged in {timeout} s"
+    time.sleep(0.05)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+  for p in procs:
+    p.wait()
+
+
 def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.endswith("\n")]
 
 
 def _losses(workdir):
@@ -121,37 +145,44 @@ def _train_in_process(config, workdir, num_steps, save_at):
 def test_two_processes_train_and_checkpoint_like_one(data_dir, tmp_path):
   config = small_config("co_attention", **{
       "data.data_dir": data_dir, "mesh.fsdp": 2, "optimizer.schedule": "constant",
-      "train.num_steps": 4})
+      "train.num_steps": NUM_STEPS})
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
-  losses_one, params_one = _train_in_process(config, one, 4, save_at=1)
+  losses_one, params_one = _train_in_process(config, one, NUM_STEPS, save_at=1)
   shutil.copytree(one, two)
-  logs = _wait(_launch(two, data_dir, 4, 2, 2), two)
+  _kill_after_step(_launch(two, data_dir, NUM_STEPS, 2, 2), two, KILL_AFTER)
+  logs = _wait(_launch(two, data_dir, NUM_STEPS, 2, 2), two)
   assert "process 0 of 2, 2 local / 4 global devices" in logs[0]
-  assert "Resumed from step 1" in logs[0]
+  resumed = re.search(r"Resumed from step (\d+)", logs[0])
+  assert resumed and 1 < int(resumed.group(1)) <= KILL_AFTER, (
+      "the second launch did not resume the killed run's own checkpoint")
   assert "Compiled the train step" in logs[0] and "Compiled the train step" not in logs[1], (
       "only process 0 logs at INFO")
 
-  # What the run reports, once, from process 0: compile time and FLOPs first, then throughput and MFU.
-  first, *rest = _records(two)
-  assert first["compile_seconds"] > 0 and first["flops_per_step"] > 0
-  assert rest and all("compile_seconds" not in r for r in rest)
+  # What the run reports, once per launch, from process 0: compile time and FLOPs first, then
+  # throughput and MFU.
+  records = _records(two)
+  compiled = [r for r in records if "compile_seconds" in r]
+  assert records[0] is compiled[0] and len(compiled) == 2
+  assert all(r["compile_seconds"] > 0 and r["flops_per_step"] > 0 for r in compiled)
   for key in ("examples_per_sec", "steps_per_sec", "eta_seconds", "mfu", "learning_rate", "grad_norm",
               "mlm_loss", "itm_loss"):
-    assert key in rest[-1], key
-  assert len(glob.glob(os.path.join(two, "tensorboard", "events.out.tfevents.*"))) == 1
+    assert key in records[-1], key
+  assert len(glob.glob(os.path.join(two, "tensorboard", "events.out.tfevents.*"))) == 2  # one per launch
 
-  # The 2-process run restored the 1-process checkpoint of step 1 and trained like the 1-process run.
+  # The 2-process run restored the 1-process checkpoint of step 1, was killed, resumed, and trained like
+  # the 1-process run; each step logged exactly once (the killed launch's steps after its checkpoint
+  # were logged again and their first records dropped).
   losses_two = _losses(two)
-  assert sorted(losses_two) == [2, 3, 4], "the 2-process run did not resume the 1-process checkpoint"
-  steps = [2, 3, 4]
+  steps = list(range(2, NUM_STEPS + 1))
+  assert sorted(losses_two) == steps, "the 2-process run did not resume the 1-process checkpoint"
   np.testing.assert_allclose([losses_two[s] for s in steps], [losses_one[s] for s in steps],
                              rtol=0, atol=LOSS_ATOL)
   # Batches and parameters change from step to step, so equal losses are not a coincidence.
   assert max(losses_one[s] for s in steps) - min(losses_one[s] for s in steps) > 1e-3
 
   # Its checkpoints (written by 2 processes), restored by this 1-process run into a 4-device mesh.
-  diff = max_abs_diff(_restore(two, 4, config), params_one)
+  diff = max_abs_diff(_restore(two, NUM_STEPS, config), params_one)
   print(f"2 vs 1 process: max |loss diff| "
-        f"{max(abs(losses_two[s] - losses_one[s]) for s in steps):.2e}; max |param diff| at step 4: "
-        f"{diff:.2e}")
+        f"{max(abs(losses_two[s] - losses_one[s]) for s in steps):.2e}; max |param diff| at step "
+        f"{NUM_STEPS}: {diff:.2e}")
   assert diff < 2e-6

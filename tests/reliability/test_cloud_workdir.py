@@ -1,14 +1,17 @@
 """A `gs://` workdir stays a `gs://` path: config.json, metrics.jsonl, checkpoint listing, eval results and
 vocab files go through `etils.epath`, here with the `gs://` backend mapped onto a temporary folder.
 
-Only the files vlfusion writes itself are covered; orbax's array writes (TensorStore) and TensorBoard's
-event files (TensorFlow's filesystems) take the `gs://` path as given and do not go through epath.
+So are the files read from a dataset's `manual_dir` (annotations, images, region features). Of what is
+written, only the files vlfusion writes itself are covered: orbax's array writes (TensorStore) and
+TensorBoard's event files (TensorFlow's filesystems) take the `gs://` path as given and do not go
+through epath.
 """
 
 import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from etils import epath
 from etils.epath import gpath as epath_gpath
@@ -106,3 +109,31 @@ def test_vocab_file_on_gs_is_read_through_epath(fake_gcs):
   remote = tokenizer.WordPieceTokenizer("gs://bucket/vocab.txt")
   local = tokenizer.WordPieceTokenizer()
   assert remote.vocab == local.vocab and remote.vocab_path == "gs://bucket/vocab.txt"
+
+
+def test_manual_dir_on_gs_is_read_through_epath(fake_gcs, tmp_path):
+  """A dataset prepared from `gs://` files: annotations, images and region features are listed, stat-ed
+  and read through epath, the fingerprint keeps the `gs://` folder, and a changed file is noticed."""
+  from tests.data import fixtures as fx
+  from vlfusion.data import local_datasets, local_files
+
+  bucket = fake_gcs / "bucket" / "jsonl"
+  bucket.mkdir(parents=True)
+  fx.write_jsonl(str(bucket), num_train=6)
+  builder = local_datasets.make_builder("image_text_jsonl/images", str(tmp_path / "tfds"))
+  local_datasets.prepare(builder, "gs://bucket/jsonl")
+  prepared = local_datasets.make_builder("image_text_jsonl/images", str(tmp_path / "tfds"))
+  assert prepared.info.splits["train"].num_examples == 6
+  assert prepared.info.metadata["inputs"]["manual_dir"] == "gs://bucket/jsonl"
+  assert local_datasets.input_changes(prepared, "gs://bucket/jsonl") == []
+  with open(bucket / "train.jsonl", "a") as f:
+    f.write(json.dumps({"image": "img/train_0.jpg", "text": "one more line"}) + "\n")
+  assert local_datasets.input_changes(prepared, "gs://bucket/jsonl") == [
+      "train.jsonl (in config.data.manual_dir='gs://bucket/jsonl') changed since "
+      f"vlf_image_text_jsonl/images in {prepared.data_dir} was prepared"]
+
+  fx.write_regions(str(fake_gcs / "bucket"), tsv_ids=[1, 2], npz_ids=[3])  # gs://bucket/regions/
+  store = local_files.RegionStore("gs://bucket/regions", feature_dim=fx.region_arrays(1)["features"].shape[1])
+  assert len(store) == 3
+  for image_id in (1, 3):
+    np.testing.assert_allclose(store.get(str(image_id)).features, fx.region_arrays(image_id)["features"])

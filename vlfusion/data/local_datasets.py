@@ -60,7 +60,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _start(self, manual_dir: Any) -> str:
     manual_dir = os.fspath(manual_dir)
-    if not os.path.isdir(manual_dir):
+    if not local_files.is_dir(manual_dir):
       raise DataFileError(f"{self.name}: manual_dir not found: {manual_dir}")
     self._manual_dir = manual_dir
     self.info.metadata["inputs"] = fingerprint(self, manual_dir)
@@ -112,7 +112,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def _image_root(manual_dir: str) -> str:
   images = os.path.join(manual_dir, "images")
-  return images if os.path.isdir(images) else manual_dir
+  return images if local_files.is_dir(images) else manual_dir
 
 
 class CocoCaptions(_LocalBuilder):
@@ -182,7 +182,7 @@ class ImageTextJsonl(_LocalBuilder):
   SPLIT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl")
 
   def annotation_files(self, manual_dir: str) -> list[str]:
-    return [f for f in self.SPLIT_FILES if os.path.isfile(os.path.join(manual_dir, f))]
+    return [f for f in self.SPLIT_FILES if local_files.is_file(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -196,7 +196,7 @@ class ImageTextJsonl(_LocalBuilder):
     local_files.require_file(os.path.join(manual_dir, "train.jsonl"), "image-text train file")
     return {split: self._generate(split, os.path.join(manual_dir, f"{split}.jsonl"))
             for split in ("train", "validation", "test")
-            if os.path.isfile(os.path.join(manual_dir, f"{split}.jsonl"))}
+            if local_files.is_file(os.path.join(manual_dir, f"{split}.jsonl"))}
 
   def _generate(self, split: str, path: str) -> Iterator[Example]:
     generated = 0
@@ -241,7 +241,7 @@ class VqaV2(_LocalBuilder):
   def annotation_files(self, manual_dir: str) -> list[str]:
     kinds = (("v2_OpenEnded_mscoco", "questions.json"), ("v2_mscoco", "annotations.json"))
     names = [f"{kind}_{subset}_{suffix}" for subset in self.SUBSETS.values() for kind, suffix in kinds]
-    return [f for f in names if os.path.isfile(os.path.join(manual_dir, f))]
+    return [f for f in names if local_files.is_file(os.path.join(manual_dir, f))]
 
   def _info(self) -> tfds.core.DatasetInfo:
     f = tfds.features
@@ -260,7 +260,7 @@ class VqaV2(_LocalBuilder):
     for split, subset in self.SUBSETS.items():
       questions = os.path.join(manual_dir, f"v2_OpenEnded_mscoco_{subset}_questions.json")
       annotations = os.path.join(manual_dir, f"v2_mscoco_{subset}_annotations.json")
-      if split != "train" and not os.path.isfile(questions):
+      if split != "train" and not local_files.is_file(questions):
         continue
       items = self._load(questions, annotations, split)
       images, unusable = self._usable_images(split, subset, items)
@@ -367,7 +367,7 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
 
 def _sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with local_files.open_file(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -377,22 +377,20 @@ def fingerprint(builder: _LocalBuilder, manual_dir: str, hashes: bool = True) ->
   """What a prepared dataset was made from: the resolved `manual_dir`, its annotation files (size, mtime
   and, with `hashes`, SHA-256) and, for the `regions` config, its feature files (size, mtime). Image files
   are not listed (stat-ing a hundred thousand images on every start would cost more than it protects): an
-  image replaced in place under the same name is not detected."""
-  manual_dir = os.path.realpath(os.fspath(manual_dir))
+  image replaced in place under the same name is not detected. A remote `manual_dir` (`gs://...`) is
+  kept as given."""
+  manual_dir = os.fspath(manual_dir)
+  if not local_files.is_remote(manual_dir):
+    manual_dir = os.path.realpath(manual_dir)
   files = {}
   for name in builder.annotation_files(manual_dir):
     path = os.path.join(manual_dir, name)
-    stat = os.stat(path)
-    files[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    files[name] = local_files.file_stat(path)
     if hashes:
       files[name]["sha256"] = _sha256(path)
   if builder.builder_config.source == "regions":
-    for root, _, names in sorted(os.walk(os.path.join(manual_dir, "regions"))):
-      for name in sorted(names):
-        if name.endswith((".tsv", ".npz")):
-          stat = os.stat(os.path.join(root, name))
-          files[os.path.relpath(os.path.join(root, name), manual_dir)] = {
-              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    for path in local_files.files_under(os.path.join(manual_dir, "regions"), (".tsv", ".npz")):
+      files[os.path.relpath(path, manual_dir)] = local_files.file_stat(path)
   return {"manual_dir": manual_dir, "files": files}
 
 

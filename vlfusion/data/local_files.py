@@ -1,6 +1,7 @@
 """Reading the files of real datasets from disk: JSON, JSONL, images, and region features.
 
-Every error names the file and, where there is one, the line or record at fault. Images that cannot be
+Every error names the file and, where there is one, the line or record at fault. Paths may be local or
+remote (`gs://...`): every file is listed, stat-ed and opened through `etils.epath`. Images that cannot be
 read are not errors: the builders skip them and count them in a `SkipCounter`, which logs each skip and
 ends up in the dataset's metadata.
 
@@ -20,7 +21,6 @@ import base64
 import binascii
 import csv
 import dataclasses
-import glob
 import io
 import json
 import logging
@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 TSV_FIELDS = ("img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
               "num_boxes", "boxes", "features")
@@ -41,9 +42,46 @@ class DataFileError(ValueError):
   """A dataset file that is missing or malformed; the message names the file and line or record."""
 
 
+def is_remote(path: str) -> bool:
+  return "://" in os.fspath(path)
+
+
+def is_file(path: str) -> bool:
+  return epath.Path(path).is_file()
+
+
+def is_dir(path: str) -> bool:
+  return epath.Path(path).is_dir()
+
+
+def open_file(path: str, mode: str = "r"):
+  """`path` opened for reading, text as UTF-8."""
+  return epath.Path(path).open(mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def file_stat(path: str) -> dict[str, int]:
+  """{"size", "mtime_ns"} of a file (remote stores give the time in whole seconds)."""
+  if is_remote(path):
+    stat = epath.Path(path).stat()
+    return {"size": int(stat.length), "mtime_ns": int(stat.mtime) * 1_000_000_000}
+  stat = os.stat(path)
+  return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def files_under(directory: str, suffixes: tuple[str, ...]) -> list[str]:
+  """The files under `directory` (recursively) whose names end with one of `suffixes`, sorted; hidden
+  files and folders left out."""
+  found = []
+  for root, dirs, names in epath.Path(directory).walk():
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    found += [os.path.join(os.fspath(root), n) for n in names
+              if n.endswith(suffixes) and not n.startswith(".")]
+  return sorted(found)
+
+
 def require_file(path: str, what: str) -> str:
   """`path`, or a `DataFileError` saying which file of which dataset is missing."""
-  if not os.path.isfile(path):
+  if not is_file(path):
     raise DataFileError(f"{what} not found: {path}")
   return path
 
@@ -51,7 +89,7 @@ def require_file(path: str, what: str) -> str:
 def read_json(path: str, what: str) -> Any:
   """The parsed JSON file at `path`; a syntax error names its line and column."""
   require_file(path, what)
-  with open(path, encoding="utf-8") as f:
+  with open_file(path) as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
@@ -61,7 +99,7 @@ def read_json(path: str, what: str) -> Any:
 def read_jsonl(path: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
   """(line number, object) for each non-empty line of a JSON-lines file."""
   require_file(path, what)
-  with open(path, encoding="utf-8") as f:
+  with open_file(path) as f:
     for number, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -121,10 +159,10 @@ def read_image(path: str) -> tuple[bytes | None, str]:
   decoded. The bytes are the file's own: decoding here only proves that decoding works."""
   from PIL import Image
 
-  if not os.path.isfile(path):
+  if not is_file(path):
     return None, "missing_image"
   try:
-    with open(path, "rb") as f:
+    with open_file(path, "rb") as f:
       data = f.read()
     with Image.open(io.BytesIO(data)) as image:
       image.load()
@@ -175,22 +213,22 @@ class RegionStore:
   """
 
   def __init__(self, directory: str, feature_dim: int):
-    if not os.path.isdir(directory):
+    if not is_dir(directory):
       raise DataFileError(f"region feature directory not found: {directory}")
     self.directory = directory
     self.feature_dim = feature_dim
     self._tsv: dict[str, tuple[str, int, int]] = {}
     self._npz: dict[str, str] = {}
     csv.field_size_limit(sys.maxsize)
-    for path in sorted(glob.glob(os.path.join(directory, "**", "*.tsv"), recursive=True)):
-      with open(path, "rb") as f:
+    for path in files_under(directory, (".tsv",)):
+      with open_file(path, "rb") as f:
         offset, number = 0, 0
         for line in f:
           number += 1
           if line.strip():
             self._tsv.setdefault(image_key(line.split(b"\t", 1)[0].decode()), (path, number, offset))
           offset += len(line)
-    for path in sorted(glob.glob(os.path.join(directory, "**", "*.npz"), recursive=True)):
+    for path in files_under(directory, (".npz",)):
       self._npz.setdefault(image_key(path), path)
     if not self._tsv and not self._npz:
       raise DataFileError(f"no region features (*.tsv or *.npz) under {directory}")
@@ -208,9 +246,9 @@ class RegionStore:
 
   def _read_tsv(self, path: str, number: int, offset: int) -> Regions:
     where = f"{path}: line {number}"
-    with open(path, encoding="utf-8", newline="") as f:
+    with open_file(path, "rb") as f:
       f.seek(offset)
-      row = next(csv.reader([f.readline()], delimiter="\t"))
+      row = next(csv.reader([f.readline().decode("utf-8")], delimiter="\t"))
     if len(row) != len(TSV_FIELDS):
       raise DataFileError(f"{where}: {len(row)} tab-separated fields, expected {len(TSV_FIELDS)} "
                           f"({', '.join(TSV_FIELDS)})")
@@ -227,7 +265,7 @@ class RegionStore:
 
   def _read_npz(self, path: str) -> Regions:
     try:
-      with np.load(path) as z:
+      with open_file(path, "rb") as f, np.load(f) as z:
         features, boxes = z["features"], z["boxes"]
         height, width = float(z["img_h"]), float(z["img_w"])
         labels = z["objects_id"] if "objects_id" in z else np.zeros(len(features), np.int64)

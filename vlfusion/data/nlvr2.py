@@ -68,13 +68,13 @@ class Nlvr2(_LocalBuilder):
   @staticmethod
   def _find(manual_dir: str, filename: str) -> str | None:
     for path in (os.path.join(manual_dir, filename), os.path.join(manual_dir, "data", filename)):
-      if os.path.isfile(path):
+      if local_files.is_file(path):
         return path
     return None
 
   def _image_dir(self, release_split: str, record: dict[str, Any]) -> str:
     images = os.path.join(self._manual_dir, "images")
-    root = os.path.join(images if os.path.isdir(images) else self._manual_dir, release_split)
+    root = os.path.join(images if local_files.is_dir(images) else self._manual_dir, release_split)
     return os.path.join(root, str(record["directory"])) if "directory" in record else root
 
   def _generate(self, split: str, release_split: str, path: str) -> Iterator[Example]:

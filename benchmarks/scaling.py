@@ -11,7 +11,8 @@ times the seconds per FLOP of the family's first point: where the measured line 
 is not in the matmuls (attention's softmax and masks grow with Lq·Lk, memory traffic, overheads).
 Single-stream attention grows with (Lt+Li)², co-attention with Lt·Li plus each stream's own square.
 
-Writes a PNG (default docs/scaling_tokens.png) and the numbers as JSON beside benchmarks/results/.
+Writes a PNG (default: scaling_tokens.png in the system's temp folder; the plot is an output, not part
+of the repository) and the numbers as JSON in benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -133,7 +135,7 @@ def main() -> None:
   parser.add_argument("--fixed_text", type=int, default=20, help="text tokens while the image varies")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=1)
-  parser.add_argument("--out", default=os.path.join(ROOT, "docs", "scaling_tokens.png"))
+  parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "scaling_tokens.png"))
   args = parser.parse_args()
 
   families = [f.strip() for f in args.families.split(",") if f.strip()]

@@ -159,11 +159,12 @@ def read_image(path: str) -> tuple[bytes | None, str]:
   decoded. The bytes are the file's own: decoding here only proves that decoding works."""
   from PIL import Image
 
-  if not is_file(path):
-    return None, "missing_image"
-  try:
+  try:  # opened straight away: one request per image on remote storage, not a stat and then a read.
     with open_file(path, "rb") as f:
       data = f.read()
+  except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    return None, "missing_image"
+  try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()
   except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files.

@@ -124,6 +124,22 @@ def test_itm_negative_mix(data_dir):
   assert (kinds == scenes.NEGATIVE_KINDS.index("random")).all()
 
 
+def test_the_form_of_a_caption_does_not_tell_its_itm_label(data_dir):
+  config = tiny_config(co_attention, data_dir)
+  rows = pipeline.make_batch_source(config, "train").rows
+  scene_form = {True: [], False: []}
+  for i in range(600):
+    ex = rows.example(i, np.random.default_rng([3, i]), keep_text=True)
+    is_scene = ex["text"].split()[0] in scenes.SIZES  # only scene captions open with a size.
+    positive = bool(ex["itm_labels"])
+    scene_form[positive].append(is_scene)
+    record = rows.data_source[i]
+    if is_scene and not positive:  # a scene-form negative is never the scene's own caption.
+      assert ex["text"] not in [c.decode() if isinstance(c, bytes) else c for c in record["captions"]]
+  shares = {label: np.mean(v) for label, v in scene_form.items()}
+  assert 0.15 < shares[True] < 0.35 and abs(shares[True] - shares[False]) < 0.08, shares
+
+
 def test_whole_word_masking():
   tok = WordPieceTokenizer(BERT_VOCAB)
   ids = np.array(tok.encode("antidisestablishmentarianism supercalifragilistic " * 30), np.int32)

@@ -51,6 +51,38 @@ def test_captions_true_and_negatives_false():
     assert not scenes.holds(scenes.random_negative(objects, rng, 64, 6), objects)
 
 
+def _parse_scene_caption(caption):
+  """[(size, colour, shape, place)] of a scene caption."""
+  return [(*words.split()[:3], " ".join(words.split()[3:])) for words in caption.split(", ")]
+
+
+def test_scene_caption_lists_every_object_in_its_place_and_tells_scenes_apart():
+  tok = WordPieceTokenizer()
+  captions = []
+  for i in range(400):
+    ex = _scene(i)
+    kinds = [scenes.CAPTION_KINDS[k] for k in ex["caption_kinds"]]
+    assert kinds.count("scene") == 1 and len(kinds) == len(ex["captions"]) == len(ex["hard_negatives"])
+    caption = ex["captions"][kinds.index("scene")]
+    objects = scenes.sample_scene(np.random.default_rng([7, 0, i]), 64, 4)
+    listed = _parse_scene_caption(caption)
+    assert sorted(listed) == sorted((o.size, o.colour, o.shape, scenes.place(o, 64)) for o in objects)
+    # the place is the object's third of the image, in both directions.
+    o = min(objects, key=lambda o: (o.cy, o.cx))
+    assert ("left" in listed[0][3]) == (o.cx < 64 / 3) and ("top" in listed[0][3]) == (o.cy < 64 / 3)
+    ids = tok.encode(caption)
+    assert tok.unk_id not in ids and len(ids) <= 24  # fits the default data.max_text_len.
+    negative = ex["hard_negatives"][kinds.index("scene")]
+    assert scenes.NEGATIVE_KINDS[ex["hard_negative_kinds"][kinds.index("scene")]] == "attribute"
+    changed = [(a, b) for a, b in zip(listed, _parse_scene_caption(negative), strict=True) if a != b]
+    assert len(changed) == 1 and sum(x != y for x, y in zip(*changed[0], strict=True)) == 1
+    captions.append(caption)
+  assert len(set(captions)) > 0.9 * len(captions)  # what makes retrieval by caption possible.
+  # every other caption kind is said of many scenes.
+  describe = [_scene(i)["captions"][0] for i in range(100)]
+  assert len(set(describe)) < 40
+
+
 def test_relation_swap_is_a_hard_negative():
   left = scenes.Obj("red", "circle", "small", 10.0, 30.0, 5.0)
   right = scenes.Obj("blue", "square", "small", 50.0, 30.0, 5.0)
@@ -204,7 +236,7 @@ def test_pair_statements_are_balanced_and_true_when_labelled_true():
 
 def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   builder = source.builder
-  assert builder.info.version == "2.0.0"
+  assert builder.info.version == "3.0.0"
   assert builder.info.metadata["answers"] == list(questions.ANSWERS)
   record = source.data_source[7]
   assert len(record["questions"]) == len(record["answers"]) == len(record["question_types"]) >= 3

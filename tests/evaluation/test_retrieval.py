@@ -56,6 +56,26 @@ def test_recalls_match_the_brute_force_reference(k):
   assert set(scored) == (top_t2i | top_i2t if k else set())
 
 
+@pytest.mark.parametrize("k", [0, 3])
+def test_recalls_by_caption_kind_are_those_of_the_kind_s_queries_alone(k):
+  rng = np.random.default_rng(7 + k)
+  num_images, num_captions = 11, 33
+  caption_image = np.concatenate([np.arange(num_images), rng.integers(0, num_images, 22)])
+  kinds = np.array(["scene", "describe", "count"])[rng.integers(0, 3, num_captions)]
+  image = rng.normal(size=(num_images, 8))
+  similarity = (image[caption_image] + 1.5 * rng.normal(size=(num_captions, 8))) @ image.T
+  itm = {(t, i): float(rng.normal()) for t in range(num_captions) for i in range(num_images)}
+  score = lambda t, i: np.array([itm[(a, b)] for a, b in zip(t, i, strict=True)])
+  result = retrieval.retrieval_metrics(similarity, caption_image, k, score if k else None,
+                                       {kind: kinds == kind for kind in ("scene", "describe", "count")})
+  assert result["chance"] == pytest.approx({"r1": 1 / 11, "r5": 5 / 11, "r10": 10 / 11})
+  for kind, got in result["text_to_image_by_kind"].items():
+    rows = np.flatnonzero(kinds == kind)
+    sub_itm = {(j, i): itm[(int(t), i)] for j, t in enumerate(rows) for i in range(num_images)}
+    want, _ = _reference(similarity[rows], caption_image[rows], k, sub_itm)
+    assert got == pytest.approx({**want, "count": len(rows)}), kind
+
+
 def test_reranking_changes_the_answer_only_inside_the_top_k():
   similarity = np.array([[0.9, 0.8, 0.1]])  # one caption of image 2, ranked last by ITC.
   itm = {(0, 0): 0.0, (0, 1): 5.0, (0, 2): 9.0}

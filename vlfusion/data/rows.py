@@ -120,26 +120,44 @@ class RowBuilder:
   def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
     """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn
     from `itm_negative_mix`. A scene without a negative of the drawn kind gives another hard one, and
-    data without hard negatives (real captions) gives a caption of another random example."""
+    data without hard negatives (real captions) gives a caption of another random example. A scene
+    caption (shapes world, kind "scene") is replaced by a scene caption too: its own edit for a hard
+    kind, another scene's for a random one, so that the form of a caption never tells its label."""
     captions = [_text(c) for c in record["captions"]]
     c = int(rng.integers(len(captions)))
     if rng.random() >= self.config.data.itm_negative_rate:
       return captions[c], 0
     kind = scenes.NEGATIVE_KINDS[1 + int(rng.choice(3, p=self._negative_mix))]
+    scene_kind = scenes.CAPTION_KINDS.index("scene")
+    is_scene = "caption_kinds" in record and int(np.asarray(record["caption_kinds"])[c]) == scene_kind
+    if is_scene and kind != "random":
+      return _text(record["hard_negatives"][c]), int(np.asarray(record["hard_negative_kinds"])[c])
     if kind != "random" and "hard_negatives" in record:
       kinds = np.asarray(record["hard_negative_kinds"])
       candidates = np.flatnonzero(kinds == scenes.NEGATIVE_KINDS.index(kind))
+      if "caption_kinds" in record:  # the scene caption's edit answers only a scene caption.
+        candidates = candidates[np.asarray(record["caption_kinds"])[candidates] != scene_kind]
       if not len(candidates):
         candidates = np.arange(len(kinds))
+        if "caption_kinds" in record:
+          candidates = candidates[np.asarray(record["caption_kinds"]) != scene_kind]
       h = int(candidates[int(rng.integers(len(candidates)))])
       return _text(record["hard_negatives"][h]), int(kinds[h])
-    if "random_negative" in record:
-      return _text(record["random_negative"]), scenes.NEGATIVE_KINDS.index("random")
-    # A caption of another example (never this one).
-    other = int(rng.integers(self.num_examples - 1))
-    other_captions = self.data_source[other + (other >= index)]["captions"]
     random_kind = scenes.NEGATIVE_KINDS.index("random")
-    return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
+    if "random_negative" in record and not is_scene:
+      return _text(record["random_negative"]), random_kind
+    # A caption of another example (never this one). For a scene caption, another scene's scene
+    # caption, drawn again in the rare case that it is word for word this scene's.
+    for _ in range(10):
+      other = int(rng.integers(self.num_examples - 1))
+      other_record = self.data_source[other + (other >= index)]
+      other_captions = other_record["captions"]
+      if not is_scene:
+        return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
+      text = _text(other_captions[list(np.asarray(other_record["caption_kinds"])).index(scene_kind)])
+      if text != captions[c]:
+        break
+    return text, random_kind
 
   def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
     """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)

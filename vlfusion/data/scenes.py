@@ -28,7 +28,8 @@ FEATURE_GRID = 4  # region features: a 4x4 grid of (r, g, b, foreground) average
 FEATURE_DIM = FEATURE_GRID * FEATURE_GRID * 4
 
 # Kinds of caption and of ITM negative, stored as ints in the dataset.
-CAPTION_KINDS = ("describe", "count", "relation")
+# "scene" lists every object with its place in the image: the caption that tells a scene apart (retrieval).
+CAPTION_KINDS = ("describe", "count", "relation", "scene")
 NEGATIVE_KINDS = ("none", "random", "attribute", "relation")
 
 
@@ -170,6 +171,35 @@ def _unique(objects: Sequence[Obj]) -> list[Obj]:
           if sum(p.colour == o.colour and p.shape == o.shape for p in objects) == 1]
 
 
+def place(o: Obj, image_size: int) -> str:
+  """Where `o`'s centre is, in a 3 x 3 grid of the image: "top left", "top", ..., "centre", ...,
+  "bottom right"."""
+  column = ("left", "centre", "right")[min(int(3 * o.cx / image_size), 2)]
+  row = ("top", "centre", "bottom")[min(int(3 * o.cy / image_size), 2)]
+  if row == "centre":
+    return column
+  return row if column == "centre" else f"{row} {column}"
+
+
+def scene_caption(objects: Sequence[Obj], image_size: int) -> str:
+  """Every object of the scene, in reading order (top to bottom, then left to right), as
+  "size colour shape place", joined by commas: "large red circle top left, small blue square centre"."""
+  ordered = sorted(objects, key=lambda o: (o.cy, o.cx))
+  return ", ".join(f"{o.size} {o.colour} {o.shape} {place(o, image_size)}" for o in ordered)
+
+
+def scene_negative(objects: Sequence[Obj], image_size: int, rng: np.random.Generator) -> str:
+  """`scene_caption` with one object's colour, shape or size changed: false of the scene."""
+  ordered = sorted(objects, key=lambda o: (o.cy, o.cx))
+  i = int(rng.integers(len(ordered)))
+  field = ("colour", "shape", "size")[int(rng.integers(3))]
+  choices = {"colour": list(COLOURS), "shape": list(SHAPES), "size": list(SIZES)}[field]
+  old = getattr(ordered[i], field)
+  new = [c for c in choices if c != old][int(rng.integers(len(choices) - 1))]
+  ordered[i] = dataclasses.replace(ordered[i], **{field: new})
+  return scene_caption(ordered, image_size)
+
+
 def true_facts(objects: Sequence[Obj], rng: np.random.Generator) -> list[Fact]:
   """One true fact of each kind the scene allows: a description, a count and (if possible) a relation."""
   o = objects[int(rng.integers(len(objects)))]
@@ -255,6 +285,12 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   if partner is not None:
     statement, truth = questions.pair_statement(objects, partner, rng)
     example.update(pair_statement=statement, pair_label=np.int32(truth))
+  # The scene caption and its negative come last, so that everything above is what it was before them.
+  example["captions"].append(scene_caption(objects, image_size))
+  example["caption_kinds"] = np.append(example["caption_kinds"], np.int32(CAPTION_KINDS.index("scene")))
+  example["hard_negatives"].append(scene_negative(objects, image_size, rng))
+  example["hard_negative_kinds"] = np.append(example["hard_negative_kinds"],
+                                             np.int32(NEGATIVE_KINDS.index("attribute")))
   return example
 
 
@@ -268,7 +304,7 @@ def object_label(o: Obj) -> int:
 
 def vocabulary() -> list[str]:
   """Every word a shapes-world caption can contain."""
-  words = {"there", "is", "are", "a", "the"}
+  words = {"there", "is", "are", "a", "the", "top", "bottom", "centre"}
   words.update(COLOURS, SHAPES, (s + "s" for s in SHAPES), SIZES, NUMBERS)
   for r in RELATIONS:
     words.update(r.split())

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vlfusion.data import scenes
 from vlfusion.training import partitioning
 
 KS = (1, 5, 10)
@@ -56,9 +57,14 @@ def recalls(order: np.ndarray, correct: Callable[[int, np.ndarray], np.ndarray],
 
 
 def retrieval_metrics(similarity: np.ndarray, caption_image: np.ndarray, rerank_k: int = 0,
-                      score_pairs: PairScorer | None = None) -> dict[str, Any]:
+                      score_pairs: PairScorer | None = None,
+                      caption_kinds: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
   """R@K both ways from ITC similarities [Nt, Ni] of every caption with every image, where caption t
-  describes image `caption_image[t]`; with `rerank_k` and `score_pairs`, the top k re-ranked by ITM."""
+  describes image `caption_image[t]`; with `rerank_k` and `score_pairs`, the top k re-ranked by ITM.
+
+  `chance` is what a random ranking gets text-to-image (K / Ni). With `caption_kinds` ({kind: bool
+  mask [Nt]}), `text_to_image_by_kind` gives the text-to-image R@K of each kind's captions alone (same
+  ranking over all images)."""
   caption_image = np.asarray(caption_image)
   rerank = None
   pairs: list[tuple[int, int]] = []
@@ -75,12 +81,23 @@ def retrieval_metrics(similarity: np.ndarray, caption_image: np.ndarray, rerank_
   t2i_order = ranked_candidates(similarity, rerank_k, rerank)
   i2t_rerank = None if rerank is None else {(i, t): s for (t, i), s in rerank.items()}
   i2t_order = ranked_candidates(similarity.T, rerank_k, i2t_rerank)
-  return {
+  out = {
       "text_to_image": recalls(t2i_order, lambda t, images: images == caption_image[t]),
       "image_to_text": recalls(i2t_order, lambda i, captions: caption_image[captions] == i),
+      "chance": {f"r{k}": min(k / similarity.shape[1], 1.0) for k in KS},
       "num_captions": int(similarity.shape[0]), "num_images": int(similarity.shape[1]),
       "rerank_k": int(rerank_k if rerank is not None else 0), "fused_forward_passes": len(pairs),
   }
+  if caption_kinds:
+    out["text_to_image_by_kind"] = {}
+    for kind, mask in caption_kinds.items():
+      rows = np.flatnonzero(mask)
+      if len(rows):
+        owner = caption_image[rows]
+        out["text_to_image_by_kind"][kind] = {
+            **recalls(t2i_order[rows], lambda q, images, owner=owner: images == owner[q]),
+            "count": int(len(rows))}
+  return out
 
 
 class RetrievalEvaluator:
@@ -106,11 +123,15 @@ class RetrievalEvaluator:
   @functools.cached_property
   def captions(self) -> tuple[list[str], np.ndarray]:
     """Every caption of the split and the index of its image."""
-    texts, owner = [], []
+    texts, owner, kinds = [], [], []
     for i in range(self.source.num_examples):
-      for c in self.source.data_source[i]["captions"]:
+      record = self.source.data_source[i]
+      for j, c in enumerate(record["captions"]):
         texts.append(c.decode("utf-8") if isinstance(c, bytes) else str(c))
         owner.append(i)
+        if "caption_kinds" in record:  # the shapes world's kinds of caption.
+          kinds.append(scenes.CAPTION_KINDS[int(np.asarray(record["caption_kinds"])[j])])
+    self._kinds = np.array(kinds) if len(kinds) == len(texts) else None
     return texts, np.array(owner, np.int64)
 
   def _text(self, text: str) -> dict[str, np.ndarray]:
@@ -166,7 +187,10 @@ class RetrievalEvaluator:
     def score_pairs(captions: np.ndarray, images: np.ndarray) -> np.ndarray:
       return np.concatenate(self._run(self._match, params, captions, images))
 
-    metrics = retrieval_metrics(similarity, owner, self.rerank_k, score_pairs)
+    kinds = None
+    if self._kinds is not None:
+      kinds = {k: self._kinds == k for k in scenes.CAPTION_KINDS}
+    metrics = retrieval_metrics(similarity, owner, self.rerank_k, score_pairs, kinds)
     metrics["accuracy"] = metrics["text_to_image"]["r1"]
     metrics["count"] = metrics["num_captions"]
     metrics["seconds"] = time.perf_counter() - start

@@ -130,32 +130,44 @@ def answer_holds(question: str, answer: str, objects: Sequence[Obj]) -> bool:
 
 def _statement(template: str, left: Sequence[Obj], right: Sequence[Obj],
                rng: np.random.Generator) -> tuple[str, bool]:
-  o = _pick([*left, *right], rng)
+  # What the statement is about: an object of either scene, or half the time any colour and shape (so
+  # that "both images contain ..." can be false and "exactly one ..." can be false by neither).
+  if rng.random() < 0.5:
+    o = _pick([*left, *right], rng)
+    colour, shape = o.colour, o.shape
+  else:
+    colour, shape = _pick(list(COLOURS), rng), _pick(SHAPES, rng)
   if template in ("more", "fewer"):
     form = int(rng.integers(3))
-    attrs, noun = [({"shape": o.shape}, f"{o.shape}s"), ({"colour": o.colour}, f"{o.colour} objects"),
-                   ({"colour": o.colour, "shape": o.shape}, f"{o.colour} {o.shape}s")][form]
+    attrs, noun = [({"shape": shape}, f"{shape}s"), ({"colour": colour}, f"{colour} objects"),
+                   ({"colour": colour, "shape": shape}, f"{colour} {shape}s")][form]
     nl, nr = _count(left, **attrs), _count(right, **attrs)
     truth = nl > nr if template == "more" else nl < nr
     return f"the left image has {template} {noun} than the right image", truth
-  in_left = _count(left, colour=o.colour, shape=o.shape) > 0
-  in_right = _count(right, colour=o.colour, shape=o.shape) > 0
+  in_left = _count(left, colour=colour, shape=shape) > 0
+  in_right = _count(right, colour=colour, shape=shape) > 0
   if template == "both":
-    return f"both images contain a {o.colour} {o.shape}", in_left and in_right
+    return f"both images contain a {colour} {shape}", in_left and in_right
   if template == "exactly_one":
-    return f"exactly one image contains a {o.colour} {o.shape}", in_left != in_right
-  n = int(rng.integers(1, 4)) if rng.random() < 0.5 else _count(right, shape=o.shape)
-  noun = o.shape if n == 1 else f"{o.shape}s"
-  return f"the right image contains {NUMBERS[n]} {noun}", _count(right, shape=o.shape) == n
+    return f"exactly one image contains a {colour} {shape}", in_left != in_right
+  n = int(rng.integers(0, 4)) if rng.random() < 0.5 else _count(right, shape=shape)
+  noun = shape if n == 1 else f"{shape}s"
+  return f"the right image contains {NUMBERS[n]} {noun}", _count(right, shape=shape) == n
 
 
 def pair_statement(left: Sequence[Obj], right: Sequence[Obj], rng: np.random.Generator) -> tuple[str, bool]:
-  """A statement about two scenes (left, right) and whether it is true; true with probability 1/2."""
+  """A statement about two scenes (left, right) and whether it is true; true with probability 1/2.
+
+  The truth is drawn first and the template second, then the template's statements are drawn until one
+  has that truth (the next template if it cannot), so each template is true about half the time and
+  the wording alone says little about the label.
+  """
   want = bool(rng.random() < 0.5)
-  for _ in range(100):
-    text, truth = _statement(_pick(PAIR_TEMPLATES, rng), left, right, rng)
-    if truth == want:
-      return text, truth
+  for t in rng.permutation(len(PAIR_TEMPLATES)):
+    for _ in range(30):
+      text, truth = _statement(PAIR_TEMPLATES[int(t)], left, right, rng)
+      if truth == want:
+        return text, truth
   return text, truth
 
 

@@ -32,7 +32,8 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
       "1.0.0": "Scenes, region features, captions, random and hard negatives.",
       "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
-      "3.0.0": "A scene caption (every object with its place; caption kind \"scene\") and its negative.",
+      "3.0.0": "A scene caption (every object with its place; caption kind \"scene\") and its negative; "
+               "pair statements balanced per template (their wording alone predicted 74% of labels).",
   }
   BUILDER_CONFIGS = [
       ShapesWorldConfig(name="tiny", description="64 px, 1-4 objects; seconds to prepare.",

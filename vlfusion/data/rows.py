@@ -18,6 +18,8 @@ from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 ANSWER_TYPES = ("yes/no", "number", "other")
 # Host-side strings `example(keep_text=True)` adds to a row; never sent to devices.
 HOST_KEYS = ("text", "vqa_question_type_name")
+_SCENE = scenes.CAPTION_KINDS.index("scene")
+_RANDOM = scenes.NEGATIVE_KINDS.index("random")
 
 
 def _text(value: Any) -> str:
@@ -128,24 +130,21 @@ class RowBuilder:
     if rng.random() >= self.config.data.itm_negative_rate:
       return captions[c], 0
     kind = scenes.NEGATIVE_KINDS[1 + int(rng.choice(3, p=self._negative_mix))]
-    scene_kind = scenes.CAPTION_KINDS.index("scene")
-    is_scene = "caption_kinds" in record and int(np.asarray(record["caption_kinds"])[c]) == scene_kind
-    if is_scene and kind != "random":
-      return _text(record["hard_negatives"][c]), int(np.asarray(record["hard_negative_kinds"])[c])
+    # Shapes-world captions carry their kind; the scene caption's negatives answer only a scene caption.
+    caption_kinds = np.asarray(record["caption_kinds"]) if "caption_kinds" in record else None
+    is_scene = caption_kinds is not None and int(caption_kinds[c]) == _SCENE
     if kind != "random" and "hard_negatives" in record:
       kinds = np.asarray(record["hard_negative_kinds"])
-      candidates = np.flatnonzero(kinds == scenes.NEGATIVE_KINDS.index(kind))
-      if "caption_kinds" in record:  # the scene caption's edit answers only a scene caption.
-        candidates = candidates[np.asarray(record["caption_kinds"])[candidates] != scene_kind]
+      if is_scene:
+        return _text(record["hard_negatives"][c]), int(kinds[c])
+      pool = np.arange(len(kinds)) if caption_kinds is None else np.flatnonzero(caption_kinds != _SCENE)
+      candidates = pool[kinds[pool] == scenes.NEGATIVE_KINDS.index(kind)]
       if not len(candidates):
-        candidates = np.arange(len(kinds))
-        if "caption_kinds" in record:
-          candidates = candidates[np.asarray(record["caption_kinds"]) != scene_kind]
+        candidates = pool
       h = int(candidates[int(rng.integers(len(candidates)))])
       return _text(record["hard_negatives"][h]), int(kinds[h])
-    random_kind = scenes.NEGATIVE_KINDS.index("random")
     if "random_negative" in record and not is_scene:
-      return _text(record["random_negative"]), random_kind
+      return _text(record["random_negative"]), _RANDOM
     # A caption of another example (never this one). For a scene caption, another scene's scene
     # caption, drawn again in the rare case that it is word for word this scene's.
     for _ in range(10):
@@ -153,11 +152,12 @@ class RowBuilder:
       other_record = self.data_source[other + (other >= index)]
       other_captions = other_record["captions"]
       if not is_scene:
-        return _text(other_captions[int(rng.integers(len(other_captions)))]), random_kind
-      text = _text(other_captions[list(np.asarray(other_record["caption_kinds"])).index(scene_kind)])
+        return _text(other_captions[int(rng.integers(len(other_captions)))]), _RANDOM
+      scene = int(np.flatnonzero(np.asarray(other_record["caption_kinds"]) == _SCENE)[0])
+      text = _text(other_captions[scene])
       if text != captions[c]:
         break
-    return text, random_kind
+    return text, _RANDOM
 
   def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
     """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)

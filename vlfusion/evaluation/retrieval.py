@@ -121,18 +121,20 @@ class RetrievalEvaluator:
                           out_shardings=replicated)
 
   @functools.cached_property
-  def captions(self) -> tuple[list[str], np.ndarray]:
-    """Every caption of the split and the index of its image."""
+  def _caption_table(self) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Every caption of the split, the index of its image, and its kind (shapes world; else None)."""
     texts, owner, kinds = [], [], []
     for i in range(self.source.num_examples):
       record = self.source.data_source[i]
-      for j, c in enumerate(record["captions"]):
-        texts.append(c.decode("utf-8") if isinstance(c, bytes) else str(c))
-        owner.append(i)
-        if "caption_kinds" in record:  # the shapes world's kinds of caption.
-          kinds.append(scenes.CAPTION_KINDS[int(np.asarray(record["caption_kinds"])[j])])
-    self._kinds = np.array(kinds) if len(kinds) == len(texts) else None
-    return texts, np.array(owner, np.int64)
+      texts += [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in record["captions"]]
+      owner += [i] * len(record["captions"])
+      kinds += [scenes.CAPTION_KINDS[int(k)] for k in np.asarray(record.get("caption_kinds", []))]
+    return texts, np.array(owner, np.int64), np.array(kinds) if len(kinds) == len(texts) else None
+
+  @property
+  def captions(self) -> tuple[list[str], np.ndarray]:
+    """Every caption of the split and the index of its image."""
+    return self._caption_table[:2]
 
   def _text(self, text: str) -> dict[str, np.ndarray]:
     lt = self.config.data.max_text_len
@@ -187,10 +189,9 @@ class RetrievalEvaluator:
     def score_pairs(captions: np.ndarray, images: np.ndarray) -> np.ndarray:
       return np.concatenate(self._run(self._match, params, captions, images))
 
-    kinds = None
-    if self._kinds is not None:
-      kinds = {k: self._kinds == k for k in scenes.CAPTION_KINDS}
-    metrics = retrieval_metrics(similarity, owner, self.rerank_k, score_pairs, kinds)
+    kinds = self._caption_table[2]
+    masks = None if kinds is None else {k: kinds == k for k in scenes.CAPTION_KINDS}
+    metrics = retrieval_metrics(similarity, owner, self.rerank_k, score_pairs, masks)
     metrics["accuracy"] = metrics["text_to_image"]["r1"]
     metrics["count"] = metrics["num_captions"]
     metrics["seconds"] = time.perf_counter() - start

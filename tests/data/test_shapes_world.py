@@ -218,6 +218,29 @@ def test_vqa_answers_are_true_of_the_scene():
   assert (counts > 100).all(), counts  # every type is asked
   yes_no = [a for a in answers if a in ("yes", "no")]
   assert 0.35 < yes_no.count("yes") / len(yes_no) < 0.65
+  directions = [a for a in answers if a in questions.DIRECTIONS]
+  for d in questions.DIRECTIONS:  # four answers, balanced by the symmetry of the scenes.
+    assert 0.15 < directions.count(d) / len(directions) < 0.35, (d, directions.count(d))
+
+
+def test_direction_question_agrees_with_the_relation_question_and_comes_last():
+  """A scene's direction question (drawn after every 3.0.0 field) answers "where is A relative to B?" with
+  the relation word for which "is A <word> B?" is true, and the other answers do not hold."""
+  seen = 0
+  for i in range(300):
+    ex = _scene(i, max_objects=4)
+    objects = scenes.sample_scene(np.random.default_rng([7, 0, i]), 64, 4)  # as _scene(i)
+    types = [questions.QUESTION_TYPES[t] for t in ex["question_types"]]
+    assert types.count("direction") <= 1 and ("direction" not in types or types[-1] == "direction")
+    if types and types[-1] == "direction":
+      seen += 1
+      question, answer = ex["questions"][-1], questions.ANSWERS[int(ex["answers"][-1])]
+      a, b = question.rstrip("?").split(" relative to ")
+      rel = scenes.RELATIONS[questions.DIRECTIONS.index(answer)]
+      assert questions.answer_holds(f"is {a[len('where is '):]} {rel} {b}?", "yes", objects)
+      for other in questions.DIRECTIONS:
+        assert questions.answer_holds(question, other, objects) == (other == answer)
+  assert seen > 100
 
 
 def test_pair_statements_are_balanced_and_true_when_labelled_true():
@@ -250,7 +273,7 @@ def test_the_wording_of_a_pair_statement_says_little_about_its_truth():
 
 def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   builder = source.builder
-  assert builder.info.version == "3.0.0"
+  assert builder.info.version == "4.0.0"
   assert builder.info.metadata["answers"] == list(questions.ANSWERS)
   record = source.data_source[7]
   assert len(record["questions"]) == len(record["answers"]) == len(record["question_types"]) >= 3

@@ -203,7 +203,7 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
-QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")  # the shapes world's.
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")  # the shapes world's.
 
 
 def _metric_rank(column: str) -> tuple:

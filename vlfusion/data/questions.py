@@ -1,8 +1,16 @@
 """Shapes-world VQA questions and NLVR2-style statements about pairs of scenes, from the scene graph.
 
-Questions come in five types (colour, shape, count, existence, relation) with answers in a closed
-vocabulary `ANSWERS`; a question is only asked when its answer is unambiguous in the scene. Pair
+Questions come in six types (colour, shape, count, existence, relation, direction) with answers in a
+closed vocabulary `ANSWERS`; a question is only asked when its answer is unambiguous in the scene. Pair
 statements compare a left and a right scene and are true or false, balanced 50/50.
+
+"relation" asks a yes/no question about two objects ("is the red circle left of the blue square?");
+"direction" asks for the relation itself ("where is the red circle relative to the blue square?" ->
+left). The yes/no form alone is hard for gradient descent: its answer is the product of the question's
+relation word and the objects' positions ("left of" and "right of" give opposite answers for the same
+scene), so no single one of them correlates with the answer and a model starting from random weights
+gets no first-order signal to locate the two objects. The direction question's answer is a function of
+the positions alone and gives that signal (docs/recipes.md has the measurements).
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, _holds_relation, _unique, relation
+from vlfusion.data.scenes import (COLOURS, NUMBERS, RELATIONS, SHAPES, SIZES, Obj, _holds_relation, _unique,
+                                  relation)
 
-QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation")
-ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS)
+QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")
+DIRECTIONS = ("left", "right", "above", "below")  # the answers of direction questions, as RELATIONS.
+ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS, *DIRECTIONS)
 PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
 
 
@@ -83,16 +93,28 @@ def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tupl
   return f"is the {a.colour} {a.shape} {rel} the {b.colour} {b.shape}?", answer
 
 
+def _direction_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+  unique = _unique(objects)
+  pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
+  pairs = [p for p in pairs if p[2] is not None]
+  if not pairs:
+    return None
+  a, b, rel = _pick(pairs, rng)
+  return (f"where is the {a.colour} {a.shape} relative to the {b.colour} {b.shape}?",
+          DIRECTIONS[RELATIONS.index(rel)])
+
+
 _ASK: dict[str, Callable] = {
     "colour": _colour_question, "shape": _shape_question, "count": _count_question,
-    "existence": _existence_question, "relation": _relation_question,
+    "existence": _existence_question, "relation": _relation_question, "direction": _direction_question,
 }
 
 
-def make_questions(objects: Sequence[Obj], rng: np.random.Generator) -> list[tuple[str, str, str]]:
-  """(question, answer, question_type) for each type the scene can answer unambiguously."""
+def make_questions(objects: Sequence[Obj], rng: np.random.Generator,
+                   types: Sequence[str] = QUESTION_TYPES) -> list[tuple[str, str, str]]:
+  """(question, answer, question_type) for each of `types` the scene can answer unambiguously."""
   out = []
-  for qtype in QUESTION_TYPES:
+  for qtype in types:
     qa = _ASK[qtype](objects, rng)
     if qa is not None:
       out.append((qa[0], qa[1], qtype))
@@ -120,12 +142,16 @@ def answer_holds(question: str, answer: str, objects: Sequence[Obj]) -> bool:
     return NUMBERS[n] == answer
   if words[:2] == ["is", "there"]:
     return (_count(objects, colour=words[3], shape=words[4]) > 0) == (answer == "yes")
-  # is the C S <relation words> the C2 S2
-  c, s, c2, s2 = words[2], words[3], words[-2], words[-1]
-  rel = " ".join(words[4:-3])
+  # is the C S <relation words> the C2 S2 | where is the C S relative to the C2 S2
+  first = 3 if words[0] == "where" else 2
+  c, s, c2, s2 = words[first], words[first + 1], words[-2], words[-1]
   a = [o for o in objects if (o.colour, o.shape) == (c, s)]
   b = [o for o in objects if (o.colour, o.shape) == (c2, s2)]
-  return (len(a) == len(b) == 1) and _holds_relation(a[0], b[0], rel) == (answer == "yes")
+  if len(a) != 1 or len(b) != 1:
+    return False
+  if words[0] == "where":
+    return answer in DIRECTIONS and relation(a[0], b[0]) == RELATIONS[DIRECTIONS.index(answer)]
+  return _holds_relation(a[0], b[0], " ".join(words[4:-3])) == (answer == "yes")
 
 
 def _statement(template: str, left: Sequence[Obj], right: Sequence[Obj],
@@ -175,6 +201,6 @@ def vocabulary() -> list[str]:
   """Every word a question, answer or pair statement can contain, beyond the captions' words."""
   words = {"what", "colour", "shape", "object", "objects", "how", "many", "is", "are", "there", "the", "a",
            "left", "right", "image", "images", "has", "more", "fewer", "than", "both", "contain",
-           "contains", "exactly", "yes", "no"}
+           "contains", "exactly", "yes", "no", "where", "relative", "to", "above", "below"}
   words.update(COLOURS, SHAPES, (s + "s" for s in SHAPES), SIZES, NUMBERS)
   return sorted(words)

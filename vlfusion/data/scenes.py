@@ -264,7 +264,8 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   boxes = np.array([o.box for o in objects], np.float32).reshape(-1, 4)
   facts = true_facts(objects, rng)
   negatives = [hard_negative(f, objects, rng) for f in facts]
-  qas = questions.make_questions(objects, rng)
+  # The direction question is drawn last (below), so that the other questions are what they were.
+  qas = questions.make_questions(objects, rng, [t for t in questions.QUESTION_TYPES if t != "direction"])
   example = {
       "image": image,
       "boxes": boxes / np.float32(image_size),
@@ -282,6 +283,10 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
       "answers": np.array([questions.ANSWERS.index(a) for _, a, _ in qas], np.int32),
       "question_types": np.array([questions.QUESTION_TYPES.index(t) for _, _, t in qas], np.int32),
   }
+  # The direction question (4.0.0) draws from its own stream, jumped from here without advancing `rng`:
+  # the pair statement below draws a varying number of times and its partner depends on the split's
+  # size, and the question must not (tiny and tiny_40k share their scenes).
+  direction_rng = np.random.Generator(rng.bit_generator.jumped())
   if partner is not None:
     statement, truth = questions.pair_statement(objects, partner, rng)
     example.update(pair_statement=statement, pair_label=np.int32(truth))
@@ -291,6 +296,12 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   example["hard_negatives"].append(scene_negative(objects, image_size, rng))
   example["hard_negative_kinds"] = np.append(example["hard_negative_kinds"],
                                              np.int32(NEGATIVE_KINDS.index("attribute")))
+  # 4.0.0's direction question, after every field of 3.0.0.
+  for question, answer, qtype in questions.make_questions(objects, direction_rng, ("direction",)):
+    example["questions"].append(question)
+    example["answers"] = np.append(example["answers"], np.int32(questions.ANSWERS.index(answer)))
+    example["question_types"] = np.append(example["question_types"],
+                                          np.int32(questions.QUESTION_TYPES.index(qtype)))
   return example
 
 

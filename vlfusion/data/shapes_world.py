@@ -28,12 +28,14 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered scenes of coloured shapes: captions, ITM negatives, VQA and scene pairs."""
 
-  VERSION = tfds.core.Version("3.0.0")
+  VERSION = tfds.core.Version("4.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Scenes, region features, captions, random and hard negatives.",
       "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
       "3.0.0": "A scene caption (every object with its place; caption kind \"scene\") and its negative; "
                "pair statements balanced per template (their wording alone predicted 74% of labels).",
+      "4.0.0": "A sixth VQA question type, \"direction\" (where is X relative to Y? -> left/right/above/"
+               "below; four answers appended); every 3.0.0 field is unchanged.",
   }
   BUILDER_CONFIGS = [
       ShapesWorldConfig(name="tiny", description="64 px, 1-4 objects; seconds to prepare.",

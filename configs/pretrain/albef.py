@@ -3,12 +3,12 @@ the image (one-way fusion); ITC aligns the unimodal embeddings before fusion; ML
 
   python train.py --config=configs/pretrain/albef.py:tiny --workdir=/tmp/vlf_albef
 
-Sizes: tiny (CPU, shapes-world 64 px images in 8 px patches through a convolutional stem), small, base (published: ViT-B/16, 12 pre-LN
-layers, eps 1e-6, 256 px -> 257 tokens; BERT-base, layers 0-5 text only, layers 6-11 with
-cross-attention into the image between self-attention and FFN, post-LN eps 1e-12; ITC on 256-d
-normalised [CLS] projections, temperature learned from 0.07 and clipped to [0.001, 0.5]). ALBEF's
-momentum distillation and ITC-mined hard ITM negatives are not part of this config. base expects real
-data: --config.data.name=coco_captions/images --config.data.manual_dir=...
+Sizes: tiny (CPU, shapes-world 64 px images in 8 px patches through a convolutional stem), small,
+base (published: ViT-B/16, 12 pre-LN layers, eps 1e-6, 256 px -> 257 tokens; BERT-base, layers 0-5
+text only, layers 6-11 with cross-attention into the image between self-attention and FFN, post-LN
+eps 1e-12; ITC on 256-d normalised [CLS] projections, temperature learned from 0.07 and clipped to
+[0.001, 0.5]). ALBEF's momentum distillation and ITC-mined hard ITM negatives are not part of this
+config. base expects real data: --config.data.name=coco_captions/images --config.data.manual_dir=...
 --config.data.vocab_path=<bert-base-uncased vocab.txt>.
 """
 

@@ -8,10 +8,10 @@ Seven variants x two seeds on the shapes world at tiny size: single_stream, co_a
 merged_attention, one_way and the dual encoder (no cross-modal attention, the control). Everything but
 the fusion is shared: the co_attention tiny config with the pixel model of the VQA recipe
 (`configs/finetune/vqa.py` RECIPES["tiny"]: conv stem, pre-LN, a normal(0.1) position table,
-initializer_range 0.1, no dropout) and its optimizer, in both stages. Each family keeps its natural pooler: the fused text [CLS]
-("text"), the dual encoder the product of both [CLS] projections (a linear head on a concatenation
-cannot score agreement). LXMERT's shared cross-attention is left off, so the three co-attention
-variants differ in layer order only.
+initializer_range 0.1, no dropout) and its optimizer, in both stages. Each family keeps its natural
+pooler: the fused text [CLS] ("text"), the dual encoder the product of both [CLS] projections (a
+linear head on a concatenation cannot score agreement). LXMERT's shared cross-attention is left off,
+so the three co-attention variants differ in layer order only.
 
 Parameters are matched to co_lxmert (all parameters of the pretraining model, heads included, within
 2%): first the width of both streams (MLP = 2x width; a multiple of 32, which the conv stem's GroupNorm

@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vlfusion.data.scenes import (COLOURS, NUMBERS, RELATIONS, SHAPES, SIZES, Obj, _holds_relation, _unique,
-                                  relation)
+from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, _holds_relation, _unique, relation
 
 QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")
-DIRECTIONS = ("left", "right", "above", "below")  # the answers of direction questions, as RELATIONS.
+DIRECTIONS = ("left", "right", "above", "below")  # the answers of direction questions
+# scenes.RELATIONS -> DIRECTIONS
+_DIRECTION_OF = dict(zip(("left of", "right of", "above", "below"), DIRECTIONS, strict=True))
 ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS, *DIRECTIONS)
 PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
 
@@ -101,7 +102,7 @@ def _direction_question(objects: Sequence[Obj], rng: np.random.Generator) -> tup
     return None
   a, b, rel = _pick(pairs, rng)
   return (f"where is the {a.colour} {a.shape} relative to the {b.colour} {b.shape}?",
-          DIRECTIONS[RELATIONS.index(rel)])
+          _DIRECTION_OF[rel])
 
 
 _ASK: dict[str, Callable] = {
@@ -150,7 +151,7 @@ def answer_holds(question: str, answer: str, objects: Sequence[Obj]) -> bool:
   if len(a) != 1 or len(b) != 1:
     return False
   if words[0] == "where":
-    return answer in DIRECTIONS and relation(a[0], b[0]) == RELATIONS[DIRECTIONS.index(answer)]
+    return _DIRECTION_OF.get(relation(a[0], b[0]) or "") == answer
   return _holds_relation(a[0], b[0], " ".join(words[4:-3])) == (answer == "yes")
 
 

@@ -11,6 +11,7 @@ from configs.finetune import vqa
 from tests.conftest import tiny_config
 from tests.finetune.checkpoints import save_random_checkpoint
 from vlfusion.analysis import attention_maps
+from vlfusion.data import questions
 
 
 def test_probabilities_reproduce_dot_product_attention():
@@ -58,13 +59,14 @@ def test_cross_modal_attention_is_found_by_shape():
 def test_one_png_per_fusion_layer(data_dir, tmp_path, family, layers):
   """Regions (co_attention, saved scanned) and patches (ViLT's single stream): a sheet per layer."""
   workdir = str(tmp_path / family)
-  config = tiny_config(vqa, data_dir, **{"model.scan_layers": True, "model.vqa.num_answers": 17,
+  answers = len(questions.ANSWERS)
+  config = tiny_config(vqa, data_dir, **{"model.scan_layers": True, "model.vqa.num_answers": answers,
                                          "data.name": "shapes_world/tiny"})  # not the recipe's 40k scenes.
   config.unlock()
   fam = vqa.get_config(f"tiny,family={family}")
   config.model = fam.model
   config.model.unlock()
-  config.model.update({"scan_layers": True, "vqa": {"num_answers": 17}})
+  config.model.update({"scan_layers": True, "vqa": {"num_answers": answers}})
   save_random_checkpoint(workdir, config)
   paths = attention_maps.attention_maps(workdir, example=3)
   assert [os.path.basename(p)[:-4] for p in paths] == layers

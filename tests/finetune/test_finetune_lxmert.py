@@ -12,6 +12,7 @@ from flax import traverse_util
 from configs.finetune import vqa
 from vlfusion import configuration
 from vlfusion.convert import from_huggingface
+from vlfusion.data import questions
 from vlfusion.training import trainer
 
 transformers = pytest.importorskip("transformers")
@@ -44,7 +45,7 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
 
   # The initial parameters are the converted model's, the VQA head aside.
   setup = trainer.Setup(config)
-  assert config.model.vqa.num_answers == 17  # 0 in the config: the shapes world's answers.
+  assert config.model.vqa.num_answers == len(questions.ANSWERS)  # 0 in the config: the shapes world's.
   os.makedirs(workdir)
   start = traverse_util.flatten_dict(jax.device_get(setup.initial_state(workdir).params))
   report = json.load(open(os.path.join(workdir, "init_report.json")))
@@ -63,7 +64,8 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
   accuracy = [r["eval/default/vqa_accuracy"] for r in records if "eval/default/vqa_accuracy" in r]
   assert len(accuracy) == 1 and 0.0 <= accuracy[0] <= 1.0
   saved = json.load(open(os.path.join(workdir, "config.json")))
-  assert saved["model"]["vqa"]["num_answers"] == 17 and saved["init"]["huggingface"] == hf_dir
+  assert saved["model"]["vqa"]["num_answers"] == len(questions.ANSWERS)
+  assert saved["init"]["huggingface"] == hf_dir
 
   # Resuming reads the run's own checkpoint: the HF directory is no longer needed.
   shutil.rmtree(hf_dir)

@@ -81,13 +81,20 @@ def _existence_question(objects: Sequence[Obj], rng: np.random.Generator) -> tup
   return f"is there a {c} {s}?", "no"
 
 
-def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+def _related_pair(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[Obj, Obj, str] | None:
+  """Two objects that no other object shares colour and shape with, and the clear relation of the first
+  to the second; None when the scene has no such pair."""
   unique = _unique(objects)
   pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
   pairs = [p for p in pairs if p[2] is not None]
-  if not pairs:
+  return _pick(pairs, rng) if pairs else None
+
+
+def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
+  pair = _related_pair(objects, rng)
+  if pair is None:
     return None
-  a, b, rel = _pick(pairs, rng)
+  a, b, rel = pair
   if rng.random() < 0.5 and not _holds_relation(b, a, rel):  # swapped subject and object: false.
     a, b = b, a
   answer = "yes" if _holds_relation(a, b, rel) else "no"
@@ -95,12 +102,10 @@ def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tupl
 
 
 def _direction_question(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[str, str] | None:
-  unique = _unique(objects)
-  pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
-  pairs = [p for p in pairs if p[2] is not None]
-  if not pairs:
+  pair = _related_pair(objects, rng)
+  if pair is None:
     return None
-  a, b, rel = _pick(pairs, rng)
+  a, b, rel = pair
   return (f"where is the {a.colour} {a.shape} relative to the {b.colour} {b.shape}?",
           _DIRECTION_OF[rel])
 

@@ -10,7 +10,8 @@ left). The yes/no form alone is hard for gradient descent: its answer is the pro
 relation word and the objects' positions ("left of" and "right of" give opposite answers for the same
 scene), so no single one of them correlates with the answer and a model starting from random weights
 gets no first-order signal to locate the two objects. The direction question's answer is a function of
-the positions alone and gives that signal (docs/recipes.md has the measurements).
+the positions alone and gives that signal: region models learn it quickly, pixel models not yet
+(docs/recipes.md has the measurements).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ import os
 import statistics
 from typing import Any
 
+from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
+
 PLAN = "sweep.json"
 NEGATIVE_KINDS = ("positive", "random", "attribute", "relation")
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14),
@@ -203,7 +205,6 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
-QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")  # the shapes world's.
 
 
 def _metric_rank(column: str) -> tuple:

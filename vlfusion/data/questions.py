@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from vlfusion.data import scenes
 from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, _holds_relation, _unique, relation
 
 QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")
-DIRECTIONS = ("left", "right", "above", "below")  # the answers of direction questions
-# scenes.RELATIONS -> DIRECTIONS
-_DIRECTION_OF = dict(zip(("left of", "right of", "above", "below"), DIRECTIONS, strict=True))
+# A direction question's answer is its relation's first word: "left of" -> "left", "above" -> "above".
+_DIRECTION_OF = {r: r.split()[0] for r in scenes.RELATIONS}
+DIRECTIONS = tuple(_DIRECTION_OF.values())  # left, right, above, below
 ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS, *DIRECTIONS)
 PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
 

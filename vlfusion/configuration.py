@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mlm_probability = 0.15
   c.data.mlm_whole_word = False  # mask every wordpiece of a chosen word together.
   c.data.mrm_probability = 0.15  # share of regions masked for masked region modelling.
+  # Shapes-world VQA training rows: sampling weights of question types, e.g. "direction:4,relation:0"
+  # (types not named weigh 1; "" = each scene asks one of its questions uniformly). Evaluation keeps
+  # the uniform draw.
+  c.data.question_type_weights = ""
   # Real data (coco_captions, vqa_v2, image_text_jsonl): their files, and a BERT vocab.txt.
   c.data.manual_dir = ""
   c.data.vocab_path = ""  # "" = the shapes-world vocab.
@@ -641,6 +645,11 @@ def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
              f"config.data.{field}={d.get(field)!r} does nothing: it acts on pixels and "
              "config.model.image.input='regions'")
   # Data and run knobs that belong to a head or a feature that is off.
+  weights = d.get("question_type_weights", "")
+  _check(not weights or (str(d.name).startswith("shapes_world") and config.objectives.get("vqa", 0) > 0),
+         f"config.data.question_type_weights={weights!r} does nothing: it weighs the shapes world's VQA "
+         f"question types, and this run has config.data.name={d.name!r} with "
+         f"config.objectives.vqa={config.objectives.get('vqa', 0)}")
   for head, fields in (("mlm", ("mlm_probability", "mlm_whole_word")), ("mrm", ("mrm_probability",))):
     if head not in m.heads:
       for field in fields:
@@ -732,6 +741,14 @@ def _validate_data(d: Any) -> None:
   for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
     if name in d:
       _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")
+  weights = d.get("question_type_weights", "")
+  if weights:
+    from vlfusion.data import questions  # numpy only.
+
+    try:
+      questions.parse_type_weights(weights)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   if "itm_negative_mix" in d:
     mix = tuple(d.itm_negative_mix)
     _check(len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0,

@@ -31,6 +31,32 @@ ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS, *DIRECTIONS)
 PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
 
 
+def parse_type_weights(value: str, field: str = "config.data.question_type_weights") -> dict[str, float]:
+  """"direction:4,relation:0" -> {"direction": 4.0, "relation": 0.0}; types not named weigh 1.
+
+  Raises ValueError naming `field` for an unknown type, a weight that is not a finite number >= 0, a
+  type named twice, or weights that leave no type to ask.
+  """
+  weights: dict[str, float] = {}
+  for item in filter(None, (part.strip() for part in str(value).split(","))):
+    name, sep, number = item.partition(":")
+    name = name.strip()
+    if not sep or name not in QUESTION_TYPES:
+      raise ValueError(f"{field}={value!r}: {item!r} is not <question type>:<weight> with a type of "
+                       f"{QUESTION_TYPES}")
+    try:
+      weight = float(number)
+    except ValueError:
+      weight = float("nan")
+    if not np.isfinite(weight) or weight < 0 or name in weights:
+      raise ValueError(f"{field}={value!r}: the weight of {name!r} must be given once, as a finite "
+                       "number >= 0")
+    weights[name] = weight
+  if weights and not any(weights.get(t, 1.0) > 0 for t in QUESTION_TYPES):
+    raise ValueError(f"{field}={value!r} gives every question type weight 0")
+  return weights
+
+
 def _pick(items: Sequence, rng: np.random.Generator):
   return items[int(rng.integers(len(items)))]
 

@@ -10,7 +10,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vlfusion.data import images, local_files, masking, scenes
+from vlfusion.data import images, local_files, masking, questions, scenes
 from vlfusion.data.compatibility import active_objectives
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
@@ -44,6 +44,8 @@ class RowBuilder:
     self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
     mix = np.asarray(config.data.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
     self._negative_mix = mix / mix.sum()
+    # Shapes-world VQA: sampling weights of the question types in training rows ({} = uniform).
+    self._type_weights = questions.parse_type_weights(config.data.get("question_type_weights", ""))
 
   def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
               train: bool = False) -> dict[str, Any]:
@@ -57,7 +59,7 @@ class RowBuilder:
     record = self.data_source[index]
     ex: dict[str, Any] = {"example_mask": np.bool_(True)}
     if "vqa" in self.objectives:
-      text, positive = self._vqa(record, rng, ex), False
+      text, positive = self._vqa(record, rng, ex, train), False
     elif "pairs" in self.objectives:
       text, positive = _text(record["pair_statement"]), False
       ex["pair_labels"] = np.int32(record["pair_label"])
@@ -159,9 +161,14 @@ class RowBuilder:
         break
     return text, _RANDOM
 
-  def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any]) -> str:
+  def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any],
+           train: bool = False) -> str:
     """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)
-    and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none."""
+    and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none.
+
+    A shapes-world scene asks one of its questions, uniformly; in training rows with
+    `config.data.question_type_weights`, with probability proportional to its type's weight (a scene
+    whose questions all weigh 0 asks one of them uniformly). Evaluation rows keep the uniform draw."""
     scores = np.zeros((len(self.answer_vocab),), np.float32)
     if "question" in record:  # VQA v2: one question per record, soft scores per answer.
       for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
@@ -171,11 +178,19 @@ class RowBuilder:
       answer_type = _text(record.get("answer_type", ""))
       ex["vqa_answer_type"] = np.int32(ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else -1)
       return _text(record["question"])
-    q = int(rng.integers(len(record["questions"])))
+    q = self._question_index(record["question_types"], rng, train)
     scores[int(record["answers"][q])] = 1.0
     ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
     ex["vqa_answer_type"] = np.int32(-1)
     return _text(record["questions"][q])
+
+  def _question_index(self, types: Any, rng: np.random.Generator, train: bool) -> int:
+    if not (train and self._type_weights):
+      return int(rng.integers(len(types)))  # the draw every run made before weights existed.
+    p = np.array([self._type_weights.get(questions.QUESTION_TYPES[int(t)], 1.0) for t in types])
+    if p.sum() == 0:
+      return int(rng.integers(len(types)))
+    return int(rng.choice(len(p), p=p / p.sum()))
 
   def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:
     """`text_ids` and `text_mask` [Lt], with MLM corruption and its targets when `mlm` is on."""

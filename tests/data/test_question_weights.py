@@ -1,0 +1,56 @@
+"""config.data.question_type_weights: training rows of the shapes world's VQA ask question types in
+proportion to their weights; evaluation rows do not change; bad weights are refused, naming the field."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from configs.pretrain import co_attention
+from tests.conftest import tiny_config
+from vlfusion import configuration
+from vlfusion.data import pipeline, questions
+
+VQA = {"objectives.mlm": 0.0, "objectives.itm": 0.0, "objectives.vqa": 1.0, "model.heads": ("vqa",),
+       "model.vqa.num_answers": len(questions.ANSWERS)}
+
+
+def _type_counts(source, steps):
+  counts = collections.Counter()
+  for step in range(steps):
+    for t in source.get_batch(step)["vqa_question_type"]:
+      counts[questions.QUESTION_TYPES[int(t)]] += 1
+  return counts
+
+
+def test_training_rows_follow_the_weights_and_evaluation_rows_do_not(data_dir):
+  plain = tiny_config(co_attention, data_dir, **VQA)
+  weighted = tiny_config(co_attention, data_dir, **VQA,
+                         **{"data.question_type_weights": "relation:0,direction:4"})
+  configuration.validate(weighted)
+  before = _type_counts(pipeline.make_batch_source(plain, "train"), 10)
+  after = _type_counts(pipeline.make_batch_source(weighted, "train"), 10)
+  rows = sum(before.values())
+  assert before["relation"] > 0.08 * rows and after["relation"] == 0
+  # A scene asking all six types asks direction 4/9 of the time instead of 1/6.
+  assert after["direction"] > 2 * before["direction"]
+  assert after["colour"] < before["colour"]  # the other types give way.
+  # Evaluation draws as before, so figures stay comparable across training mixes.
+  a = next(pipeline.make_batch_source(plain, "validation").eval_batches(64))
+  b = next(pipeline.make_batch_source(weighted, "validation").eval_batches(64))
+  for key in ("text_ids", "vqa_scores", "vqa_question_type"):
+    np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("weights,overrides,match", [
+    ("colour:1,where:2", VQA, r"'where:2' is not"),
+    ("direction", VQA, r"'direction' is not <question type>:<weight>"),
+    ("direction:-1", VQA, r"the weight of 'direction' must be given once"),
+    ("direction:2,direction:3", VQA, r"the weight of 'direction' must be given once"),
+    (",".join(f"{t}:0" for t in questions.QUESTION_TYPES), VQA, r"gives every question type weight 0"),
+    ("direction:4", {}, r"does nothing.*objectives\.vqa=0"),
+])
+def test_bad_weights_are_refused_before_anything_is_built(data_dir, weights, overrides, match):
+  config = tiny_config(co_attention, data_dir, **overrides, **{"data.question_type_weights": weights})
+  with pytest.raises(configuration.ConfigError, match=r"config\.data\.question_type_weights=.*" + match):
+    configuration.validate(config)

@@ -44,8 +44,11 @@ class RowBuilder:
     self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
     mix = np.asarray(config.data.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
     self._negative_mix = mix / mix.sum()
-    # Shapes-world VQA: sampling weights of the question types in training rows ({} = uniform).
-    self._type_weights = questions.parse_type_weights(config.data.get("question_type_weights", ""))
+    # Shapes-world VQA: each question type's sampling weight in training rows, indexed by type id
+    # (None = uniform).
+    named = questions.parse_type_weights(config.data.get("question_type_weights", ""))
+    self._type_weights = (np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
+                          if named else None)
 
   def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
               train: bool = False) -> dict[str, Any]:
@@ -185,11 +188,9 @@ class RowBuilder:
     return _text(record["questions"][q])
 
   def _question_index(self, types: Any, rng: np.random.Generator, train: bool) -> int:
-    if not (train and self._type_weights):
+    p = None if not train or self._type_weights is None else self._type_weights[np.asarray(types, int)]
+    if p is None or p.sum() == 0:
       return int(rng.integers(len(types)))  # the draw every run made before weights existed.
-    p = np.array([self._type_weights.get(questions.QUESTION_TYPES[int(t)], 1.0) for t in types])
-    if p.sum() == 0:
-      return int(rng.integers(len(types)))
     return int(rng.choice(len(p), p=p / p.sum()))
 
   def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:

@@ -495,7 +495,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
 
   _validate_init(config)
-  _validate_data(config.data)
+  _validate_data(config.data, config.train.num_steps)
   b = config.data.global_batch_size
   _check(b >= 1, f"config.data.global_batch_size={b} must be >= 1")
   _check(
@@ -727,7 +727,7 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
            f"config.mesh.data x config.mesh.fsdp = {batch_shards}")
 
 
-def _validate_data(d: Any) -> None:
+def _validate_data(d: Any, num_steps: int) -> None:
   if "image_resize" in d:
     _check(d.image_resize in ("square", "pad"), f"config.data.image_resize={d.image_resize!r} must be "
            "'square' or 'pad'")
@@ -746,9 +746,12 @@ def _validate_data(d: Any) -> None:
     from vlfusion.data import questions  # numpy only.
 
     try:
-      questions.parse_type_weights(weights)
+      last_start = questions.parse_type_weight_schedule(weights)[-1][0]
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    _check(last_start < num_steps, f"config.data.question_type_weights={weights!r}: its "
+           f"last phase starts at step {last_start}, after the run's config.train.num_steps="
+           f"{num_steps}")
   if "itm_negative_mix" in d:
     mix = tuple(d.itm_negative_mix)
     _check(len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0,

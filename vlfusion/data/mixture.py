@@ -96,7 +96,7 @@ class MixtureSource:
       g = int(step) * self.global_batch_size + r
       epoch, position = divmod(g, source.num_examples)
       index = int(self._order(k, epoch)[position])
-      examples.append(source.example(index, source.row_rng(step, r), train=True))
+      examples.append(source.example(index, source.row_rng(step, r), train=True, step=step))
     try:
       return collate(examples)
     except (KeyError, ValueError) as e:

@@ -66,9 +66,9 @@ class BatchSource:
                                 self.answer_vocab)
 
   def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
-              train: bool = False) -> dict[str, Any]:
+              train: bool = False, step: int = 0) -> dict[str, Any]:
     """One model input (see `rows.RowBuilder.example`)."""
-    return self.rows.example(index, rng, keep_text=keep_text, train=train)
+    return self.rows.example(index, rng, keep_text=keep_text, train=train, step=step)
 
   # -- positions -------------------------------------------------------------------------------------
 
@@ -96,7 +96,8 @@ class BatchSource:
     """This process's rows of the training batch of `step`."""
     indices = self.global_indices(step)
     local = range(self.global_batch_size)[self._local_rows(self.global_batch_size)]
-    examples = [self.example(int(indices[r]), self.row_rng(step, r), train=True) for r in local]
+    examples = [self.example(int(indices[r]), self.row_rng(step, r), train=True, step=step)
+                for r in local]
     return collate(examples)
 
   def row_rng(self, step: int, row: int) -> np.random.Generator:

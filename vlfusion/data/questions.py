@@ -31,14 +31,37 @@ ANSWERS = ("no", "yes", *COLOURS, *SHAPES, *NUMBERS, *DIRECTIONS)
 PAIR_TEMPLATES = ("more", "fewer", "both", "exactly_one", "count_right")
 
 
-def parse_type_weights(value: str, field: str = "config.data.question_type_weights") -> dict[str, float]:
-  """"direction:4,relation:0" -> {"direction": 4.0, "relation": 0.0}; types not named weigh 1.
+def parse_type_weight_schedule(value: str, field: str = "config.data.question_type_weights"
+                               ) -> list[tuple[int, dict[str, float]]]:
+  """Phases of question-type weights, each from a training step on: [(first step, weights), ...].
 
-  Raises ValueError naming `field` for an unknown type, a weight that is not a finite number >= 0, a
-  type named twice, or weights that leave no type to ask.
+  A phase is "direction:4,relation:0" -> {"direction": 4.0, "relation": 0.0} (types not named weigh
+  1). "relation:0,colour:0; 2000=relation:4; 3000=" weighs steps 0-1,999 one way, 2,000-2,999 another,
+  and every type 1 from step 3,000 (an empty phase). A phase after the first starts with "<step>=",
+  steps increasing; the first starts at 0. Raises ValueError naming `field` for a bad step, an unknown
+  type, a weight that is not a finite number >= 0, a type named twice in a phase, or a phase that
+  leaves no type to ask.
   """
+  phases: list[tuple[int, dict[str, float]]] = []
+  for i, part in enumerate(p.strip() for p in str(value).split(";")):
+    head, sep, weights = part.partition("=")
+    if not sep:
+      head, weights = "0" if i == 0 else "", part
+    try:
+      start = int(head.strip())
+    except ValueError:
+      start = -1
+    previous = phases[-1][0] if phases else -1
+    if start <= previous or (i == 0 and start != 0):
+      raise ValueError(f"{field}={value!r}: phase {part!r} must start with '<step>=', steps increasing "
+                       "from 0 (the first phase may leave its step out)")
+    phases.append((start, _parse_phase(weights, value, field)))
+  return phases
+
+
+def _parse_phase(text: str, value: str, field: str) -> dict[str, float]:
   weights: dict[str, float] = {}
-  for item in filter(None, (part.strip() for part in str(value).split(","))):
+  for item in filter(None, (part.strip() for part in str(text).split(","))):
     name, sep, number = item.partition(":")
     name = name.strip()
     if not sep or name not in QUESTION_TYPES:
@@ -53,7 +76,7 @@ def parse_type_weights(value: str, field: str = "config.data.question_type_weigh
                        "number >= 0")
     weights[name] = weight
   if weights and not any(weights.get(t, 1.0) > 0 for t in QUESTION_TYPES):
-    raise ValueError(f"{field}={value!r} gives every question type weight 0")
+    raise ValueError(f"{field}={value!r}: {text.strip()!r} gives every question type weight 0")
   return weights
 
 

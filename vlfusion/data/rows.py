@@ -44,25 +44,27 @@ class RowBuilder:
     self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
     mix = np.asarray(config.data.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
     self._negative_mix = mix / mix.sum()
-    # Shapes-world VQA: each question type's sampling weight in training rows, indexed by type id
-    # (None = uniform).
-    named = questions.parse_type_weights(config.data.get("question_type_weights", ""))
-    self._type_weights = (np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
-                          if named else None)
+    # Shapes-world VQA: the training steps at which each phase of question-type weights starts, and
+    # each phase's weights indexed by type id (None = the uniform draw).
+    phases = questions.parse_type_weight_schedule(config.data.get("question_type_weights", ""))
+    self._phase_starts = np.array([start for start, _ in phases])
+    self._type_weights = [np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
+                          if named else None for _, named in phases]
 
   def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
-              train: bool = False) -> dict[str, Any]:
+              train: bool = False, step: int = 0) -> dict[str, Any]:
     """One model input: image or regions, a text, and the targets of the enabled objectives.
 
     The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
     `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`). `train`
-    turns on image augmentation (`config.data.randaugment_num_ops`); `keep_text` adds the strings of
-    `HOST_KEYS` (the row's text; a VQA v2 row's question type).
+    turns on image augmentation (`config.data.randaugment_num_ops`) and, with the training `step`, the
+    question-type weights; `keep_text` adds the strings of `HOST_KEYS` (the row's text; a VQA v2 row's
+    question type).
     """
     record = self.data_source[index]
     ex: dict[str, Any] = {"example_mask": np.bool_(True)}
     if "vqa" in self.objectives:
-      text, positive = self._vqa(record, rng, ex, train), False
+      text, positive = self._vqa(record, rng, ex, step if train else None), False
     elif "pairs" in self.objectives:
       text, positive = _text(record["pair_statement"]), False
       ex["pair_labels"] = np.int32(record["pair_label"])
@@ -165,13 +167,14 @@ class RowBuilder:
     return text, _RANDOM
 
   def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any],
-           train: bool = False) -> str:
+           step: int | None = None) -> str:
     """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)
     and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none.
 
-    A shapes-world scene asks one of its questions, uniformly; in training rows with
-    `config.data.question_type_weights`, with probability proportional to its type's weight (a scene
-    whose questions all weigh 0 asks one of them uniformly). Evaluation rows keep the uniform draw."""
+    A shapes-world scene asks one of its questions, uniformly; in the rows of training step `step`
+    with `config.data.question_type_weights`, with probability proportional to its type's weight in
+    the phase `step` is in (a scene whose questions all weigh 0 asks one of them uniformly).
+    Evaluation rows (`step` None) keep the uniform draw."""
     scores = np.zeros((len(self.answer_vocab),), np.float32)
     if "question" in record:  # VQA v2: one question per record, soft scores per answer.
       for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
@@ -181,14 +184,17 @@ class RowBuilder:
       answer_type = _text(record.get("answer_type", ""))
       ex["vqa_answer_type"] = np.int32(ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else -1)
       return _text(record["question"])
-    q = self._question_index(record["question_types"], rng, train)
+    q = self._question_index(record["question_types"], rng, step)
     scores[int(record["answers"][q])] = 1.0
     ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
     ex["vqa_answer_type"] = np.int32(-1)
     return _text(record["questions"][q])
 
-  def _question_index(self, types: Any, rng: np.random.Generator, train: bool) -> int:
-    p = None if not train or self._type_weights is None else self._type_weights[np.asarray(types, int)]
+  def _question_index(self, types: Any, rng: np.random.Generator, step: int | None) -> int:
+    weights = None
+    if step is not None:
+      weights = self._type_weights[int(np.searchsorted(self._phase_starts, step, side="right")) - 1]
+    p = None if weights is None else weights[np.asarray(types, int)]
     if p is None or p.sum() == 0:
       return int(rng.integers(len(types)))  # the draw every run made before weights existed.
     return int(rng.choice(len(p), p=p / p.sum()))

@@ -11,6 +11,14 @@ Without `config.init` the same command trains from scratch with the size's recip
 
   python train.py --config=configs/finetune/vqa.py:tiny --workdir=W_vqa_scratch
 
+A question-type curriculum is one data flag: over regions, direction questions first, then direction
+and relation, then all six types (docs/recipes.md: co_attention 0.957, relation 1.00, in 5,000 steps):
+
+  python train.py --config=configs/finetune/vqa.py:tiny --config.model.image.input=regions \
+      --config.model.image.stem=linear --workdir=W_vqa_regions \
+      "--config.data.question_type_weights=colour:0,shape:0,count:0,existence:0,relation:0; \
+  2000=colour:0,shape:0,count:0,existence:0; 2500="
+
 From an HF LXMERT / VisualBERT / ViLT directory (`from_huggingface` reads it; the model config must
 describe the same architecture, e.g. `family=lxmert` at base size):
 

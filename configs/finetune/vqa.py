@@ -12,7 +12,7 @@ Without `config.init` the same command trains from scratch with the size's recip
   python train.py --config=configs/finetune/vqa.py:tiny --workdir=W_vqa_scratch
 
 A question-type curriculum is one data flag: over regions, direction questions first, then direction
-and relation, then all six types (docs/recipes.md: co_attention 0.957, relation 1.00, in 5,000 steps):
+and relation, then all six types (docs/recipes.md: co_attention 0.95-0.97, relation 1.00, 5,000 steps):
 
   python train.py --config=configs/finetune/vqa.py:tiny --config.model.image.input=regions \
       --config.model.image.stem=linear --workdir=W_vqa_regions \

@@ -5,6 +5,7 @@ from the generator given, so a row is a pure function of (example, generator, tr
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import ml_collections
@@ -47,7 +48,7 @@ class RowBuilder:
     # Shapes-world VQA: the training steps at which each phase of question-type weights starts, and
     # each phase's weights indexed by type id (None = the uniform draw).
     phases = questions.parse_type_weight_schedule(config.data.get("question_type_weights", ""))
-    self._phase_starts = np.array([start for start, _ in phases])
+    self._phase_starts = [start for start, _ in phases]
     self._type_weights = [np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
                           if named else None for _, named in phases]
 
@@ -191,9 +192,7 @@ class RowBuilder:
     return _text(record["questions"][q])
 
   def _question_index(self, types: Any, rng: np.random.Generator, step: int | None) -> int:
-    weights = None
-    if step is not None:
-      weights = self._type_weights[int(np.searchsorted(self._phase_starts, step, side="right")) - 1]
+    weights = None if step is None else self._type_weights[bisect.bisect_right(self._phase_starts, step) - 1]
     p = None if weights is None else weights[np.asarray(types, int)]
     if p is None or p.sum() == 0:
       return int(rng.integers(len(types)))  # the draw every run made before weights existed.

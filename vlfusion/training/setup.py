@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from vlfusion import configuration
+from vlfusion import configuration, cpu_threads
 from vlfusion.data import compatibility
 from vlfusion.models import build_model
 from vlfusion.training import initialization, losses, partitioning, reporting, train_state
@@ -27,6 +27,7 @@ class Setup:
     """`devices` (all of them by default) are the mesh's; a subset lets one process build several."""
     self.devices = list(devices if devices is not None else jax.devices())
     configuration.validate(config, num_devices=len(self.devices))
+    cpu_threads.check_collective_threads(self.devices)  # a clear error, not an abort 40 s into training.
     compatibility.resolve_num_answers(config)  # model.vqa.num_answers=0: the data's answer vocabulary.
     check_best_metric(config)
     unknown = [n for n, w in config.objectives.items() if w > 0 and n not in losses.OBJECTIVES]

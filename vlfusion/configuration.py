@@ -357,9 +357,32 @@ def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
   return sizes
 
 
+# Size fields that must be positive integers before any arithmetic divides by them or shapes an array.
+POSITIVE_SIZES = ("model.text.vocab_size", "model.text.max_len", "model.image.feature_dim",
+                  "model.image.num_regions", "model.image.image_size", "model.image.patch_size",
+                  "model.image.box_dim", "data.max_text_len")
+# [CLS], at least one word piece, [SEP].
+MIN_TEXT_LEN = 3
+
+
+def _check_positive_sizes(config: ml_collections.ConfigDict) -> None:
+  for dotted in POSITIVE_SIZES:
+    node = config
+    for part in dotted.split("."):
+      node = node.get(part) if node is not None and part in node else None
+    if node is None:
+      continue
+    _check(isinstance(node, int) and not isinstance(node, bool) and node > 0,
+           f"config.{dotted}={node!r} must be a positive integer")
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Raises `ConfigError` naming the field when the config cannot work; builds and compiles nothing."""
   m = config.model
+  _check_positive_sizes(config)
+  _check(config.data.max_text_len >= MIN_TEXT_LEN,
+         f"config.data.max_text_len={config.data.max_text_len} leaves no room for a word between [CLS] "
+         f"and [SEP]; it must be >= {MIN_TEXT_LEN}")
   _check(
       m.fusion in FUSION_FAMILIES,
       f"config.model.fusion={m.fusion!r} is not a fusion family; choose one of {FUSION_FAMILIES}",
@@ -493,6 +516,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       t.checkpoint_every_steps >= 1,
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
   )
+  # orbax deletes every checkpoint with max_to_keep < 1: a setting must never cost the run its state.
+  _check(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1,
+         f"config.train.keep_checkpoints={t.keep_checkpoints!r} must be >= 1 (the latest checkpoints kept; "
+         "fewer would delete every checkpoint, and a restart would begin at step 0)")
+  keep_best = t.get("keep_best_checkpoints", 1)
+  _check(isinstance(keep_best, int) and keep_best >= 1,
+         f"config.train.keep_best_checkpoints={keep_best!r} must be >= 1")
 
   _validate_init(config)
   _validate_data(config.data, config.train.num_steps)

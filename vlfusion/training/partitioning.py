@@ -87,6 +87,46 @@ def state_shardings(abstract_boxed_state: Any, mesh: jax.sharding.Mesh, rules: A
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+# Where a logical axis's size comes from in the config, for the error of a dimension the mesh cannot split.
+LOGICAL_AXIS_FIELDS = {
+    "vocab": "config.model.text.vocab_size",
+    "heads": "config.model.{text,image}.num_heads (or a cross-attention's heads)",
+    "mlp": "config.model.{text,image}.mlp_dim",
+    "embed": "config.model.{text,image}.hidden_size",
+    "kv": "hidden_size / num_heads",
+}
+
+
+def check_divisible(abstract_boxed_state: Any, shardings: Any, mesh: jax.sharding.Mesh) -> None:
+  """Raises ConfigError naming the parameter, its logical axis, the config field behind it and the mesh
+  axes, when a dimension is not divisible by the devices that split it (instead of JAX's
+  IndivisibleError while the state is created)."""
+  boxed = jax.tree_util.tree_flatten_with_path(
+      abstract_boxed_state, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+  flat_shardings = jax.tree_util.tree_leaves(
+      shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  for (path, leaf), sharding in zip(boxed, flat_shardings, strict=True):
+    if not isinstance(sharding, NamedSharding):
+      continue
+    names = leaf.names if isinstance(leaf, nn.Partitioned) else (None,) * len(sharding.spec)
+    shape = nn.unbox(leaf).shape
+    for dim, axes in enumerate(sharding.spec):
+      if axes is None:
+        continue
+      axes = (axes,) if isinstance(axes, str) else tuple(axes)
+      parts = int(np.prod([mesh.shape[a] for a in axes]))
+      if shape[dim] % parts:
+        logical = names[dim] if dim < len(names) else None
+        field = LOGICAL_AXIS_FIELDS.get(logical, "the model's sizes")
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        raise ConfigError(
+            f"parameter {name} of shape {tuple(shape)}: dimension {dim} "
+            f"({shape[dim]}, logical axis {logical!r}, from {field}) is not divisible by the "
+            f"{parts} devices of mesh axes {axes} ("
+            + ", ".join(f"config.mesh.{a}={mesh.shape[a]}" for a in axes)
+            + f"); change that size, the mesh, or config.mesh.rules for {logical!r}")
+
+
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   """Leading (example) dimension over the data-parallel axes; the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))

@@ -68,6 +68,7 @@ def abstract_state(init_fn, mesh: jax.sharding.Mesh, rules: Any) -> tuple[Any, A
   boxed = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
   with nn.logical_axis_rules(rules):
     shardings = partitioning.state_shardings(boxed, mesh, rules)
+  partitioning.check_divisible(boxed, shardings, mesh)
   unboxed = nn.unbox(boxed)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings

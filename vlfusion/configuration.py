@@ -482,6 +482,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
   for task in config.eval.tasks:
     _check(task in EVAL_TASKS, f"config.eval.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
+  if not config.get("evals"):  # the default evaluator: eval.py must be able to evaluate what train.py ran.
+    _check(any(EVAL_TASK_HEADS.get(t, t) in m.heads for t in config.eval.tasks),
+           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
+           f"(config.model.heads={tuple(m.heads)}); evaluable tasks: {EVAL_TASKS}")
 
   o = config.optimizer
   _check(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate} must be positive")

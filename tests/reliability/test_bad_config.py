@@ -69,3 +69,11 @@ def test_train_py_names_an_unknown_field_and_writes_nothing(tmp_path):
   assert proc.returncode == 1
   assert "FATAL Flags parsing error: --config.model.nonexistent: config.model has no field" in proc.stderr
   assert "Traceback" not in proc.stderr and not workdir.exists()
+
+
+def test_eval_tasks_the_model_has_no_head_for_are_refused_by_training_too(data_dir):
+  # With in-training evaluation off, train.py used to accept this and only eval.py refused it.
+  config = tiny_config(co_attention, data_dir, **{"eval.tasks": ("vqa",), "eval.every_steps": 0})
+  assert "vqa" not in config.model.heads
+  with pytest.raises(configuration.ConfigError, match=r"config.eval.tasks=\('vqa',\): none is a head"):
+    configuration.validate(config)

@@ -8,6 +8,7 @@ back to the latest complete checkpoint (DESIGN.md section 7).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -52,14 +53,33 @@ def incomplete_checkpoints(directory: Any) -> dict[str, str]:
   return found
 
 
+def move_aside(directory: Any, name: str, reason: str) -> epath.Path | None:
+  """Renames the step `directory/name` to `<name>.torn-<UTC time>` (process 0), so that the run resumes
+  from the step before it and can save this step again; the files stay for inspection. Returns the new
+  path (None on other processes)."""
+  if jax.process_index() != 0:
+    return None
+  source = epath.Path(directory) / name
+  target = source.with_name(f"{name}.torn-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+  source.rename(target)
+  logging.warning("Moved checkpoint %s aside to %s (%s); the run resumes from the step before it.",
+                  source, target.name, reason)
+  return target
+
+
 def make_manager(workdir: Any, train_config: Any, read_only: bool = False) -> ocp.CheckpointManager:
   """A manager over `workdir/checkpoints` keeping the last `train.keep_checkpoints`.
 
   When `train.best_metric` names an eval metric, the best `train.keep_best_checkpoints` by that metric
-  are kept as well: the highest with `train.best_mode="max"`, the lowest with `"min"`.
+  are kept as well: the highest with `train.best_mode="max"`, the lowest with `"min"`. Unless
+  `read_only`, a step a crash left incomplete is moved aside (`move_aside`): left in place, it would
+  block the save of its step number for ever.
   """
   directory = checkpoint_dir(workdir)
   for name, reason in incomplete_checkpoints(directory).items():
+    if not read_only and name.isdigit():
+      move_aside(directory, name, reason)
+      continue
     logging.warning("Checkpoint %s/%s is incomplete (%s); it will not be restored.",
                     directory, name, reason)
   policies: list[Any] = [ocp.checkpoint_managers.LatestN(train_config.keep_checkpoints)]
@@ -152,12 +172,57 @@ def check_compatible(have: dict[str, tuple[int, ...]], abstract_state: Any, wher
   )
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
-            ) -> tuple[Any, dict, int] | None:
+def _skeleton(tree: Any) -> Any:
+  """The structure of a state tree as orbax saves it: shapes at the leaves, namedtuples as dicts of
+  their fields (None when they have none), tuples as lists; comparable between a checkpoint's metadata
+  and an abstract state."""
+  if hasattr(tree, "shape"):
+    return tuple(tree.shape)
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    return {f: _skeleton(getattr(tree, f)) for f in tree._fields} if tree._fields else None
+  if hasattr(tree, "keys"):
+    return {str(k): _skeleton(tree[k]) for k in tree.keys()}
+  if isinstance(tree, (list, tuple)):
+    return [_skeleton(x) for x in tree] if tree else None
+  return tree
+
+
+def _differences(saved: Any, wanted: Any, path: str = "") -> list[str]:
+  if isinstance(saved, dict) and isinstance(wanted, dict):
+    out = [f"{path}/{k}: in the checkpoint only" for k in sorted(set(saved) - set(wanted))]
+    out += [f"{path}/{k}: not in the checkpoint" for k in sorted(set(wanted) - set(saved))]
+    for k in sorted(set(saved) & set(wanted)):
+      out += _differences(saved[k], wanted[k], f"{path}/{k}")
+    return out
+  if isinstance(saved, list) and isinstance(wanted, list) and len(saved) == len(wanted):
+    return [d for i, (a, b) in enumerate(zip(saved, wanted, strict=True))
+            for d in _differences(a, b, f"{path}/{i}")]
+  if saved == wanted:
+    return []
+  describe = lambda x: f"{len(x)} entries" if isinstance(x, list) else "nothing" if x is None else repr(x)
+  return [f"{path or '/'}: checkpoint {describe(saved)}, config {describe(wanted)}"]
+
+
+def state_differences(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:
+  """Where the saved state's structure (optimizer state included) differs from `abstract_state`'s."""
+  saved = manager.item_metadata(step)["state"]
+  saved = saved.tree if hasattr(saved, "tree") else saved
+  wanted = {"params": abstract_state.params, "opt_state": abstract_state.opt_state,
+            "step": abstract_state.step, "rng": abstract_state.rng}
+  return _differences(_skeleton({k: saved[k] for k in saved if k in wanted} | {
+      k: None for k in wanted if k not in saved}), _skeleton(wanted))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None,
+            move_aside: bool = False) -> tuple[Any, dict, int] | None:
   """Restores (state, data_state, step) into the shardings of `abstract_state`.
 
   With `step=None`, tries complete checkpoints from the latest down, skipping (and logging) any that
-  cannot be read; returns None when there is none. An explicit `step` must exist and be readable.
+  cannot be read — with `move_aside` (the trainer), moving them aside so that their step can be saved
+  again; returns None when there is none. A checkpoint that cannot be restored because the config
+  builds another state (a changed optimizer: clipping, lr multipliers, accumulation) is never skipped:
+  `CheckpointMismatchError` names the differences and nothing is changed. An explicit `step` must exist
+  and be readable.
   """
   directory = str(manager.directory)
   incomplete = incomplete_checkpoints(directory)
@@ -178,8 +243,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
     except Exception as e:  # noqa: BLE001 - any unreadable metadata means a torn checkpoint.
       if step is not None:
         raise OSError(f"checkpoint {directory}/{candidate} cannot be read: {e!r}") from e
-      logging.warning("Skipping checkpoint %s/%d: its metadata cannot be read (%r).",
-                      directory, candidate, e)
+      _skip(manager, directory, candidate, f"its metadata cannot be read ({e!r})", move_aside)
       continue
     check_compatible(have, abstract_state, f"{directory}/{candidate}")
     try:
@@ -190,14 +254,30 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
           ),
       )
     except (OSError, ValueError) as e:
+      differences = state_differences(manager, candidate, abstract_state)
+      if differences:
+        raise CheckpointMismatchError(
+            f"the checkpoint {directory}/{candidate} holds a train state of another structure than "
+            f"this config builds (a changed optimizer setting, e.g. optimizer.grad_clip_norm, "
+            f"lr_multipliers or grad_accum_steps): " + "; ".join(differences[:10])
+            + (f" (and {len(differences) - 10} more)" if len(differences) > 10 else "")
+            + ". Nothing was changed: resume with the settings the run was saved with, or start a "
+            "new workdir (with config.init.checkpoint to begin from its parameters).") from e
       if step is not None:
         raise
-      logging.warning("Skipping checkpoint %s/%d: it could not be read (%s).",
-                      directory, candidate, e)
+      _skip(manager, directory, candidate, f"it could not be read ({e})", move_aside)
       continue
     logging.info("Restored checkpoint %s/%d.", directory, candidate)
     return restored["state"], dict(restored["data"] or {}), candidate
   return None
+
+
+def _skip(manager: ocp.CheckpointManager, directory: str, step: int, reason: str, move: bool) -> None:
+  if move:
+    move_aside(directory, str(step), reason)
+    manager.reload()
+  else:
+    logging.warning("Skipping checkpoint %s/%d: %s.", directory, step, reason)
 
 
 def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:

@@ -42,7 +42,7 @@ def train_batches(source: Any, start: int, setup: Setup) -> prefetch.TrainBatche
 
 def restore_or_initialize(setup: Setup, manager: Any, source: Any, workdir: Any) -> tuple[TrainState, int]:
   """(state, step) from the latest complete checkpoint in `manager`, else a fresh state at step 0."""
-  restored = checkpointing.restore(manager, setup.abstract_state)
+  restored = checkpointing.restore(manager, setup.abstract_state, move_aside=True)
   if restored is None:
     logging.info("No checkpoint in %s: starting from step 0.", workdir)
     return setup.initial_state(workdir), 0
@@ -114,12 +114,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `devices` (default: all) are the devices the mesh spans.
   """
   setup = Setup(config, devices)  # validates before anything is built or compiled.
-  saved_config = workdir_lib.prepare(workdir, config, allow_config_change)
+  saved_config = workdir_lib.prepare(workdir, config, allow_config_change, write=False)
   source = pipeline.make_batch_source(
       config, config.data.train_split, process_index=jax.process_index(),
       process_count=jax.process_count())
   manager = checkpointing.make_manager(workdir, config.train)
-  state, start = restore_or_initialize(setup, manager, source, workdir)
+  try:
+    state, start = restore_or_initialize(setup, manager, source, workdir)
+  except BaseException:
+    manager.close()
+    raise
+  workdir_lib.write_config(workdir, config)  # only now: the saved state accepted this config.
   if saved_config is not None and start > 0:
     note = explain_schedule_change(config.optimizer, saved_config["train"]["num_steps"],
                                    config.train.num_steps, start)

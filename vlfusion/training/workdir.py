@@ -66,12 +66,14 @@ def config_differences(saved: dict, given: dict) -> dict[str, tuple[Any, Any]]:
           if a.get(k, missing) != b.get(k, missing)}
 
 
-def prepare(workdir: Any, config: Any, allow_config_change: bool = False) -> dict | None:
+def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write: bool = True
+            ) -> dict | None:
   """Creates `workdir`, checks it is writable, and checks a saved config against `config`.
 
   Raises `IncompatibleWorkdirError` listing the differing fields unless `allow_config_change`.
-  Writes the resolved config to `workdir/config.json` (process 0); returns the config saved there
-  before (None for a new workdir).
+  With `write`, writes the resolved config to `workdir/config.json` (process 0); the trainer passes
+  False and calls `write_config` once the checkpoint has been restored with the new config, so a config
+  that then fails leaves the saved one in place. Returns the config saved before (None for a new workdir).
   """
   workdir = workdir_path(workdir)
   try:
@@ -97,8 +99,15 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False) -> dic
           f"{workdir} holds a run with a different config; these fields differ:\n{lines}\n"
           "Use another --workdir, or pass --allow_config_change to continue with the new config."
       )
+  if write:
+    write_config(workdir, config)
+  return saved
+
+
+def write_config(workdir: Any, config: Any) -> None:
+  """Writes the resolved config to `workdir/config.json` atomically (process 0)."""
   if jax.process_index() == 0:
+    path = workdir_path(workdir) / "config.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(configuration.to_json(config))
     tmp.replace(path)
-  return saved

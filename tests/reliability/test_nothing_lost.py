@@ -1,0 +1,78 @@
+"""A changed setting or a torn step never costs a run its checkpoints, its history or its saved config."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from configs.pretrain import co_attention
+from tests.conftest import tiny_config
+from vlfusion.training import checkpointing, trainer
+
+STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
+         "train.keep_checkpoints": 10}
+
+
+@pytest.fixture(scope="module")
+def run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("lost") / "run")
+  trainer.train_and_evaluate(tiny_config(co_attention, data_dir, **STEPS), workdir)
+  return workdir
+
+
+def _copy(run, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(run, workdir)
+  return workdir
+
+
+def _snapshot(workdir):
+  ckpts = os.path.join(workdir, "checkpoints")
+  with open(os.path.join(workdir, "metrics.jsonl")) as f, open(os.path.join(workdir, "config.json")) as g:
+    return sorted(os.listdir(ckpts)), f.read(), g.read()
+
+
+def test_resuming_with_a_changed_optimizer_stops_and_changes_nothing(run, data_dir, tmp_path):
+  workdir = _copy(run, tmp_path)
+  before = _snapshot(workdir)
+  config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8,
+                                                  "optimizer.grad_clip_norm": 0.0})
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match=r"checkpoints/6 holds a train state of another structure .*grad_clip_norm.*"
+                           r"/opt_state: checkpoint 2 entries, config 1 entries.*Nothing was changed"):
+    trainer.train_and_evaluate(config, workdir, allow_config_change=True)
+  # Every checkpoint, every logged step and the saved config are as they were.
+  assert _snapshot(workdir) == before
+  assert json.loads(before[2])["optimizer"]["grad_clip_norm"] == 1.0
+
+
+def _no_marker(step_dir):
+  os.remove(os.path.join(step_dir, checkpointing.COMMIT_MARKER))
+
+
+def _no_state(step_dir):
+  shutil.rmtree(os.path.join(step_dir, "state"))
+
+
+def _unreadable_metadata(step_dir):
+  with open(os.path.join(step_dir, "state", "_METADATA"), "w") as f:
+    f.write("{not json")
+
+
+@pytest.mark.parametrize("tear", [_no_marker, _no_state, _unreadable_metadata])
+def test_a_torn_latest_step_is_moved_aside_and_saved_again(run, data_dir, tmp_path, caplog, tear):
+  workdir = _copy(run, tmp_path)
+  ckpts = os.path.join(workdir, "checkpoints")
+  tear(os.path.join(ckpts, "6"))
+  config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
+  with caplog.at_level("WARNING"):
+    trainer.train_and_evaluate(config, workdir)  # used to fail with StepAlreadyExistsError at step 6.
+  aside = [n for n in os.listdir(ckpts) if n.startswith("6.torn-")]
+  assert len(aside) == 1, os.listdir(ckpts)
+  assert f"Moved checkpoint {ckpts}/6 aside to {aside[0]}" in caplog.text
+  assert sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) == [2, 4, 6, 8]
+  assert not checkpointing.incomplete_checkpoints(ckpts) or all(
+      ".torn-" in n for n in checkpointing.incomplete_checkpoints(ckpts))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == list(range(1, 9))

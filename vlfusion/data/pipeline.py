@@ -1,6 +1,7 @@
 """The input pipeline: random access into a tfds ArrayRecord dataset, batches as pure functions of the step.
 
-The batch of step s is built from example indices drawn from a permutation keyed by (seed, split, epoch),
+The batch of step s is built from example indices drawn from a permutation keyed by (seed, split, epoch)
+(the seed is `configuration.data_seed`: config.data.seed, or config.train.seed when that is unset),
 and every random choice inside an example (which caption, whether it is an ITM negative, which tokens
 are masked) comes from a generator keyed by (seed, split, step, row). The pipeline's whole position is
 therefore the step: the checkpoint records it (with what it was computed over) and a resumed run sees
@@ -21,6 +22,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vlfusion.configuration import data_seed, eval_data_seed
 from vlfusion.data import compatibility, datasets, rows
 from vlfusion.errors import ConfigError
 
@@ -78,7 +80,7 @@ class BatchSource:
     per_epoch = self.num_examples // self.global_batch_size
     epoch, position = divmod(int(step), per_epoch)
     order = np.random.default_rng(
-        [self.config.data.seed, _split_key(self.split), epoch]).permutation(self.num_examples)
+        [data_seed(self.config), _split_key(self.split), epoch]).permutation(self.num_examples)
     return order[position * self.global_batch_size:(position + 1) * self.global_batch_size]
 
   def _local_rows(self, size: int) -> slice:
@@ -88,7 +90,7 @@ class BatchSource:
   def state(self, step: int) -> dict[str, Any]:
     """The position after `step` steps, as saved in checkpoints, with what it was computed over."""
     d = self.config.data
-    return {"step": int(step), "dataset": d.name, "split": self.split, "seed": int(d.seed),
+    return {"step": int(step), "dataset": d.name, "split": self.split, "seed": data_seed(self.config),
             "global_batch_size": int(self.global_batch_size), "num_examples": int(self.num_examples)}
 
   # -- batches ---------------------------------------------------------------------------------------
@@ -103,11 +105,12 @@ class BatchSource:
 
   def row_rng(self, step: int, row: int) -> np.random.Generator:
     """The generator of every random choice in global row `row` of training step `step`."""
-    return np.random.default_rng([self.config.data.seed, _split_key(self.split), int(step), row])
+    return np.random.default_rng([data_seed(self.config), _split_key(self.split), int(step), row])
 
   def eval_example(self, index: int, keep_text: bool = False) -> dict[str, Any]:
-    """Example `index` as every evaluation sees it: its random choices keyed by (seed, split, index)."""
-    rng = np.random.default_rng([self.config.data.seed, _split_key(self.split), _EVAL_STREAM, index])
+    """Example `index` as every evaluation sees it: its random choices keyed by (seed, split, index), with
+    the seed of `configuration.eval_data_seed` (the same for every train.seed)."""
+    rng = np.random.default_rng([eval_data_seed(self.config), _split_key(self.split), _EVAL_STREAM, index])
     return self.example(index, rng, keep_text=keep_text)
 
   def image_identities(self) -> list[str]:

@@ -59,25 +59,16 @@ class _ReadsImage:
     return {"vqa_logits": jax.nn.one_hot(batch["image"][:, 0, 0, 0].astype(jnp.int32), 3)}
 
 
-def test_shuffled_images_move_among_valid_rows_only():
-  image = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((5, 2, 2, 3), np.float32)
-  batch = {"image": image, "regions": {"mask": np.eye(5, dtype=bool)},
-           "example_mask": np.array([1, 1, 0, 1, 0], bool), "text_ids": np.arange(5)}
-  out = evaluator.shuffle_images(batch)
-  # valid rows 0, 1, 3 take the images of 1, 3, 0; padding rows keep theirs; text stays.
-  np.testing.assert_array_equal(out["image"][:, 0, 0, 0], [1, 3, 2, 0, 4])
-  np.testing.assert_array_equal(out["regions"]["mask"].argmax(-1), [1, 3, 2, 0, 4])
-  np.testing.assert_array_equal(out["text_ids"], batch["text_ids"])
-
-
 def test_a_model_that_reads_the_image_loses_accuracy_when_images_are_shuffled():
   image = np.zeros((4, 2, 2, 3), np.float32)
   image[:, 0, 0, 0] = [0, 1, 2, 1]  # the right answer of each row.
   batch = {"image": image, "vqa_scores": np.eye(3, dtype=np.float32)[[0, 1, 2, 1]],
-           "example_mask": np.ones(4, bool)}
+           "example_mask": np.ones(4, bool), "shuffled_images": {"image": image[[1, 2, 1, 0]]}}
   counts = evaluator._eval_counts(_ReadsImage(), None, batch)["vqa"][""]
   assert float(counts["correct"]) == 4
-  assert float(counts["shuffled"]) == 0  # row i now sees row i+1's image: 1, 2, 1, 0.
+  assert float(counts["shuffled"]) == 0  # row i is shown the image the batch holds for it: 1, 2, 1, 0.
+  del batch["shuffled_images"]  # no image of another image (a one-image split): no shuffled figure.
+  assert "shuffled" not in evaluator._eval_counts(_ReadsImage(), None, batch)["vqa"][""]
 
 
 def test_no_evaluable_task_is_a_config_error():

@@ -100,7 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "validation"
   c.data.global_batch_size = 32
   c.data.max_text_len = 24
-  c.data.seed = 0
+  # Data order, ITM negatives, masks and augmentation; None follows config.train.seed (`data_seed`).
+  c.data.seed = ml_collections.FieldReference(None, field_type=int)
   c.data.itm_negative_rate = 0.5
   # Shares of ITM negative kinds (random, attribute, relation); a kind a scene lacks falls back to another.
   c.data.itm_negative_mix = (0.5, 0.25, 0.25)
@@ -762,6 +763,9 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
 
 
 def _validate_data(d: Any, num_steps: int) -> None:
+  seed = d.get("seed")
+  _check(seed is None or (isinstance(seed, int) and seed >= 0), f"config.data.seed={seed} must be an "
+         "integer >= 0, or None to follow config.train.seed")
   if "image_resize" in d:
     _check(d.image_resize in ("square", "pad"), f"config.data.image_resize={d.image_resize!r} must be "
            "'square' or 'pad'")
@@ -791,6 +795,28 @@ def _validate_data(d: Any, num_steps: int) -> None:
     _check(len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0,
            f"config.data.itm_negative_mix={mix} must be 3 non-negative weights (random, attribute, "
            "relation) with a positive sum")
+
+
+def data_seed(config: Any) -> int:
+  """The seed of the training data (order, ITM negatives, masks, augmentation): `data.seed` when set,
+  else `train.seed`, so that one seed varies a run. `config` is a ConfigDict or a saved config.json's
+  dict; one saved before data.seed could be unset holds a number, which is kept."""
+  seed = config["data"].get("seed")
+  return int(config["train"]["seed"] if seed is None else seed)
+
+
+def seeds_resolved(config: dict[str, Any]) -> dict[str, Any]:
+  """A config's dict with `data.seed` as the run reads it (`data_seed`), for comparing a saved config
+  with a new one: one saved when data.seed was always a number and today's unset one compare by the data
+  they read."""
+  return {**config, "data": {**config["data"], "seed": data_seed(config)}}
+
+
+def eval_data_seed(config: Any) -> int:
+  """The seed of evaluation examples' random choices: `data.seed` when set, else 0 (not `train.seed`),
+  so that every seed of a sweep is scored on the same examples."""
+  seed = config["data"].get("seed")
+  return 0 if seed is None else int(seed)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -119,3 +119,41 @@ def write_regions(root: str, tsv_ids: list, npz_ids: list[int]) -> None:
       f.write(tsv_line(image_id, region_arrays(int(str(image_id).split("_")[-1]))) + "\n")
   for image_id in npz_ids:
     np.savez(os.path.join(directory, f"{image_id}.npz"), **region_arrays(image_id))
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def write_vqa_colours(root: str, images: dict[str, list[tuple[str, tuple[int, int]]]],
+                      questions_per_image: int = 5) -> dict[str, list[int]]:
+  """VQA v2 files in the release's layout whose questions all ask an image's colour.
+
+  `images` maps a subset (train2014, val2014) to (colour name of `COLOURS`, (width, height)) per image;
+  each image is one solid colour and gets `questions_per_image` consecutive questions ("what color is
+  ...?", answered with its colour by all ten annotators), as VQA v2 lists them. Returns the image ids of
+  each subset.
+  """
+  ids: dict[str, list[int]] = {}
+  for subset, specs in images.items():
+    questions, annotations = [], []
+    ids[subset] = []
+    for n, (colour, size) in enumerate(specs):
+      image_id = 500 + n if subset == "val2014" else 100 + n
+      ids[subset].append(image_id)
+      path = os.path.join(root, subset, coco_filename(subset, image_id))
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      pixels = np.broadcast_to(np.array(COLOURS[colour], np.uint8), (size[1], size[0], 3)).copy()
+      Image.fromarray(pixels).save(path, format="JPEG")
+      for k in range(questions_per_image):
+        qid = image_id * 10 + k
+        questions.append({"image_id": image_id, "question": f"what color is thing {k}?", "question_id": qid})
+        annotations.append({
+            "question_id": qid, "image_id": image_id, "question_type": "what color is",
+            "answer_type": "other", "multiple_choice_answer": colour,
+            "answers": [{"answer": colour, "answer_confidence": "yes", "answer_id": j + 1}
+                        for j in range(10)]})
+    with open(os.path.join(root, f"v2_OpenEnded_mscoco_{subset}_questions.json"), "w") as f:
+      json.dump({"questions": questions}, f)
+    with open(os.path.join(root, f"v2_mscoco_{subset}_annotations.json"), "w") as f:
+      json.dump({"annotations": annotations}, f)
+  return ids

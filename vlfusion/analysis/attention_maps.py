@@ -171,9 +171,7 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
   if not 0 <= example < source.num_examples:
     raise ValueError(f"--example={example} is outside the {source.num_examples} examples of "
                      f"{config.data.name} split {config.data.eval_split!r}")
-  rng = np.random.default_rng([config.data.seed, pipeline._split_key(source.split),  # noqa: SLF001
-                               pipeline._EVAL_STREAM, example])  # noqa: SLF001 - as eval_batches.
-  ex = source.example(example, rng)
+  ex = source.eval_example(example)
   batch = pipeline.collate([ex])
   record = source.data_source[example]
   if "image" in record:

@@ -571,7 +571,7 @@ def check_workdir_config(run: Run) -> None:
   with open(path) as f:
     saved = json.load(f)
   intended = json.loads(configuration.to_json(run.config()))
-  differ = config_differences(saved, intended)
+  differ = config_differences(configuration.seeds_resolved(saved), configuration.seeds_resolved(intended))
   if differ:
     raise SweepError(f"{run.workdir} was started with another config than the sweep's stage "
                      f"{run.label} (fields {differ[:8]}); delete that workdir or use another --root")

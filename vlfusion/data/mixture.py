@@ -22,7 +22,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from vlfusion.configuration import ConfigError
+from vlfusion.configuration import ConfigError, data_seed
 
 _MIXTURE_STREAM = 2_000_003  # keeps the dataset draw apart from any row's own random choices.
 
@@ -75,14 +75,14 @@ class MixtureSource:
 
   def components(self, step: int) -> np.ndarray:
     """The dataset (index into `labels`) of each row of the global batch of `step`."""
-    seed = self.config.data.seed
+    seed = data_seed(self.config)
     return np.array([int(np.random.default_rng([seed, _MIXTURE_STREAM, int(step), r]).choice(
         len(self.weights), p=self.weights)) for r in range(self.global_batch_size)])
 
   @functools.lru_cache(maxsize=8)  # noqa: B019 - a few permutations per source, for its lifetime.
   def _order(self, k: int, epoch: int) -> np.ndarray:
     key = zlib.crc32(self.labels[k].encode())
-    return np.random.default_rng([self.config.data.seed, key, epoch]).permutation(
+    return np.random.default_rng([data_seed(self.config), key, epoch]).permutation(
         self.sources[k].num_examples)
 
   def get_batch(self, step: int) -> dict[str, Any]:
@@ -105,10 +105,10 @@ class MixtureSource:
 
   def state(self, step: int) -> dict[str, Any]:
     """The position after `step` steps, with what it was computed over."""
-    d = self.config.data
     mixture = ",".join(f"{label}={s.config.data.name}:{w:.6g}"
                        for label, s, w in zip(self.labels, self.sources, self.weights, strict=True))
-    return {"step": int(step), "dataset": f"mixture({mixture})", "split": self.split, "seed": int(d.seed),
+    return {"step": int(step), "dataset": f"mixture({mixture})", "split": self.split,
+            "seed": data_seed(self.config),
             "global_batch_size": int(self.global_batch_size), "num_examples": int(self.num_examples)}
 
   def eval_batches(self, batch_size: int):

@@ -1,6 +1,7 @@
 """The input pipeline: random access into a tfds ArrayRecord dataset, batches as pure functions of the step.
 
-The batch of step s is built from example indices drawn from a permutation keyed by (seed, split, epoch),
+The batch of step s is built from example indices drawn from a permutation keyed by (seed, split, epoch)
+(the seed is `configuration.data_seed`: config.data.seed, or config.train.seed when that is unset),
 and every random choice inside an example (which caption, whether it is an ITM negative, which tokens
 are masked) comes from a generator keyed by (seed, split, step, row). The pipeline's whole position is
 therefore the step: the checkpoint records it (with what it was computed over) and a resumed run sees
@@ -21,12 +22,14 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vlfusion.configuration import data_seed, eval_data_seed
 from vlfusion.data import compatibility, datasets, rows
 from vlfusion.errors import ConfigError
 
 # Names callers import from here; each is defined beside the code it describes.
 LOCAL_DATASETS, DATASETS = datasets.LOCAL_DATASETS, datasets.DATASETS
 ANSWER_TYPES, HOST_KEYS = rows.ANSWER_TYPES, rows.HOST_KEYS
+IMAGE_KEYS, SHUFFLED_IMAGES = rows.IMAGE_KEYS, rows.SHUFFLED_IMAGES
 
 _EVAL_STREAM = 1_000_003  # keeps eval examples' random choices apart from any training step's.
 
@@ -77,7 +80,7 @@ class BatchSource:
     per_epoch = self.num_examples // self.global_batch_size
     epoch, position = divmod(int(step), per_epoch)
     order = np.random.default_rng(
-        [self.config.data.seed, _split_key(self.split), epoch]).permutation(self.num_examples)
+        [data_seed(self.config), _split_key(self.split), epoch]).permutation(self.num_examples)
     return order[position * self.global_batch_size:(position + 1) * self.global_batch_size]
 
   def _local_rows(self, size: int) -> slice:
@@ -87,7 +90,7 @@ class BatchSource:
   def state(self, step: int) -> dict[str, Any]:
     """The position after `step` steps, as saved in checkpoints, with what it was computed over."""
     d = self.config.data
-    return {"step": int(step), "dataset": d.name, "split": self.split, "seed": int(d.seed),
+    return {"step": int(step), "dataset": d.name, "split": self.split, "seed": data_seed(self.config),
             "global_batch_size": int(self.global_batch_size), "num_examples": int(self.num_examples)}
 
   # -- batches ---------------------------------------------------------------------------------------
@@ -102,20 +105,32 @@ class BatchSource:
 
   def row_rng(self, step: int, row: int) -> np.random.Generator:
     """The generator of every random choice in global row `row` of training step `step`."""
-    return np.random.default_rng([self.config.data.seed, _split_key(self.split), int(step), row])
+    return np.random.default_rng([data_seed(self.config), _split_key(self.split), int(step), row])
 
-  def eval_batches(self, batch_size: int, keep_text: bool = False):
+  def eval_example(self, index: int, keep_text: bool = False) -> dict[str, Any]:
+    """Example `index` as every evaluation sees it: its random choices keyed by (seed, split, index), with
+    the seed of `configuration.eval_data_seed` (the same for every train.seed)."""
+    rng = np.random.default_rng([eval_data_seed(self.config), _split_key(self.split), _EVAL_STREAM, index])
+    return self.example(index, rng, keep_text=keep_text)
+
+  def image_identities(self) -> list[str]:
+    """What names each example's image (`rows.RowBuilder.image_identity`), in index order: one read of
+    every record of the split."""
+    return [self.rows.image_identity(i) for i in range(self.num_examples)]
+
+  def eval_batches(self, batch_size: int, keep_text: bool = False, image_donors: np.ndarray | None = None):
     """The whole split in index order, in global batches of `batch_size` (this process's rows).
 
     The last batch is padded with copies of example 0 whose `example_mask` is False. The random choices
     of example i depend only on (seed, split, i), so every evaluation sees the same examples. With
     `keep_text`, each batch also holds the strings of `HOST_KEYS` (the row's text; a VQA v2 row's
-    question type) for host-side metrics; pop them before the batch goes to the devices.
+    question type) for host-side metrics; pop them before the batch goes to the devices. With
+    `image_donors` (an example index per example), row i also holds under `SHUFFLED_IMAGES` the image
+    keys of example `image_donors[i]` (`rows.RowBuilder.image_inputs`), read wherever it lies in the split.
     """
     if batch_size % self.process_count:
       raise ConfigError(f"config.eval.batch_size={batch_size} is not divisible by the number of "
                         f"processes ({self.process_count})")
-    seed, split = self.config.data.seed, _split_key(self.split)
     local = self._local_rows(batch_size)
     for start in range(0, self.num_examples, batch_size):
       indices = np.arange(start, start + batch_size)
@@ -123,9 +138,10 @@ class BatchSource:
       for i in indices[local]:
         real = i < self.num_examples
         index = int(i) if real else 0
-        ex = self.example(index, np.random.default_rng([seed, split, _EVAL_STREAM, index]),
-                          keep_text=keep_text)
+        ex = self.eval_example(index, keep_text=keep_text)
         ex["example_mask"] = np.bool_(real)
+        if image_donors is not None:
+          ex[SHUFFLED_IMAGES] = self.rows.image_inputs(int(image_donors[index]))
         examples.append(ex)
       yield collate(examples)
 

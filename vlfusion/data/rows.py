@@ -6,6 +6,7 @@ from the generator given, so a row is a pure function of (example, generator, tr
 from __future__ import annotations
 
 import bisect
+import hashlib
 from typing import Any
 
 import ml_collections
@@ -19,12 +20,30 @@ from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 ANSWER_TYPES = ("yes/no", "number", "other")
 # Host-side strings `example(keep_text=True)` adds to a row; never sent to devices.
 HOST_KEYS = ("text", "vqa_question_type_name")
+# Keys of a row that hold its image(s): whatever is shown in place of a row's image replaces all of them.
+IMAGE_KEYS = ("image", "image_mask", "regions", "pair_image", "pair_image_mask", "pair_regions")
+# An evaluation row's images of another image of the split (`BatchSource.eval_batches(image_donors=)`),
+# nested under this key as {image key: value}.
+SHUFFLED_IMAGES = "shuffled_images"
 _SCENE = scenes.CAPTION_KINDS.index("scene")
 _RANDOM = scenes.NEGATIVE_KINDS.index("random")
 
 
 def _text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _media_identity(record: dict[str, Any]) -> str:
+  """`id:<image id>` of a record that names its image, else `sha1:<digest>` of its pixels, encoded image
+  or region features."""
+  if "image_id" in record:
+    return "id:" + _text(record["image_id"])
+  for key in ("image", "image_bytes", "region_features"):
+    if key in record:
+      data = record[key]
+      data = data if isinstance(data, bytes) else np.ascontiguousarray(np.asarray(data)).tobytes()
+      return "sha1:" + hashlib.sha1(data).hexdigest()
+  raise KeyError(f"a record without image id, image or regions (keys: {sorted(record)})")
 
 
 class RowBuilder:
@@ -69,9 +88,7 @@ class RowBuilder:
     elif "pairs" in self.objectives:
       text, positive = _text(record["pair_statement"]), False
       ex["pair_labels"] = np.int32(record["pair_label"])
-      partner = ({"image_bytes": record["pair_image_bytes"]} if "pair_image_bytes" in record  # NLVR2
-                 else self.data_source[int(record["pair_index"])])
-      pair = self.media(partner, rng, train)
+      pair = self.media(self._partner(record), rng, train)
       ex.update({f"pair_{k}": v for k, v in pair.items()})
     else:
       text, kind = self._caption(record, index, rng)
@@ -87,6 +104,35 @@ class RowBuilder:
     if "mrm" in self.objectives and "regions" in ex:
       ex.update(self._mask_regions(ex["regions"], media, positive, rng))
     return ex
+
+  def _pairs(self) -> bool:
+    """Whether a row holds a second image (`pairs`, unless `vqa` takes the text)."""
+    return "pairs" in self.objectives and "vqa" not in self.objectives
+
+  def _partner(self, record: dict[str, Any]) -> dict[str, Any]:
+    """The record that holds the second image of a pair row."""
+    if "pair_image_bytes" in record:  # NLVR2
+      return {"image_bytes": record["pair_image_bytes"]}
+    return self.data_source[int(record["pair_index"])]
+
+  def image_inputs(self, index: int) -> dict[str, Any]:
+    """The keys of `IMAGE_KEYS` that an evaluation row of example `index` holds (no augmentation, no
+    masked regions): what another row is given when it is shown this example's image."""
+    record = self.data_source[index]
+    out = self.media(self.media_record(record), None, False)
+    if self._pairs():
+      out.update({f"pair_{k}": v for k, v in self.media(self._partner(record), None, False).items()})
+    return out
+
+  def image_identity(self, index: int) -> str:
+    """What names example `index`'s image: the data's image id where it has one, else a digest of the
+    pixels or region features (the shapes world, NLVR2); a pair row's names both of its images. Rows of
+    equal identity show the same image."""
+    record = self.data_source[index]
+    identity = _media_identity(self.media_record(record))
+    if self._pairs():
+      identity += "|" + _media_identity(self._partner(record))
+    return identity
 
   def media_record(self, record: dict[str, Any]) -> dict[str, Any]:
     """The record that holds `record`'s image or regions: itself, or the image it points at."""

@@ -1,10 +1,10 @@
 """Evaluates a checkpoint on the validation split and writes `workdir/eval/step_<N>.json`.
 
 Every accuracy that depends on the image is reported with `accuracy_shuffled_images`: the same rows
-scored again with the images (`image` or `regions`, and a pair's second image) moved one valid row on
-within each eval batch, so every row sees another row's image. A model that ignores the image scores the
-same both ways. VQA also reports `text_prior_accuracy` (see `text_prior`) and both figures by question
-type (and by answer type on VQA v2).
+scored again, each shown the image of another image of the split (`shuffled_images`; every key of
+`pipeline.IMAGE_KEYS` moves together). A model that ignores the image scores the same both ways; the
+figure is left out, with a warning, when the split holds a single image. VQA also reports
+`text_prior_accuracy` (see `text_prior`) and the figures by question type (and by answer type on VQA v2).
 """
 
 from __future__ import annotations
@@ -24,35 +24,16 @@ from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.data.questions import QUESTION_TYPES
 from vlfusion.data.scenes import NEGATIVE_KINDS
-from vlfusion.evaluation import text_prior
+from vlfusion.evaluation import shuffled_images, text_prior
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.setup import Setup
 
-# Batch keys that hold an image; shuffling moves all of a row's together.
-IMAGE_KEYS = ("image", "regions", "pair_image", "pair_regions")
 # Per-row values summed per group: the model's score, with shuffled images, and the text prior's.
 _VALUES = {"correct": "accuracy", "shuffled": "accuracy_shuffled_images", "prior": "text_prior_accuracy"}
-
-
-def shuffle_images(batch: dict[str, Any]) -> dict[str, Any]:
-  """`batch` with each valid row's images replaced by the next valid row's (the last takes the first's).
-
-  A fixed derangement among the valid rows (with one valid row, nothing moves); padding rows keep
-  their own images.
-  """
-  valid = batch["example_mask"].astype(bool)
-  rows = valid.shape[0]
-  order = jnp.argsort(jnp.logical_not(valid).astype(jnp.int32), stable=True)  # valid rows first.
-  count = jnp.maximum(jnp.sum(valid), 1)
-  rank = jnp.cumsum(valid) - 1
-  source = jnp.where(valid, order[(rank + 1) % count], jnp.arange(rows))
-  out = dict(batch)
-  for key in IMAGE_KEYS:
-    if key in batch:
-      out[key] = jax.tree.map(lambda x: jnp.take(x, source, axis=0), batch[key])
-  return out
+# Tasks whose accuracy depends on the image, and so come with `accuracy_shuffled_images`.
+IMAGE_TASKS = ("itm", "vqa", "pairs")
 
 
 def _sums(values: dict[str, jax.Array], weight: jax.Array) -> dict[str, jax.Array]:
@@ -66,16 +47,22 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
   Group "" is the whole task; "type:<t>" a VQA question type (`vqa_question_type` indexes
   `question_types`), "answer:<a>" a VQA v2 answer type, "kind:<k>" an ITM negative kind. Values:
   `correct` (the model's accuracy summed; VQA: the soft score of the arg-max answer), `shuffled` (the
-  same with `shuffle_images`), `prior` (VQA: the soft score of `vqa_prior_answer`, -1 scoring 0).
+  same with each row shown the images it holds under `pipeline.SHUFFLED_IMAGES`; absent without
+  them), `prior` (VQA: the soft score of `vqa_prior_answer`, -1 scoring 0).
   """
+  moved = batch.get(pipeline.SHUFFLED_IMAGES)
+  batch = {k: v for k, v in batch.items() if k != pipeline.SHUFFLED_IMAGES}
   outputs = model.apply({"params": params}, batch, train=False)
   image_heads = {"itm_logits", "vqa_logits", "pairs_logits"} & set(outputs)
-  shuffled = model.apply({"params": params}, shuffle_images(batch), train=False) if image_heads else {}
+  shuffled = None
+  if image_heads and moved is not None:
+    shuffled = model.apply({"params": params}, {**batch, **moved}, train=False)
+  shuffle = lambda values, score: values | ({"shuffled": score(shuffled)} if shuffled is not None else {})
   example = batch["example_mask"].astype(jnp.float32)
   counts: dict[str, dict[str, dict]] = {}
   if "itm_logits" in outputs:
     correct = lambda out: (jnp.argmax(out["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
-    values = {"correct": correct(outputs), "shuffled": correct(shuffled)}
+    values = shuffle({"correct": correct(outputs)}, correct)
     counts["itm"] = {"": _sums(values, example)}
     if "itm_negative_kind" in batch:  # accuracy on positives and on each kind of negative.
       for k, kind in enumerate(NEGATIVE_KINDS):
@@ -85,8 +72,8 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
     scores = batch["vqa_scores"].astype(jnp.float32)
     score_of = lambda answer: jnp.take_along_axis(scores, jnp.maximum(answer, 0)[:, None], -1)[:, 0] * (
         answer >= 0)
-    values = {"correct": score_of(jnp.argmax(outputs["vqa_logits"], -1)),
-              "shuffled": score_of(jnp.argmax(shuffled["vqa_logits"], -1))}
+    predicted = lambda out: score_of(jnp.argmax(out["vqa_logits"], -1))
+    values = shuffle({"correct": predicted(outputs)}, predicted)
     if "vqa_prior_answer" in batch:
       values["prior"] = score_of(batch["vqa_prior_answer"])
     counts["vqa"] = {"": _sums(values, example)}
@@ -98,7 +85,7 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
         counts["vqa"][f"answer:{atype}"] = _sums(values, example * (batch["vqa_answer_type"] == k))
   if "pairs_logits" in outputs and "pair_labels" in batch:
     correct = lambda out: (jnp.argmax(out["pairs_logits"], -1) == batch["pair_labels"]).astype(jnp.float32)
-    counts["pairs"] = {"": _sums({"correct": correct(outputs), "shuffled": correct(shuffled)}, example)}
+    counts["pairs"] = {"": _sums(shuffle({"correct": correct(outputs)}, correct), example)}
   if "mlm_logits" in outputs and "mlm_weights" in batch:
     w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
     correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
@@ -181,6 +168,7 @@ class Evaluator:
     self._answer_index = {a: i for i, a in enumerate(self.source.answer_vocab)}
     self._type_index = {t: i for i, t in enumerate(self.question_types)}
     question_types = self.question_types
+    self._donors: Any = None  # computed on the first run (one read of the split), then reused.
     self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, question_types))
     if "retrieval" in self.tasks:
       from vlfusion.evaluation.retrieval import RetrievalEvaluator
@@ -215,12 +203,26 @@ class Evaluator:
     local["vqa_prior_answer"] = np.array([self._answer_index.get(a, -1) for a in answers], np.int32)
     return local
 
+  def image_donors(self) -> np.ndarray | None:
+    """The row whose image each row is shown for `accuracy_shuffled_images` (`shuffled_images`), or
+    None when no evaluated task needs one or the split holds a single image (a warning says so)."""
+    if not set(IMAGE_TASKS) & set(self.tasks):
+      return None
+    if self._donors is None:
+      donors = shuffled_images.image_donors(self.source.image_identities())
+      if donors is None:
+        logging.warning("%s split %r holds a single image: no image can be shuffled, so no "
+                        "accuracy_shuffled_images is reported.", self.config.data.name, self.source.split)
+      self._donors = (donors,)
+    return self._donors[0]
+
   def run(self, params: Any) -> dict[str, dict[str, Any]]:
     """{task: {"accuracy": a, "count": n, ...}} for each evaluated task."""
     totals: Any = None
     embeddings: dict[str, list[np.ndarray]] = {"text": [], "image": []}
     keep_text = self.prior is not None
-    batches = self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text)
+    batches = self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text,
+                                       image_donors=self.image_donors())
     if self.tasks == ["retrieval"]:  # it reads the split its own way.
       batches = iter(())
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):

@@ -89,8 +89,9 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write:
   saved = None
   if path.exists():
     saved = json.loads(path.read_text())
+    differences = config_differences(configuration.seeds_resolved(saved), configuration.seeds_resolved(given))
     changed = {
-        k: v for k, v in config_differences(saved, given).items()
+        k: v for k, v in differences.items()
         if not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_CHANGES)
     }
     if changed and not allow_config_change:

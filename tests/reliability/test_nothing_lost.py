@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
 import shutil
 
 import pytest
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
+from vlfusion.evaluation import checkpoints as eval_checkpoints
+from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
 
 STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
@@ -76,3 +79,67 @@ def test_a_torn_latest_step_is_moved_aside_and_saved_again(run, data_dir, tmp_pa
       ".torn-" in n for n in checkpointing.incomplete_checkpoints(ckpts))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(line)["step"] for line in f] == list(range(1, 9))
+
+
+def _flip_bytes(step_dir, count=64, every_large_file=False):
+  """Flips `count` bytes in the middle of the largest data file of the step's state (silent damage), or
+  of every data file over 64 KiB."""
+  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs
+           if d.endswith(os.sep + "d")]
+  paths = ([p for p in files if os.path.getsize(p) > 65536] if every_large_file
+           else [max(files, key=os.path.getsize)])
+  for path in paths:
+    with open(path, "r+b") as f:
+      f.seek(os.path.getsize(path) // 2)
+      chunk = bytearray(f.read(count))
+      f.seek(os.path.getsize(path) // 2)
+      f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def test_flipped_bytes_in_a_checkpoint_are_detected_and_the_run_goes_back_a_step(run, data_dir, tmp_path,
+                                                                                  caplog):
+  workdir = _copy(run, tmp_path)
+  ckpts = os.path.join(workdir, "checkpoints")
+  _flip_bytes(os.path.join(ckpts, "6"))
+  config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
+  with caplog.at_level("WARNING"):
+    trainer.train_and_evaluate(config, workdir)
+  assert any(n.startswith("6.torn-") for n in os.listdir(ckpts))
+  assert re.search(r"checkpoints/6 is damaged: 1 of its arrays differ from the checksums saved with it "
+                   r"\(\['(params|opt_state)'\]", caplog.text), caplog.text
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:  # resumed from step 4: 5 and 6 ran again.
+    assert [json.loads(line)["step"] for line in f] == list(range(1, 9))
+  assert sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) == [2, 4, 6, 8]
+
+
+def test_evaluation_names_a_damaged_or_unreadable_checkpoint(run, data_dir, tmp_path):
+  workdir = _copy(run, tmp_path)
+  ckpts = os.path.join(workdir, "checkpoints")
+  _flip_bytes(os.path.join(ckpts, "6"), every_large_file=True)
+  _unreadable_metadata(os.path.join(ckpts, "4"))
+  setup = trainer.Setup(tiny_config(co_attention, data_dir, **STEPS))
+  with pytest.raises(OSError, match=r"checkpoints/6 (is damaged|cannot be read)"):
+    evaluator.restore_params(workdir, setup, 6)
+  with pytest.raises(OSError, match=r"checkpoints/4 cannot be read: its state metadata "
+                                    r"\(.*checkpoints/4/state/_METADATA\) is damaged"):
+    evaluator.restore_params(workdir, setup, 4)
+  params, step = evaluator.restore_params(workdir, setup, 2)
+  assert step == 2
+
+
+def test_watching_beside_training_skips_a_step_rotated_out(run, data_dir, tmp_path, monkeypatch, caplog):
+  workdir = _copy(run, tmp_path)
+  config = tiny_config(co_attention, data_dir, **{**STEPS, "eval.tasks": ("itm",), "eval.batch_size": 64})
+  job = eval_checkpoints.CheckpointEvaluator(config, workdir)
+  evaluate = job.evaluate
+
+  def rotate_then_evaluate(step=None):  # training deletes step 2 between the listing and the restore.
+    if step == 2:
+      shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))
+    return evaluate(step)
+
+  monkeypatch.setattr(job, "evaluate", rotate_then_evaluate)
+  with caplog.at_level("WARNING"):
+    results = job.watch(poll_seconds=0.1, timeout_seconds=600)
+  assert [r["step"] for r in results] == [4, 6]
+  assert "Step 2 was removed (rotated out by the training run)" in caplog.text

@@ -59,7 +59,14 @@ class CheckpointEvaluator:
       if evaluated(self.workdir, step):
         logging.info("Step %d is already evaluated; skipping it.", step)
         continue
-      results.append(self.evaluate(step))
+      try:
+        results.append(self.evaluate(step))
+      except Exception as e:  # noqa: BLE001 - a vanished step fails in whichever reader noticed first.
+        if step in complete_steps(self.workdir):
+          raise
+        # Training beside this job keeps its last train.keep_checkpoints: a listed step can go.
+        logging.warning("Step %d was removed (rotated out by the training run) before it could be "
+                        "evaluated; skipping it (%s).", step, e)
     return results
 
   def watch(self, poll_seconds: float = 30.0, timeout_seconds: float = 0.0) -> list[dict[str, Any]]:

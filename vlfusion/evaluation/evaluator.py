@@ -375,17 +375,28 @@ def restore_params(workdir: str, setup: Any, step: int | None = None) -> tuple[A
                               f"of it ({incomplete.get(str(step), 'no such checkpoint')}); complete "
                               f"checkpoints: {available}")
     where = f"{directory}/{step}"
-    checkpointing.check_compatible(checkpointing.saved_param_shapes(manager, step),
-                                   setup.abstract_state, where)
+    try:
+      have = checkpointing.saved_param_shapes(manager, step)
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # noqa: BLE001 - unreadable metadata: name the checkpoint, not the parser.
+      raise OSError(f"checkpoint {where} cannot be read: its state metadata "
+                    f"({where}/state/_METADATA) is damaged or missing ({e!r})") from e
+    checkpointing.check_compatible(have, setup.abstract_state, where)
+    checksums = checkpointing.saved_checksums(manager, step)
   finally:
     manager.close()
   # A partial restore of the saved train state: only its `params` subtree is read from disk.
   target = {"params": setup.abstract_state.params}
   with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
-    restored = checkpointer.restore(
-        directory / str(step) / "state",
-        args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
-                                    restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    try:
+      restored = checkpointer.restore(
+          directory / str(step) / "state",
+          args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                      restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    except (OSError, ValueError) as e:
+      raise OSError(f"checkpoint {where} cannot be read: {e}") from e
+  checkpointing.verify_checksums({"params": restored["params"]}, checksums, where)
   logging.info("Restored the parameters of %s.", where)
   return restored["params"], int(step)
 

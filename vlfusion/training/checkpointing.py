@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -24,6 +25,53 @@ COMMIT_MARKER = "commit_success.txt"
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint whose parameters do not fit the model the config builds."""
+
+
+class CheckpointDamagedError(OSError):
+  """A checkpoint whose restored values differ from the checksums saved with it."""
+
+
+# The data item's key for the checksums of the saved state (absent in checkpoints of older versions).
+CHECKSUMS = "state_checksums"
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """A position-weighted sum of the bits of `x` (uint32, wrapping): any changed byte changes it."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  size = jnp.dtype(x.dtype).itemsize
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  elif size in (1, 2, 4):
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[size]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+  else:  # 8 bytes: two uint32 words each.
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  flat = bits.reshape(-1)
+  weight = jnp.arange(flat.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+  return jnp.sum(flat * weight, dtype=jnp.uint32)
+
+
+_checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def state_checksums(tree: Any) -> dict[str, int]:
+  """{leaf path: checksum} of `tree` (the train state's params and opt_state), computed on the devices."""
+  values = jax.device_get(_checksums(tree))
+  return {jax.tree_util.keystr(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(values)[0]}
+
+
+def verify_checksums(tree: Any, saved: dict[str, int] | None, where: str, prefix: str = "") -> None:
+  """Raises `CheckpointDamagedError` naming the leaves of `tree` whose checksums differ from `saved`
+  (the keys under `prefix`); a checkpoint saved without checksums is not checked."""
+  if not saved:
+    return
+  have = state_checksums(tree)
+  bad = [k for k, v in have.items() if prefix + k in saved and saved[prefix + k] != v]
+  if bad:
+    raise CheckpointDamagedError(
+        f"checkpoint {where} is damaged: {len(bad)} of its arrays differ from the checksums saved with "
+        f"it ({', '.join(prefix + k for k in bad[:5])}{' ...' if len(bad) > 5 else ''})")
 
 
 def checkpoint_dir(workdir: Any) -> epath.Path:
@@ -112,13 +160,15 @@ def make_manager(workdir: Any, train_config: Any, read_only: bool = False) -> oc
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,
          config_dict: dict, metrics: dict | None = None) -> None:
-  """Starts an asynchronous save of the state, the pipeline position and the config at `step`."""
+  """Starts an asynchronous save of the state, the pipeline position and the config at `step`; the
+  data item also holds the checksums of the params and optimizer state, which restores verify."""
+  checksums = state_checksums({"params": state.params, "opt_state": state.opt_state})
   try:
     manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
+            data=ocp.args.JsonSave({**data_state, CHECKSUMS: checksums}),
             config=ocp.args.JsonSave(config_dict),
         ),
         metrics=metrics,
@@ -267,8 +317,18 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
         raise
       _skip(manager, directory, candidate, f"it could not be read ({e})", move_aside)
       continue
+    data = dict(restored["data"] or {})
+    restored_state = restored["state"]
+    try:
+      verify_checksums({"params": restored_state.params, "opt_state": restored_state.opt_state},
+                       data.pop(CHECKSUMS, None), f"{directory}/{candidate}")
+    except CheckpointDamagedError as e:
+      if step is not None:
+        raise
+      _skip(manager, directory, candidate, str(e), move_aside)
+      continue
     logging.info("Restored checkpoint %s/%d.", directory, candidate)
-    return restored["state"], dict(restored["data"] or {}), candidate
+    return restored_state, data, candidate
   return None
 
 
@@ -278,6 +338,15 @@ def _skip(manager: ocp.CheckpointManager, directory: str, step: int, reason: str
     manager.reload()
   else:
     logging.warning("Skipping checkpoint %s/%d: %s.", directory, step, reason)
+
+
+def saved_checksums(manager: ocp.CheckpointManager, step: int) -> dict[str, int] | None:
+  """The checksums saved with the checkpoint at `step` (None for a checkpoint without them)."""
+  try:
+    data = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+  except (OSError, ValueError, KeyError):
+    return None
+  return (data or {}).get(CHECKSUMS)
 
 
 def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:

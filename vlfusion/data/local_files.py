@@ -86,21 +86,39 @@ def require_file(path: str, what: str) -> str:
   return path
 
 
+def _utf8_error(path: str, data: bytes, error: UnicodeDecodeError) -> DataFileError:
+  line = data.count(b"\n", 0, error.start) + 1
+  return DataFileError(f"{path}: byte {error.start} (line {line}): not UTF-8 ({error.reason}, "
+                       f"{data[error.start:error.end]!r}); re-encode the file as UTF-8")
+
+
 def read_json(path: str, what: str) -> Any:
-  """The parsed JSON file at `path`; a syntax error names its line and column."""
+  """The parsed JSON file at `path`; a syntax error names its line and column, a byte that is not UTF-8
+  its offset and line."""
   require_file(path, what)
-  with open_file(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise DataFileError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON ({e.msg})") from e
+  with open_file(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise _utf8_error(path, data, e) from e
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DataFileError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON ({e.msg})") from e
 
 
 def read_jsonl(path: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, object) for each non-empty line of a JSON-lines file."""
+  """(line number, object) for each non-empty line of a JSON-lines file; a line that is not UTF-8 or not
+  a JSON object raises naming its number."""
   require_file(path, what)
-  with open_file(path) as f:
-    for number, line in enumerate(f, start=1):
+  with open_file(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise DataFileError(f"{path}: line {number}: not UTF-8 at byte {e.start} of the line "
+                            f"({e.reason}, {raw[e.start:e.end]!r}); re-encode the file as UTF-8") from e
       if not line.strip():
         continue
       try:

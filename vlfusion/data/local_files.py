@@ -150,26 +150,41 @@ def image_key(value: Any) -> str:
 
 @dataclasses.dataclass
 class SkipCounter:
-  """Counts, logs and describes the examples a builder skipped, by reason and split."""
+  """Counts, logs and describes what a builder left out, by split and reason: examples skipped whole
+  (`skip`), and texts of kept examples dropped or cut (`amend`). Every one is named in the log (the first
+  `_MAX_LOGGED_SKIPS` of a reason as warnings, the rest at INFO level so that a damaged file does not
+  bury the log) and counted in the dataset's metadata."""
 
   dataset: str
   counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
   examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  amended: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+  amended_examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   def skip(self, split: str, reason: str, detail: str) -> None:
-    by_reason = self.counts.setdefault(split, {})
+    self._count(self.counts, self.examples, split, reason, detail, "skipped an example")
+
+  def amend(self, split: str, reason: str, detail: str) -> None:
+    self._count(self.amended, self.amended_examples, split, reason, detail, "changed an example")
+
+  def _count(self, counts: dict[str, dict[str, int]], examples: dict[str, list[str]], split: str, reason: str,
+             detail: str, what: str) -> None:
+    by_reason = counts.setdefault(split, {})
     by_reason[reason] = by_reason.get(reason, 0) + 1
-    logged = self.examples.setdefault(reason, [])
+    logged = examples.setdefault(reason, [])
     if len(logged) < _MAX_LOGGED_SKIPS:
       logged.append(detail)
-      logging.warning("%s/%s: skipped an example (%s): %s", self.dataset, split, reason, detail)
+      logging.warning("%s/%s: %s (%s): %s", self.dataset, split, what, reason, detail)
+    else:
+      logging.info("%s/%s: %s (%s): %s", self.dataset, split, what, reason, detail)
 
   def total(self, split: str | None = None) -> int:
     splits = [split] if split else list(self.counts)
     return sum(sum(self.counts.get(s, {}).values()) for s in splits)
 
   def as_metadata(self) -> dict[str, Any]:
-    return {"skipped": self.counts, "skipped_examples": self.examples}
+    return {"skipped": self.counts, "skipped_examples": self.examples, "amended": self.amended,
+            "amended_examples": self.amended_examples}
 
 
 def read_image(path: str) -> tuple[bytes | None, str]:

@@ -157,3 +157,12 @@ def write_vqa_colours(root: str, images: dict[str, list[tuple[str, tuple[int, in
     with open(os.path.join(root, f"v2_mscoco_{subset}_annotations.json"), "w") as f:
       json.dump({"annotations": annotations}, f)
   return ids
+
+
+def edit_json(path: str, edit) -> None:
+  """Rewrites the JSON file at `path` with `edit(data)` applied to its parsed content in place."""
+  with open(path) as f:
+    data = json.load(f)
+  edit(data)
+  with open(path, "w") as f:
+    json.dump(data, f)

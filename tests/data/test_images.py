@@ -1,5 +1,6 @@
 """Aspect-preserving resize with `image_mask` (ViLT), and RandAugment on training batches only."""
 
+import io
 import os
 
 import jax
@@ -79,3 +80,61 @@ def test_randaugment_changes_training_batches_only(data_dir, wide_jsonl):
   np.testing.assert_array_equal(b["image"], augmented.get_batch(1)["image"])  # a function of the step
   ea, eb = next(plain.eval_batches(4)), next(augmented.eval_batches(4))
   np.testing.assert_array_equal(ea["image"], eb["image"])  # never at eval
+
+
+def _decoded(image, fmt="PNG", **save):
+  """The RGB pixels the pipeline's decoder makes of `image` saved as `fmt`."""
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **save)
+  return np.asarray(images.open_image(buffer.getvalue(), 64), np.float64)
+
+
+def _on_white(rgb, alpha):
+  """Reference compositing: each pixel over a white background by its alpha."""
+  a = alpha[..., None] / 255.0
+  return rgb * a + 255.0 * (1 - a)
+
+
+_RNG = np.random.default_rng(0)
+_GREY16 = _RNG.integers(0, 65536, (12, 10)).astype(np.uint16)
+_RGB = _RNG.integers(0, 256, (12, 10, 3)).astype(np.uint8)
+_ALPHA = _RNG.integers(0, 256, (12, 10)).astype(np.uint8)
+_CMYK = _RNG.integers(0, 256, (12, 10, 4)).astype(np.uint8)
+_PALETTE = _RNG.integers(0, 256, (256, 3)).astype(np.uint8)
+_INDEX = _RNG.integers(0, 256, (12, 10)).astype(np.uint8)
+
+
+def _palette_image(transparent: int | None = None):
+  image = Image.fromarray(_INDEX, "P")
+  image.putpalette(_PALETTE.ravel().tolist())
+  if transparent is not None:
+    image.info["transparency"] = transparent
+  return image
+
+
+def _palette_reference(transparent: int | None = None):
+  rgb = _PALETTE[_INDEX].astype(np.float64)
+  if transparent is None:
+    return rgb
+  return np.where((_INDEX == transparent)[..., None], 255.0, rgb)
+
+
+@pytest.mark.parametrize("make,fmt,reference", [
+    # 16-bit grayscale (PNG, mode I;16; TIFF as 32-bit I): 0..65535 scaled to 0..255, not clipped.
+    (lambda: Image.fromarray(_GREY16), "PNG", lambda: np.repeat(_GREY16[..., None] / 257.0, 3, -1)),
+    (lambda: Image.fromarray(_GREY16.astype(np.int32)), "TIFF",
+     lambda: np.repeat(_GREY16[..., None] / 257.0, 3, -1)),
+    (lambda: _palette_image(), "PNG", lambda: _palette_reference()),
+    (lambda: _palette_image(transparent=int(_INDEX[0, 0])), "PNG",
+     lambda: _palette_reference(int(_INDEX[0, 0]))),
+    # CMYK: R = (255 - C)(255 - K) / 255, and so on.
+    (lambda: Image.fromarray(_CMYK, "CMYK"), "TIFF",
+     lambda: (255.0 - _CMYK[..., :3]) * (255.0 - _CMYK[..., 3:]) / 255.0),
+    (lambda: Image.fromarray(np.dstack([_RGB, _ALPHA]), "RGBA"), "PNG", lambda: _on_white(_RGB, _ALPHA)),
+    (lambda: Image.fromarray(np.dstack([_RGB[..., 0], _ALPHA]), "LA"), "PNG",
+     lambda: _on_white(np.repeat(_RGB[..., :1], 3, -1), _ALPHA)),
+], ids=["I;16", "I", "P", "P+transparency", "CMYK", "RGBA", "LA"])
+def test_image_modes_decode_as_their_reference_rgb(make, fmt, reference):
+  decoded = _decoded(make(), fmt)
+  assert decoded.shape == (12, 10, 3)
+  np.testing.assert_allclose(decoded, reference(), atol=1.01)

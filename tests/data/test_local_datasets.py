@@ -212,3 +212,132 @@ def test_vqa_v2_unreadable_image_skips_its_questions(tmp_path):
   assert builder.info.metadata["skipped"]["train_images"] == {"corrupt_image": 1}
   assert builder.info.metadata["skipped"]["train"] == {"corrupt_image": 4}
   assert {r["image_id"] for r in builder.as_data_source("train")} == {b"1"}
+
+
+def test_coco_image_without_sentences_is_skipped_counted_and_named(tmp_path, caplog):
+  root = tmp_path / "coco"
+  ids = fx.write_coco(str(root))
+  fx.edit_json(str(root / "dataset_coco.json"), lambda d: d["images"][2].update(sentences=[]))
+  with caplog.at_level("WARNING"):
+    builder = _build("coco_captions/images", root, tmp_path / "tfds")
+  assert builder.info.splits["train"].num_examples == len(ids["train"]) + len(ids["restval"]) - 1
+  assert builder.info.metadata["skipped"] == {"train": {"no_text": 1}}
+  assert "102" not in {r["image_id"].decode() for r in builder.as_data_source("train")}
+  assert "image 102 (COCO_train2014_000000000102.jpg)" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_non_utf8_annotation_names_the_file_and_where(tmp_path, kind):
+  root = tmp_path / "data"
+  os.makedirs(root)
+  if kind == "jsonl":
+    fx.write_jsonl(str(root), num_train=4)
+    path, name, needle = root / "train.jsonl", "image_text_jsonl/images", r"train\.jsonl: line 3: not UTF-8"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b"image", b"im\xffage", 1)
+    path.write_bytes(b"".join(lines))
+  else:
+    fx.write_coco(str(root))
+    path, name = root / "dataset_coco.json", "coco_captions/images"
+    data = path.read_bytes()
+    offset = data.index(b"a dog runs")
+    path.write_bytes(data[:offset] + b"\xe9" + data[offset + 1:])
+    needle = rf"dataset_coco\.json: byte {offset} \(line 1\): not UTF-8"
+  with pytest.raises(DataFileError, match=needle):
+    _build(name, root, tmp_path / "tfds")
+
+
+def _duplicate_coco(root):
+  fx.write_coco(str(root))
+  fx.edit_json(str(root / "dataset_coco.json"), lambda d: d["images"][3].update(cocoid=101))
+  return "coco_captions/images", (r"dataset_coco\.json: images\[3\]: image 101 is listed twice "
+                                 r"\(first at images\[1\]\)")
+
+
+def _duplicate_question(root):
+  fx.write_vqa(str(root))
+  fx.edit_json(str(root / "v2_OpenEnded_mscoco_train2014_questions.json"),
+               lambda d: d["questions"][2].update(question_id=10))
+  return "vqa_v2/images", (r"questions\.json: questions\[2\]: question_id 10 is listed twice "
+                           r"\(first at questions\[0\]\)")
+
+
+@pytest.mark.parametrize("make", [_duplicate_coco, _duplicate_question])
+def test_duplicate_ids_are_refused_naming_the_id_and_file(tmp_path, make):
+  name, needle = make(tmp_path / "data")
+  with pytest.raises(DataFileError, match=needle):
+    _build(name, tmp_path / "data", tmp_path / "tfds")
+
+
+def _annotations(root):
+  return str(root / "v2_mscoco_train2014_annotations.json")
+
+
+def test_vqa_question_without_answers_is_skipped_and_counted(tmp_path):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  fx.edit_json(_annotations(root), lambda d: d["annotations"][1].update(answers=[]))
+  builder = _build("vqa_v2/images", root, tmp_path / "tfds")
+  assert builder.info.splits["train"].num_examples == 7
+  assert builder.info.metadata["skipped"] == {"train": {"no_answers": 1}}
+  assert 11 not in {int(r["question_id"]) for r in builder.as_data_source("train")}
+  assert "question 11" in builder.info.metadata["skipped_examples"]["no_answers"][0]
+
+
+def _non_dict_answers(d):
+  d["annotations"][1]["answers"] = [3, 4]
+
+
+def _twice_annotated(d):
+  d["annotations"].append(dict(d["annotations"][1], multiple_choice_answer="7"))
+
+
+def _other_image(d):
+  d["annotations"][1]["image_id"] = 2
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (_non_dict_answers, r"annotations\.json: annotations\[1\] \(question_id 11\): answers\[0\] is int, "
+                        r"not an object with an 'answer'"),
+    (_twice_annotated, r"annotations\.json: annotations\[8\]: question_id 11 is listed twice "
+                       r"\(first at annotations\[1\]\)"),
+    (_other_image, r"question_id 11 is about image_id 1 in .*questions\.json: questions\[1\] but image_id 2 "
+                   r"in .*annotations\.json: annotations\[1\]"),
+])
+def test_vqa_inconsistent_annotations_are_refused_naming_the_question(tmp_path, edit, needle):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  fx.edit_json(_annotations(root), edit)
+  with pytest.raises(DataFileError, match=needle):
+    _build("vqa_v2/images", root, tmp_path / "tfds")
+
+
+def test_empty_texts_dropped_and_long_texts_cut_at_preparation(tmp_path):
+  root = tmp_path / "jsonl"
+  os.makedirs(root)
+  fx.write_jsonl(str(root), num_train=5)
+  lines = (root / "train.jsonl").read_text().splitlines()
+  lines[0] = json.dumps({"image": "img/train_0.jpg", "text": ""})
+  lines[1] = json.dumps({"image": "img/train_1.jpg", "text": ["  ", "a dog"]})
+  lines[2] = json.dumps({"image": "img/train_2.jpg", "text": "a cat " * 1_000_000})  # 6 MB
+  (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+  builder = _build("image_text_jsonl/images", root, tmp_path / "tfds")
+  metadata = builder.info.metadata
+  assert builder.info.splits["train"].num_examples == 4
+  assert metadata["skipped"] == {"train": {"no_text": 1}}
+  assert metadata["amended"] == {"train": {"empty_text": 1, "long_text": 1}}
+  records = {r["image_id"].decode(): [c.decode() for c in r["captions"]]
+             for r in builder.as_data_source("train")}
+  assert "0" not in records and records["1"] == ["a dog"]  # keys are the numbers of the file names.
+  assert len(records["2"][0]) == ld.MAX_TEXT_CHARS < 6_000_000
+  assert "line 3" in metadata["amended_examples"]["long_text"][0]
+
+
+def test_vqa_empty_question_is_skipped(tmp_path):
+  root = tmp_path / "vqa"
+  fx.write_vqa(str(root))
+  fx.edit_json(str(root / "v2_OpenEnded_mscoco_train2014_questions.json"),
+               lambda d: d["questions"][0].update(question=" "))
+  builder = _build("vqa_v2/images", root, tmp_path / "tfds")
+  assert builder.info.metadata["skipped"] == {"train": {"no_text": 1}}
+  assert builder.info.splits["train"].num_examples == 7

@@ -110,3 +110,33 @@ def test_pair_accuracy_on_dev_and_test_p(tmp_path):
     pairs = result[name]["pairs"]
     assert pairs["count"] == count
     assert all(0.0 <= pairs[k] <= 1.0 for k in ("accuracy", "accuracy_shuffled_images"))
+
+
+def test_a_duplicate_identifier_is_refused_naming_it(tmp_path):
+  root = str(tmp_path / "nlvr2")
+  write_nlvr2(root)
+  with open(os.path.join(root, "dev.json")) as f:
+    first = f.readline()
+  with open(os.path.join(root, "dev.json"), "a") as f:
+    f.write(first)
+  builder = nlvr2.make_builder("nlvr2", str(tmp_path / "tfds"))
+  with pytest.raises(DataFileError, match=r"dev.json: line 5: identifier 'dev-100-0-0' is listed twice "
+                                          r"\(first at line 1\)"):
+    builder.download_and_prepare(file_format="array_record",
+                                 download_config=nlvr2.tfds.download.DownloadConfig(manual_dir=root))
+
+
+def test_a_blank_sentence_is_skipped_and_counted(tmp_path):
+  root = str(tmp_path / "nlvr2")
+  write_nlvr2(root)
+  with open(os.path.join(root, "dev.json")) as f:
+    lines = f.read().splitlines()
+  lines[1] = json.dumps(dict(json.loads(lines[1]), sentence="  "))
+  with open(os.path.join(root, "dev.json"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  builder = nlvr2.make_builder("nlvr2", str(tmp_path / "tfds"))
+  builder.download_and_prepare(file_format="array_record",
+                               download_config=nlvr2.tfds.download.DownloadConfig(manual_dir=root))
+  assert builder.info.splits["validation"].num_examples == 3
+  assert builder.info.metadata["skipped"] == {"validation": {"no_text": 1}}
+  assert "dev-101-1-1" in builder.info.metadata["skipped_examples"]["no_text"][0]

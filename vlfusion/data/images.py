@@ -9,6 +9,10 @@
 `randaugment` (training only; Cubuk et al., 2020) applies `num_ops` operations drawn uniformly, each at
 `magnitude` (0-10), from RandAugment's list without colour inversion and cutout, as ViLT does: captions
 and questions talk about colours, and cutout may erase the small object a question is about.
+
+Every image mode becomes RGB as it looks (`to_rgb`): 16-bit grayscale scaled from 0..65535 (PIL's own
+conversion clips it, which turns most of an image white), transparency composited over white (as a
+browser shows a transparent PNG on a page), CMYK, palettes and the rest by PIL's conversion.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 RESIZE_MODES = ("square", "pad")
+# Modes of one integer channel read as 16-bit (I;16 PNGs and TIFFs; older Pillow opens them as I).
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_BACKGROUND = (255, 255, 255, 255)
 MAX_MAGNITUDE = 10
 _FILL = (128, 128, 128)
 
@@ -30,6 +38,22 @@ def open_image(data: bytes | np.ndarray, size: int) -> Image.Image:
     return Image.fromarray(np.asarray(data, np.uint8))
   image = Image.open(io.BytesIO(data))
   image.draft("RGB", (size, size))
+  return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+  """`image` in RGB as it is meant to look: 16-bit grayscale (I;16, I) scaled by 255/65535, an alpha
+  channel or a transparent palette or colour key composited over white, any other mode (palette, CMYK,
+  L, 1) through PIL's conversion."""
+  if image.mode == "RGB" and "transparency" not in image.info:
+    return image
+  if image.mode in _WIDE_GREY:
+    grey = np.asarray(image).astype(np.float64) / 257.0
+    grey = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
+  if image.mode in _ALPHA_MODES or "transparency" in image.info:
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, _BACKGROUND), rgba).convert("RGB")
   return image.convert("RGB")
 
 

@@ -4,8 +4,12 @@ Each builder has two configs: `images` stores each image's encoded file bytes (d
 pipeline, at whatever resolution the model wants), `regions` stores detector region features read from
 `manual_dir/regions/` (bottom-up-attention TSV files or per-image .npz, see `local_files`) joined to the
 text by image id. Nothing is downloaded. Missing or malformed annotation files raise `DataFileError`
-naming the file and line or record; an image that is missing or cannot be decoded (or has no region
-features) is skipped, logged, and counted in `info.metadata["skipped"]` by split and reason.
+naming the file and line or record, and so does an id listed twice (which of the two records is right
+cannot be known, and the same image in two splits would leak). An example that cannot be trained on is
+skipped, named in the log, and counted in `info.metadata["skipped"]` by split and reason: an image that
+is missing or cannot be decoded (or has no region features), an example with no non-blank text
+(`no_text`), a VQA question without answers (`no_answers`). A blank text beside others is dropped and a
+text over `MAX_TEXT_CHARS` is cut, each counted in `info.metadata["amended"]`.
 
 The tfds names carry a `vlf_` prefix (tfds has its own `coco_captions`); the pipeline knows them by the
 short names in `BUILDERS`.
@@ -29,6 +33,10 @@ from vlfusion.data.local_files import DataFileError, field
 from vlfusion.evaluation.metrics import normalize_answer, soft_score  # the official VQA definitions.
 
 Example = tuple[str, dict[str, Any]]
+# Longest text kept at preparation, in characters. A row holds at most 512 tokens (BERT's position
+# table), about 3,000 characters of ordinary words: the cut never shortens what a model reads, while a
+# megabyte caption would be tokenised whole at every draw (seconds a row).
+MAX_TEXT_CHARS = 10_000
 
 
 @dataclasses.dataclass
@@ -97,14 +105,33 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       self._skips.skip(split, reason, what)
     return media
 
+  def _texts(self, split: str, texts: list[str], what: str) -> list[str] | None:
+    """`texts` of the example `what` as stored: blank ones dropped and those over `MAX_TEXT_CHARS` cut,
+    each counted under `amended`; None (the example skipped, counted as `no_text`) when all are blank."""
+    if not any(t.strip() for t in texts):
+      self._skips.skip(split, "no_text", what)
+      return None
+    kept = []
+    for j, text in enumerate(texts):
+      if not text.strip():
+        self._skips.amend(split, "empty_text", f"{what}: text {j} is blank, dropped")
+        continue
+      if len(text) > MAX_TEXT_CHARS:
+        self._skips.amend(split, "long_text",
+                          f"{what}: text {j} of {len(text)} characters cut to {MAX_TEXT_CHARS}")
+        text = text[:MAX_TEXT_CHARS]
+      kept.append(text)
+    return kept
+
   def _generate_examples(self, *args: Any, **kwargs: Any) -> Iterator[Example]:
     raise NotImplementedError("each builder's _split_generators returns its own generators")
 
   def _finish(self, split: str, generated: int, where: str) -> None:
-    skipped = self._skips.total(split)
-    if skipped:
-      logging.warning("%s/%s: %d examples written, %d skipped %s (see info.metadata['skipped']).",
-                      self.name, split, generated, skipped, self._skips.counts.get(split))
+    skipped, amended = self._skips.total(split), self._skips.amended.get(split)
+    if skipped or amended:
+      logging.warning("%s/%s: %d examples written, %d skipped %s, texts changed %s (see info.metadata"
+                      "['skipped'] and ['amended']).", self.name, split, generated, skipped,
+                      self._skips.counts.get(split, {}), amended or {})
     if not generated:
       raise DataFileError(f"{self.name}/{split}: no usable examples in {where} ({skipped} skipped: "
                           f"{self._skips.counts.get(split, {})}); check the image or region paths")
@@ -119,8 +146,10 @@ class CocoCaptions(_LocalBuilder):
   """COCO captions on the Karpathy split (train = train + restval, validation = val, test = test)."""
 
   name = "vlf_coco_captions"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Karpathy split, images or region features."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Karpathy split, images or region features.",
+                   "1.1.0": "Images without a non-blank sentence skipped, blank sentences dropped, long ones "
+                            "cut; an image listed twice refused."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds dataset_coco.json (the Karpathy split) and the images
   at images/<filepath>/<filename> (or <filepath>/<filename>); for the `regions` config, regions/ with
   bottom-up-attention TSV files or <image_id>.npz files."""
@@ -140,21 +169,39 @@ class CocoCaptions(_LocalBuilder):
     manual_dir = self._start(dl_manager.manual_dir)
     path = os.path.join(manual_dir, "dataset_coco.json")
     images = field(local_files.read_json(path, "Karpathy split file"), "images", path, list)
-    return {split: self._generate(split, names, path, images) for split, names in self.SPLITS.items()}
+    keys = self._keys(path, images)
+    return {split: self._generate(split, names, path, images, keys) for split, names in self.SPLITS.items()}
 
-  def _generate(self, split: str, names: tuple[str, ...], path: str, images: list) -> Iterator[Example]:
-    root, generated = _image_root(self._manual_dir), 0
+  @staticmethod
+  def _keys(path: str, images: list) -> list[str]:
+    """The image key of each entry; an image listed twice (in one split or two) is refused."""
+    keys, first = [], {}
     for i, entry in enumerate(images):
       where = f"{path}: images[{i}]"
       if not isinstance(entry, dict):
         raise DataFileError(f"{where}: expected an object, got {type(entry).__name__}")
+      key = local_files.image_key(entry.get("cocoid", field(entry, "filename", where, str)))
+      if key in first:
+        raise DataFileError(f"{where}: image {key} is listed twice (first at images[{first[key]}]); "
+                            "remove one of them")
+      first[key] = i
+      keys.append(key)
+    return keys
+
+  def _generate(self, split: str, names: tuple[str, ...], path: str, images: list,
+                keys: list[str]) -> Iterator[Example]:
+    root, generated = _image_root(self._manual_dir), 0
+    for i, (entry, key) in enumerate(zip(images, keys, strict=True)):
+      where = f"{path}: images[{i}]"
       if field(entry, "split", where, str) not in names:
         continue
       filename = field(entry, "filename", where, str)
       sentences = field(entry, "sentences", where, list)
       captions = [field(s, "raw", f"{where}.sentences[{j}]", str) if isinstance(s, dict) else
                   _bad(f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
-      key = local_files.image_key(entry.get("cocoid", filename))
+      captions = self._texts(split, captions, f"{where}: image {key} ({filename})")
+      if captions is None:
+        continue
       media = self._media(split, key, os.path.join(root, str(entry.get("filepath", "")), filename))
       if media is None:
         continue
@@ -175,8 +222,9 @@ class ImageTextJsonl(_LocalBuilder):
   """
 
   name = "vlf_image_text_jsonl"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "JSON lines of image path and text."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "JSON lines of image path and text.",
+                   "1.1.0": "Lines without a non-blank text skipped, blank texts dropped, long ones cut."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds train.jsonl (and optionally validation.jsonl,
   test.jsonl), one {"image": path, "text": caption} object per line, and the images they name."""
   SPLIT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl")
@@ -208,12 +256,34 @@ class ImageTextJsonl(_LocalBuilder):
       if not captions or not all(isinstance(c, str) for c in captions):
         raise DataFileError(f"{where}: field 'text' must be a string or a non-empty list of strings")
       key = local_files.image_key(record.get("image_id", image))
+      captions = self._texts(split, captions, f"{where}: image {key}")
+      if captions is None:
+        continue
       media = self._media(split, key, os.path.join(self._manual_dir, image))
       if media is None:
         continue
       generated += 1
       yield f"{number}", {"image_id": key, "captions": captions, **media}
     self._finish(split, generated, path)
+
+
+@dataclasses.dataclass
+class _Question:
+  """A VQA question joined to its annotation, checked: `text` as stored, `answers` the annotators'
+  answers normalised (one per annotator, never empty), `where` the two records in their files."""
+
+  q: dict[str, Any]
+  a: dict[str, Any]
+  where: str
+  text: str
+  answers: list[str]
+  multiple_choice_answer: str
+
+
+def _object(entry: Any, where: str) -> dict[str, Any]:
+  if not isinstance(entry, dict):
+    raise DataFileError(f"{where}: expected an object, got {type(entry).__name__}")
+  return entry
 
 
 class VqaV2(_LocalBuilder):
@@ -227,11 +297,13 @@ class VqaV2(_LocalBuilder):
   """
 
   name = "vlf_vqa_v2"
-  VERSION = tfds.core.Version("2.1.0")
+  VERSION = tfds.core.Version("2.2.0")
   RELEASE_NOTES = {"1.0.0": "Questions, soft scores, images or region features.",
                    "1.1.0": "Answers normalised as the official evaluation does (contraction table).",
                    "2.0.0": "Images stored once, in <split>_images; questions point at them.",
-                   "2.1.0": "Both of the above, and question_type / answer_type from the annotations."}
+                   "2.1.0": "Both of the above, and question_type / answer_type from the annotations.",
+                   "2.2.0": "Questions without answers or text skipped, long questions cut; a repeated "
+                            "id or disagreeing image_id refused."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds v2_OpenEnded_mscoco_{train,val}2014_questions.json,
   v2_mscoco_{train,val}2014_annotations.json and the images train2014/, val2014/ (or under images/); for
   the `regions` config, regions/ with TSV or .npz features."""
@@ -268,25 +340,55 @@ class VqaV2(_LocalBuilder):
       splits[split + self.IMAGES] = self._generate_images(subset, images)
     return splits
 
-  def _load(self, questions_path: str, annotations_path: str, split: str) -> list[tuple[dict, dict, str]]:
+  def _load(self, questions_path: str, annotations_path: str, split: str) -> list[_Question]:
+    """The questions of a subset joined to their annotations. A question or annotation listed twice, a
+    question without annotation, an annotation of another image or a malformed answer is refused; a
+    question without answers or with a blank text is skipped (counted)."""
     questions = field(local_files.read_json(questions_path, "VQA questions file"), "questions",
                       questions_path, list)
     annotations = field(local_files.read_json(annotations_path, "VQA annotations file"), "annotations",
                         annotations_path, list)
     by_id = {}
-    for i, a in enumerate(annotations):
-      by_id[field(a, "question_id", f"{annotations_path}: annotations[{i}]", int)] = (a, i)
-    out, counts = [], collections.Counter()
+    for j, a in enumerate(annotations):
+      qid = field(_object(a, f"{annotations_path}: annotations[{j}]"), "question_id",
+                  f"{annotations_path}: annotations[{j}]", int)
+      if qid in by_id:
+        raise DataFileError(f"{annotations_path}: annotations[{j}]: question_id {qid} is listed twice "
+                            f"(first at annotations[{by_id[qid][1]}]); remove one of them")
+      by_id[qid] = (a, j)
+    out, counts, first = [], collections.Counter(), {}
     for i, q in enumerate(questions):
       where = f"{questions_path}: questions[{i}]"
-      qid = field(q, "question_id", where, int)
+      qid = field(_object(q, where), "question_id", where, int)
+      if qid in first:
+        raise DataFileError(f"{where}: question_id {qid} is listed twice (first at questions[{first[qid]}]); "
+                            "remove one of them")
+      first[qid] = i
       if qid not in by_id:
         raise DataFileError(f"{where}: question_id {qid} has no entry in {annotations_path}")
       a, j = by_id[qid]
       a_where = f"{annotations_path}: annotations[{j}]"
-      counts[normalize_answer(field(a, "multiple_choice_answer", a_where, str))] += 1
-      field(q, "image_id", where, int)
-      out.append((q, a, f"{where} / {a_where}"))
+      image_id = field(q, "image_id", where, int)
+      if "image_id" in a and a["image_id"] != image_id:
+        raise DataFileError(f"question_id {qid} is about image_id {image_id} in {where} but image_id "
+                            f"{a['image_id']!r} in {a_where}; the files do not belong together")
+      mc_answer = normalize_answer(field(a, "multiple_choice_answer", a_where, str))
+      counts[mc_answer] += 1
+      given = []
+      for k, x in enumerate(field(a, "answers", a_where, list)):
+        if not isinstance(x, dict):
+          raise DataFileError(f"{a_where} (question_id {qid}): answers[{k}] is {type(x).__name__}, not an "
+                              "object with an 'answer'")
+        answer = field(x, "answer", f"{a_where} (question_id {qid}): answers[{k}]", str)
+        given.append(normalize_answer(answer))
+      if not given:  # an all-zero target would teach "no answer is right".
+        self._skips.skip(split, "no_answers", f"question {qid} ({a_where})")
+        continue
+      text = self._texts(split, [field(q, "question", where, str)], f"question {qid} ({where})")
+      if text is None:
+        continue
+      out.append(_Question(q=q, a=a, where=f"{where} / {a_where}", text=text[0], answers=given,
+                           multiple_choice_answer=mc_answer))
     if split == "train":
       self.info.metadata["answer_counts"] = dict(counts.most_common())
     return out
@@ -298,7 +400,7 @@ class VqaV2(_LocalBuilder):
     """(sorted ids of the images that can be read, {id: reason} of those that cannot); each unusable
     image is counted once under `<split>_images`."""
     usable, unusable = [], {}
-    for image_id in sorted({q["image_id"] for q, _, _ in items}):
+    for image_id in sorted({item.q["image_id"] for item in items}):
       media, reason, what = self._read_media(str(image_id), self._image_path(subset, image_id))
       if media is None:
         self._skips.skip(split + self.IMAGES, reason, what)
@@ -324,25 +426,25 @@ class VqaV2(_LocalBuilder):
     return {"region_features": np.zeros((0, self.builder_config.feature_dim), np.float32),
             "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)}
 
-  def _generate(self, split: str, subset: str, items: list[tuple[dict, dict, str]], images: list[int],
+  def _generate(self, split: str, subset: str, items: list[_Question], images: list[int],
                 unusable: dict[int, str]) -> Iterator[tuple[int, dict[str, Any]]]:
     index, generated = {image_id: i for i, image_id in enumerate(images)}, 0
-    for q, a, where in items:
+    for item in items:
+      q, a = item.q, item.a
       image_id = q["image_id"]
       if image_id in unusable:
         self._skips.skip(split, unusable[image_id], f"question {q['question_id']}: image {image_id}")
         continue
-      given = [normalize_answer(field(x, "answer", where, str)) for x in field(a, "answers", where, list)]
-      counts = collections.Counter(given)
+      counts = collections.Counter(item.answers)
       answers = sorted(counts)
       generated += 1
       yield q["question_id"], {
           "question_id": q["question_id"], "image_id": str(image_id), "image_index": index[image_id],
-          "question": field(q, "question", where, str),
+          "question": item.text,
           "question_type": str(a.get("question_type", "")), "answer_type": str(a.get("answer_type", "")),
-          "multiple_choice_answer": normalize_answer(a["multiple_choice_answer"]),
+          "multiple_choice_answer": item.multiple_choice_answer,
           "answers": answers,
-          "answer_scores": np.array([soft_score(counts[x], len(given)) for x in answers], np.float32),
+          "answer_scores": np.array([soft_score(counts[x], len(item.answers)) for x in answers], np.float32),
           **self._no_media()}
     self._finish(split, generated, f"the VQA {subset} files")
 

@@ -86,21 +86,39 @@ def require_file(path: str, what: str) -> str:
   return path
 
 
+def _utf8_error(path: str, data: bytes, error: UnicodeDecodeError) -> DataFileError:
+  line = data.count(b"\n", 0, error.start) + 1
+  return DataFileError(f"{path}: byte {error.start} (line {line}): not UTF-8 ({error.reason}, "
+                       f"{data[error.start:error.end]!r}); re-encode the file as UTF-8")
+
+
 def read_json(path: str, what: str) -> Any:
-  """The parsed JSON file at `path`; a syntax error names its line and column."""
+  """The parsed JSON file at `path`; a syntax error names its line and column, a byte that is not UTF-8
+  its offset and line."""
   require_file(path, what)
-  with open_file(path) as f:
-    try:
-      return json.load(f)
-    except json.JSONDecodeError as e:
-      raise DataFileError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON ({e.msg})") from e
+  with open_file(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise _utf8_error(path, data, e) from e
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DataFileError(f"{path}: line {e.lineno} column {e.colno}: malformed JSON ({e.msg})") from e
 
 
 def read_jsonl(path: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, object) for each non-empty line of a JSON-lines file."""
+  """(line number, object) for each non-empty line of a JSON-lines file; a line that is not UTF-8 or not
+  a JSON object raises naming its number."""
   require_file(path, what)
-  with open_file(path) as f:
-    for number, line in enumerate(f, start=1):
+  with open_file(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise DataFileError(f"{path}: line {number}: not UTF-8 at byte {e.start} of the line "
+                            f"({e.reason}, {raw[e.start:e.end]!r}); re-encode the file as UTF-8") from e
       if not line.strip():
         continue
       try:
@@ -132,26 +150,41 @@ def image_key(value: Any) -> str:
 
 @dataclasses.dataclass
 class SkipCounter:
-  """Counts, logs and describes the examples a builder skipped, by reason and split."""
+  """Counts, logs and describes what a builder left out, by split and reason: examples skipped whole
+  (`skip`), and texts of kept examples dropped or cut (`amend`). Every one is named in the log (the first
+  `_MAX_LOGGED_SKIPS` of a reason as warnings, the rest at INFO level so that a damaged file does not
+  bury the log) and counted in the dataset's metadata."""
 
   dataset: str
   counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
   examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  amended: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+  amended_examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   def skip(self, split: str, reason: str, detail: str) -> None:
-    by_reason = self.counts.setdefault(split, {})
+    self._count(self.counts, self.examples, split, reason, detail, "skipped an example")
+
+  def amend(self, split: str, reason: str, detail: str) -> None:
+    self._count(self.amended, self.amended_examples, split, reason, detail, "changed an example")
+
+  def _count(self, counts: dict[str, dict[str, int]], examples: dict[str, list[str]], split: str, reason: str,
+             detail: str, what: str) -> None:
+    by_reason = counts.setdefault(split, {})
     by_reason[reason] = by_reason.get(reason, 0) + 1
-    logged = self.examples.setdefault(reason, [])
+    logged = examples.setdefault(reason, [])
     if len(logged) < _MAX_LOGGED_SKIPS:
       logged.append(detail)
-      logging.warning("%s/%s: skipped an example (%s): %s", self.dataset, split, reason, detail)
+      logging.warning("%s/%s: %s (%s): %s", self.dataset, split, what, reason, detail)
+    else:
+      logging.info("%s/%s: %s (%s): %s", self.dataset, split, what, reason, detail)
 
   def total(self, split: str | None = None) -> int:
     splits = [split] if split else list(self.counts)
     return sum(sum(self.counts.get(s, {}).values()) for s in splits)
 
   def as_metadata(self) -> dict[str, Any]:
-    return {"skipped": self.counts, "skipped_examples": self.examples}
+    return {"skipped": self.counts, "skipped_examples": self.examples, "amended": self.amended,
+            "amended_examples": self.amended_examples}
 
 
 def read_image(path: str) -> tuple[bytes | None, str]:

@@ -8,7 +8,9 @@ are named from the identifier without its last part: `dev-850-0-img0.png` (left)
 
 Records carry the shapes-world pair fields, so the pipeline's `pairs` objective and evaluation read
 both alike: `pair_statement`, `pair_label` (1 = true), `image_bytes` (left) and `pair_image_bytes`
-(right). A line whose image is missing or cannot be decoded is skipped and counted.
+(right). A line whose image is missing or cannot be decoded, or whose sentence is blank, is skipped and
+counted; a sentence over `MAX_TEXT_CHARS` is cut (counted); an identifier listed twice in a file is
+refused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vlfusion.data import local_files
-from vlfusion.data.local_datasets import _CONFIGS, Example, _LocalBuilder
+from vlfusion.data.local_datasets import _CONFIGS, MAX_TEXT_CHARS, Example, _LocalBuilder
 from vlfusion.data.local_files import DataFileError, field
 
 SPLITS = {"train": "train", "validation": "dev", "test": "test1"}
@@ -38,8 +40,10 @@ class Nlvr2(_LocalBuilder):
   """NLVR2 statements about pairs of images, true or false."""
 
   name = "vlf_nlvr2"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "train, dev and test-P statements with both images."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "train, dev and test-P statements with both images.",
+                   "1.1.0": f"Blank sentences skipped, sentences over {MAX_TEXT_CHARS} characters cut; "
+                            "a repeated identifier refused."}
   BUILDER_CONFIGS = [c for c in _CONFIGS if c.source == "images"]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds the release's train.json, dev.json, test1.json (or
   under data/) and the images under images/{train/<directory>,dev,test1}/ (or {train,dev,test1}/)."""
@@ -78,22 +82,29 @@ class Nlvr2(_LocalBuilder):
     return os.path.join(root, str(record["directory"])) if "directory" in record else root
 
   def _generate(self, split: str, release_split: str, path: str) -> Iterator[Example]:
-    generated = 0
+    generated, first = 0, {}
     for number, record in local_files.read_jsonl(path, f"NLVR2 {release_split} file"):
       where = f"{path}: line {number}"
       identifier = field(record, "identifier", where, str)
+      if identifier in first:
+        raise DataFileError(f"{where}: identifier {identifier!r} is listed twice (first at line "
+                            f"{first[identifier]}); remove one of them")
+      first[identifier] = number
       sentence = field(record, "sentence", where, str)
       label = field(record, "label", where, (str, bool))
       label = str(label).lower()
       if label not in _LABELS:
         raise DataFileError(f"{where}: label {record['label']!r} is neither 'True' nor 'False'")
+      sentence = self._texts(split, [sentence], f"{where}: {identifier}")
+      if sentence is None:
+        continue
       directory = self._image_dir(release_split, record)
       left, right = (self._media(split, identifier, os.path.join(directory, name))
                      for name in image_names(identifier))
       if left is None or right is None:
         continue
       generated += 1
-      yield identifier, {"identifier": identifier, "pair_statement": sentence,
+      yield identifier, {"identifier": identifier, "pair_statement": sentence[0],
                          "pair_label": np.int32(_LABELS[label]), "image_bytes": left["image_bytes"],
                          "pair_image_bytes": right["image_bytes"]}
     self._finish(split, generated, path)

@@ -173,6 +173,10 @@ def base_config() -> ml_collections.ConfigDict:
       # A non-finite loss or gradient skips the update; `stop` ends the run at once, `skip` after
       # `max_consecutive_nonfinite` bad steps in a row.
       nonfinite_policy="skip", max_consecutive_nonfinite=5,
+      # ... or when more than this fraction of the steps since the last checkpoint were skipped (and at
+      # least max_consecutive_nonfinite): a state that keeps producing non-finite values is suspect and
+      # is never saved.
+      max_nonfinite_fraction=0.5,
       # Testing aid: multiply this objective's logits by NaN at this step (-1: never).
       inject_nan_at_step=-1, inject_nan_objective="mlm",
       # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
@@ -515,6 +519,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       t.max_consecutive_nonfinite >= 1,
       f"config.train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1",
   )
+  fraction = t.get("max_nonfinite_fraction", 0.5)
+  _check(0.0 < fraction <= 1.0, f"config.train.max_nonfinite_fraction={fraction} must be in (0, 1]")
   _check(t.get("peak_flops_per_device", 0.0) >= 0,
          f"config.train.peak_flops_per_device={t.get('peak_flops_per_device')} is negative")
   _check(

@@ -5,13 +5,14 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from vlfusion.evaluation import checkpoints as eval_checkpoints
 from vlfusion.evaluation import evaluator
-from vlfusion.training import checkpointing, trainer
+from vlfusion.training import checkpointing, trainer, window
 
 STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
          "train.keep_checkpoints": 10}
@@ -143,3 +144,34 @@ def test_watching_beside_training_skips_a_step_rotated_out(run, data_dir, tmp_pa
     results = job.watch(poll_seconds=0.1, timeout_seconds=600)
   assert [r["step"] for r in results] == [4, 6]
   assert "Step 2 was removed (rotated out by the training run)" in caplog.text
+
+
+class _Manager:
+  def all_steps(self):
+    return [10]
+
+
+def _window(pattern, start=11):
+  """A window read after steps `start`.. whose non-finite ones are the 1s of `pattern`."""
+  w = window.empty(("loss", "nonfinite"))
+  for i, bad in enumerate(pattern):
+    w = window.add(w, {"loss": np.float32(1.0), "nonfinite": np.float32(bad)}, start + i)
+  return window.read(w)
+
+
+def test_mostly_nonfinite_steps_stop_the_run_before_a_save_even_without_five_in_a_row():
+  train = tiny_config(co_attention, "unused").train  # skip policy, 5 in a row, fraction 0.5.
+  since_save = trainer.NonfiniteSinceSave()
+  pattern = [1, 1, 0, 1, 1, 0, 1, 1, 0, 1]  # never more than 2 in a row; 6 of the first 8 skipped.
+  with pytest.raises(trainer.NonFiniteError, match=r"6 of the 8 steps since the last checkpoint were "
+                                                   r"non-finite .*max_nonfinite_fraction=0.5.*not saved"):
+    for i in range(0, 10, 2):  # read every 2 steps (log_every_steps=2): each window alone passes.
+      trainer.apply_nonfinite_policy(_window(pattern[i:i + 2], 11 + i), 11 + i + 1, train, _Manager(),
+                                     since_save=since_save)
+  since_save = trainer.NonfiniteSinceSave()  # 2 of 10: a few bad batches are skipped and training goes on.
+  trainer.apply_nonfinite_policy(_window([1, 1]), 12, train, _Manager(), since_save=since_save)  # 2 of 2.
+  since_save.reset()
+  trainer.apply_nonfinite_policy(_window([0, 1, 0, 0, 0, 1, 0, 0, 0, 0]), 20, train, _Manager(),
+                                 since_save=since_save)
+  since_save.reset()
+  trainer.apply_nonfinite_policy(_window([1]), 21, train, _Manager(), since_save=since_save)  # 1 of 1.

@@ -75,11 +75,35 @@ def compile_and_measure(setup: Setup, state: TrainState, batch: dict[str, Any], 
   return step_fn, once, throughput
 
 
+class NonfiniteSinceSave:
+  """Finite and non-finite steps since the last checkpoint, summed over the windows read in between."""
+
+  def __init__(self):
+    self.finite = self.nonfinite = 0
+
+  def add(self, summary: window.Summary) -> None:
+    self.finite += summary.finite_steps
+    self.nonfinite += summary.nonfinite_steps
+
+  def suspect(self, fraction: float, at_least: int) -> bool:
+    """More than `fraction` of the steps since the last save were skipped, and at least `at_least`."""
+    return (self.nonfinite >= max(at_least, 2)
+            and self.nonfinite > fraction * (self.finite + self.nonfinite))
+
+  def reset(self) -> None:
+    self.finite = self.nonfinite = 0
+
+
 def apply_nonfinite_policy(summary: window.Summary, step: int, train_config: Any, manager: Any,
-                           report: bool = True) -> None:
+                           report: bool = True, since_save: NonfiniteSinceSave | None = None) -> None:
   """Logs the window's non-finite steps (their updates were skipped inside the step) when `report`, and
-  raises `NonFiniteError` when `train.nonfinite_policy` says to stop."""
+  raises `NonFiniteError` when `train.nonfinite_policy` says to stop, after
+  `train.max_consecutive_nonfinite` in a row, or when `since_save` (which this adds the window to) has
+  more than `train.max_nonfinite_fraction` of its steps non-finite and at least
+  `train.max_consecutive_nonfinite` of them."""
   t = train_config
+  if since_save is not None:
+    since_save.add(summary)
   if not summary.nonfinite_steps:
     return
   culprits = ", ".join(summary.culprits)
@@ -87,6 +111,13 @@ def apply_nonfinite_policy(summary: window.Summary, step: int, train_config: Any
     logging.warning(
         "%s: non-finite %s; %d update(s) skipped in the window ending at step %d (longest run: %d in a "
         "row).", summary.step_range(), culprits, summary.nonfinite_steps, step, summary.longest_run)
+  fraction = t.get("max_nonfinite_fraction", 0.5)
+  if since_save is not None and since_save.suspect(fraction, t.max_consecutive_nonfinite):
+    raise NonFiniteError(
+        f"stopping at step {step}: {since_save.nonfinite} of the {since_save.finite + since_save.nonfinite} "
+        f"steps since the last checkpoint were non-finite ({culprits}; more than "
+        f"config.train.max_nonfinite_fraction={fraction}): the state is suspect and is not saved; "
+        f"checkpoints saved so far are intact: {manager.all_steps()}")
   if t.nonfinite_policy == "stop" or summary.longest_run >= t.max_consecutive_nonfinite:
     raise NonFiniteError(
         f"stopping at step {step}: non-finite {culprits} at {summary.step_range()} "
@@ -148,6 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       profile = _Profile(t.get("profile_steps", 0), workdir_lib.workdir_path(workdir) / "tensorboard",
                          start)
       once: dict[str, float] = {}  # reported with the first logged step only.
+      since_save = NonfiniteSinceSave()
       while step < t.num_steps:
         batch = next(batches)
         if step_fn is None:
@@ -171,7 +203,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record: dict[str, float] = {}
         if log_now or save_now:  # a save waits for the state anyway; never save past a "stop".
           summary = metrics_window.read()
-          apply_nonfinite_policy(summary, step, t, manager, report=log_now)  # logged once per window.
+          apply_nonfinite_policy(summary, step, t, manager, report=log_now,  # logged once per window.
+                                 since_save=since_save)
           if log_now:
             record.update(_training_scalars(setup, summary, step), **throughput.measure(step), **once)
             once = {}
@@ -187,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           reporter.write(step, record)
         if save_now:
           checkpointing.save(manager, step, state, source.state(step), config_dict, eval_metrics)
+          since_save.reset()
         if stop:
           logging.warning("Stopped at step %d after SIGTERM; its checkpoint is saved.", step)
           break

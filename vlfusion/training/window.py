@@ -66,6 +66,7 @@ class Summary:
   Attributes:
     averages: each metric averaged over the window's finite steps (NaN if there were none).
     nonfinite_steps: how many steps of the window had their update skipped.
+    finite_steps: how many had a finite loss and gradient.
     first_bad, last_bad: the first and last of those steps (None if there were none).
     culprits: the objectives whose loss was not finite, or ["gradient or parameters"].
     longest_run: the most non-finite steps in a row, counting a run that began in earlier windows.
@@ -77,6 +78,7 @@ class Summary:
     finite = float(w["finite_steps"])
     self.averages = {k: (float(v) / finite if finite else float("nan")) for k, v in w["sums"].items()}
     self.nonfinite_steps = int(w["nonfinite_steps"])
+    self.finite_steps = int(finite)
     self.first_bad = int(w["first_bad"]) if self.nonfinite_steps else None
     self.last_bad = int(w["last_bad"]) if self.nonfinite_steps else None
     bad = [k[: -len("_loss")] for k, v in sorted(w["bad_losses"].items())

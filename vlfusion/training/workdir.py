@@ -16,7 +16,8 @@ from vlfusion import configuration
 RESUMABLE_CHANGES = (
     "train.num_steps", "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.keep_best_checkpoints", "train.nonfinite_policy",
-    "train.max_consecutive_nonfinite", "train.inject_nan_at_step", "train.inject_nan_objective",
+    "train.max_consecutive_nonfinite", "train.max_nonfinite_fraction", "train.inject_nan_at_step",
+    "train.inject_nan_objective",
     "train.peak_flops_per_device", "train.preemption_check_every_steps", "train.best_metric",
     "train.best_mode", "train.profile_steps", "optimizer.schedule_steps",
     "eval.", "evals.", "mesh.", "data.data_dir", "data.num_workers", "data.prefetch_batches",

@@ -1,5 +1,10 @@
 """Evaluates checkpoints and writes workdir/eval/step_<N>.json (every evaluator of config.evals).
 
+A result records the digest of the evaluator config that produced it (model, evaluation data, tasks,
+batch sizes). The run's own config writes eval/step_<N>.json; another --config writes
+eval/<its digest>/step_<N>.json, never over the run's. --all and --watch skip only the steps this
+evaluator config has evaluated.
+
   python eval.py --workdir=/tmp/vlf                 # the latest checkpoint, with the run's config.json
   python eval.py --workdir=/tmp/vlf --step=400      # one checkpoint
   python eval.py --workdir=/tmp/vlf --all           # every checkpoint in order, skipping evaluated ones
@@ -21,7 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding checkpoints/.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _ALL = flags.DEFINE_bool("all", False, "Evaluate every checkpoint in step order, skipping those that "
-                         "already have eval/step_<N>.json.")
+                         "already have a result of this evaluator config.")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint as it is written, until the "
                            "run's final step (config.train.num_steps) is evaluated.")
 _POLL = flags.DEFINE_float("watch_poll_seconds", 30.0, "How often --watch looks for new checkpoints.")

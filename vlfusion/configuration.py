@@ -836,6 +836,36 @@ def _json_default(value: Any) -> Any:
   return str(value)
 
 
-def digest(config: ml_collections.ConfigDict) -> str:
-  """SHA-256 of the canonical JSON of the config."""
-  return hashlib.sha256(to_json(config).encode()).hexdigest()
+def digest(config: ml_collections.ConfigDict | dict[str, Any]) -> str:
+  """SHA-256 of the canonical JSON of the config (a ConfigDict, or a saved config.json's dict)."""
+  text = to_json(config) if hasattr(config, "to_dict") else json.dumps(
+      config, sort_keys=True, indent=2, default=_json_default)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Fields that cannot change an evaluation's numbers: where the data lives and how fast it is read, and
+# what only training batches use (their size, mixture and augmentation). Every other field of `data`,
+# all of `model`, `objectives` (which rows and keys an eval batch holds), `eval` but its cadence, and
+# `evals` key a result; a field added later keys it too until it is named here.
+EVAL_NEUTRAL_DATA = ("data_dir", "num_workers", "prefetch_batches", "global_batch_size", "mixture",
+                     "randaugment_num_ops", "randaugment_magnitude", "question_type_weights")
+EVAL_NEUTRAL_EVAL = ("every_steps",)
+
+
+def evaluator_fields(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """The part of a config that decides an evaluation's numbers (model, evaluation data and seed, tasks,
+  batch sizes, named evaluators), as canonical JSON values: what `evaluator_digest` hashes."""
+  c = config.to_dict() if hasattr(config, "to_dict") else config
+  c = json.loads(json.dumps(c, sort_keys=True, default=_json_default))
+  data = {k: v for k, v in (c.get("data") or {}).items() if k not in EVAL_NEUTRAL_DATA}
+  # Evaluation draws with data.seed, or 0 when it follows train.seed: a sweep's seeds share one key.
+  data["seed"] = 0 if data.get("seed") is None else int(data["seed"])
+  return {"model": c.get("model") or {}, "data": data, "objectives": c.get("objectives") or {},
+          "eval": {k: v for k, v in (c.get("eval") or {}).items() if k not in EVAL_NEUTRAL_EVAL},
+          "evals": c.get("evals") or {}}
+
+
+def evaluator_digest(config: ml_collections.ConfigDict | dict[str, Any]) -> str:
+  """SHA-256 of `evaluator_fields`: the key of an evaluation result, so that results of different
+  evaluator configs never stand in for each other, while a run's seed, schedule or mesh leave it alone."""
+  return hashlib.sha256(json.dumps(evaluator_fields(config), sort_keys=True).encode()).hexdigest()

@@ -6,8 +6,10 @@ import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from vlfusion import configuration
 from vlfusion.analysis import report
 
 
@@ -29,11 +31,12 @@ def _eval(step, itm, relation, vqa=None, colour=None, r1=None):
 def _workdir(root, name, stage, final, evals, flops=None, rates=(10.0, 30.0, 20.0), batch=32):
   workdir = os.path.join(root, name, stage)
   os.makedirs(os.path.join(workdir, "eval"))
+  config = {"train": {"num_steps": final}, "data": {"global_batch_size": batch}}
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"train": {"num_steps": final}, "data": {"global_batch_size": batch}}, f)
+    json.dump(config, f)
   for step, result in evals.items():
     with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
-      json.dump(result, f)
+      json.dump({"evaluator_digest": configuration.evaluator_digest(config), **result}, f)  # the run's own.
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     for i, rate in enumerate(rates):
       record = {"step": 10 * (i + 1), "examples_per_sec": rate, "loss": 1.0}
@@ -112,3 +115,32 @@ def test_metrics_of_one_result():
   assert metrics["itm shuffled"] == 0.5 and metrics["itc R@1"] == 0.5
   assert metrics["itc image-to-text R@1"] == 0.25 and metrics["mlm"] == 0.4
   assert "step" not in metrics and "itc" not in metrics
+
+
+def test_report_refuses_a_result_of_another_eval_config(tmp_path):
+  """A final result that another evaluator config produced (e.g. eval.py with other tasks) is not the
+  stage's result: the report names the file instead of reporting it."""
+  root = _root(tmp_path)
+  path = os.path.join(root, "fused-s0", "vqa", "eval", "step_100.json")
+  with open(path) as f:
+    result = json.load(f)
+  with open(path, "w") as f:
+    json.dump(dict(result, evaluator_digest="another", config_digest="another"), f)
+  with pytest.raises(ValueError, match="step_100.json"):
+    report.collect(root)
+
+
+def test_report_refuses_a_plan_whose_overrides_changed(tmp_path):
+  """sweep.json listing other overrides than a run was made with (the sweep file changed since) is refused."""
+  root = _root(tmp_path)
+  with open(os.path.join(root, "sweep.json")) as f:
+    plan = json.load(f)
+  plan["runs"][0]["train"] = ["train.py", "--config=configs/x.py", "--config.train.num_steps=100"]
+  with open(os.path.join(root, "sweep.json"), "w") as f:
+    json.dump(plan, f)
+  report.collect(root)  # the plan its runs were made with.
+  plan["runs"][0]["train"][-1] = "--config.train.num_steps=200"
+  with open(os.path.join(root, "sweep.json"), "w") as f:
+    json.dump(plan, f)
+  with pytest.raises(report.StaleResultError, match="config.json.*train.num_steps"):
+    report.collect(root)

@@ -227,3 +227,22 @@ def test_the_fusion_ablation_plans(tmp_path):
   variants = sweep_lib.variants(sweep)
   assert len({v.group for v in variants}) == 7 and len(variants) == 14
   assert [s.name for s in sweep.stages] == ["pretrain", "vqa"] and sweep.stages[1].init_from == "pretrain"
+
+
+def test_printed_commands_refuse_a_plan_whose_overrides_changed(tmp_path, data_dir):
+  """--print_commands rewrites sweep.json only for a plan its runs were started with, as a sweep run does."""
+  path = _resume_sweep(tmp_path, data_dir)
+  root = str(tmp_path / "root")
+  runs = sweep_lib.plan(sweep_lib.load_sweep(path), root)
+  os.makedirs(runs[1].workdir)
+  with open(os.path.join(runs[1].workdir, "config.json"), "w") as f:
+    f.write(sweep_lib.configuration.to_json(runs[1].config()))  # the run started from the printed lines.
+  sweep_lib.main([f"--sweep={path}", f"--root={root}", "--print_commands"])  # the same plan: fine.
+  with open(os.path.join(root, sweep_lib.PLAN)) as f:
+    before = f.read()
+  changed = _write_sweep(tmp_path, open(path).read().replace('"optimizer.learning_rate": 5e-4',
+                                                             '"optimizer.learning_rate": 1e-4'))
+  with pytest.raises(SystemExit, match="optimizer.learning_rate"):
+    sweep_lib.main([f"--sweep={changed}", f"--root={root}", "--print_commands"])
+  with open(os.path.join(root, sweep_lib.PLAN)) as f:
+    assert f.read() == before  # the plan the runs were made with is kept.

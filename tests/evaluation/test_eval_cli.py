@@ -67,3 +67,44 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
   assert _read(workdir, 2)["params_digest"] == first[2]["params_digest"]
   assert os.path.getmtime(os.path.join(workdir, "eval", "step_4.json")) == mtime
   assert '"step": 4' not in out
+
+
+def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_path):
+  """Results are keyed by the evaluator that produced them: the run's own stay in eval/step_<N>.json,
+  another config's go beside them, and --all re-evaluates a step evaluated under another config."""
+  from vlfusion.evaluation import checkpoints, results
+
+  workdir = str(tmp_path / "run")
+  config = tiny_config(single_stream, data_dir, **{
+      "train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.log_every_steps": 2,
+      "eval.every_steps": 2, "data.global_batch_size": 8, "eval.batch_size": 128})
+  trainer.train_and_evaluate(config, workdir)  # training evaluates its final step itself.
+  own = _read(workdir, 2)
+  assert own["evaluator_digest"] == configuration.evaluator_digest(config)
+
+  other = configuration.override(config.copy_and_resolve_references(), {"eval.tasks": ("itm",)})
+  other_digest = configuration.evaluator_digest(other)
+  assert other_digest != own["evaluator_digest"]
+  done = checkpoints.CheckpointEvaluator(other, workdir).evaluate_all()  # not skipped: no result of its own.
+  assert [r["step"] for r in done] == [2]
+  assert _read(workdir, 2) == own  # the run's own result is untouched.
+  path = os.path.join(workdir, results.relative_path(2, other_digest, own["evaluator_digest"]))
+  with open(path) as f:
+    theirs = json.load(f)
+  assert theirs["evaluator_digest"] == other_digest and set(theirs["default"]) == {"dataset", "split", "itm"}
+  assert theirs["params_digest"] == own["params_digest"]
+  assert checkpoints.CheckpointEvaluator(other, workdir).evaluate_all() == []  # now it is evaluated.
+
+  # A step whose own result came from another evaluator (an eval.py of old, or of other tasks) is evaluated
+  # again by --all; the result it held is kept under its evaluator's folder.
+  foreign = dict(own, evaluator_digest=other_digest, config_digest="elsewhere")
+  with open(os.path.join(workdir, "eval", "step_2.json"), "w") as f:
+    json.dump(foreign, f)
+  os.remove(path)
+  run_all = _eval(workdir, "--all")
+  out, err = run_all.communicate(timeout=600)
+  assert run_all.returncode == 0, err[-3000:]
+  assert '"step": 2' in out
+  assert _read(workdir, 2)["evaluator_digest"] == own["evaluator_digest"]
+  with open(path) as f:
+    assert json.load(f) == foreign

@@ -12,7 +12,9 @@ Plots: validation metrics against steps (one line per variant, the mean over see
 and final accuracy against training FLOPs per example (bars span ± one standard deviation).
 
 Reads `<root>/sweep.json` (written by vlfusion.analysis.sweep), each stage's `config.json`,
-`metrics.jsonl` and `eval/step_<N>.json`; a stage counts once `eval/step_<final step>.json` exists.
+`metrics.jsonl` and `eval/step_<N>.json`; a stage counts once `eval/step_<final step>.json` exists. It
+refuses a final result that another evaluator config wrote (`evaluation.results`) and a run whose config
+is not the one the plan's overrides ask for, naming the file.
 Drawn with Pillow, as vlfusion.analysis.curves.
 """
 
@@ -28,6 +30,7 @@ import statistics
 from typing import Any
 
 from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
+from vlfusion.evaluation import results
 
 PLAN = "sweep.json"
 NEGATIVE_KINDS = ("positive", "random", "attribute", "relation")
@@ -108,8 +111,41 @@ def training_scalars(workdir: str) -> dict[str, float]:
   return out
 
 
+class StaleResultError(ValueError):
+  """A stage's workdir holds results or a config that are not those of the sweep's plan."""
+
+
+def _check_overrides(run: dict[str, Any], config: dict[str, Any], config_path: str) -> None:
+  """Refuses a run whose saved config differs from the overrides the plan lists for it: the sweep file
+  changed after the run was made (paths, which a root may spell differently, are not compared)."""
+  from vlfusion.analysis.sweep import render_value  # no JAX: the config file is not read.
+
+  differ = []
+  for arg in run.get("train") or []:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    field, value = arg[len("--config."):].split("=", 1)
+    if field in ("init.checkpoint", "data.data_dir"):
+      continue
+    node: Any = config
+    for part in field.split("."):
+      node = node.get(part, "<absent>") if isinstance(node, dict) else "<absent>"
+    if render_value(node) != value:
+      differ.append(f"config.{field}: run {render_value(node)}, plan {value}")
+  if differ:
+    raise StaleResultError(
+        f"{config_path} was made with other overrides than the plan lists ({'; '.join(differ[:6])}): the "
+        "sweep file changed since its runs; rerun the sweep with the file they were made with, or delete "
+        "those workdirs")
+
+
 def collect(root: str) -> dict[str, Any]:
-  """Every run of the sweep under `root`: its variant, group, stage and what its workdir holds."""
+  """Every run of the sweep under `root`: its variant, group, stage and what its workdir holds.
+
+  Raises `StaleResultError` when a run's config is not the plan's, or its final result came from another
+  evaluator config than the run's own (`evaluation.results`); a result of another evaluator config at
+  an earlier step is left out of the curve.
+  """
   plan_path = os.path.join(root, PLAN)
   if not os.path.isfile(plan_path):
     raise FileNotFoundError(f"{plan_path} does not exist: run vlfusion.analysis.sweep (or its "
@@ -121,14 +157,24 @@ def collect(root: str) -> dict[str, Any]:
     workdir = os.path.join(root, r["workdir"])
     v = variants[r["variant"]]
     config_path = os.path.join(workdir, "config.json")
-    final = _read_json(config_path)["train"]["num_steps"] if os.path.isfile(config_path) else None
-    results = eval_results(workdir)
-    finished = final is not None and final in results
+    config = _read_json(config_path) if os.path.isfile(config_path) else None
+    final = config["train"]["num_steps"] if config is not None else None
+    if config is not None:
+      _check_overrides(r, config, config_path)
+    found = eval_results(workdir)
+    own = {step: res for step, res in found.items()
+           if config is not None and results.produced_by(res, config)}
+    if final in found and final not in own:
+      raise StaleResultError(
+          f"stage {r['variant']}/{r['stage']}: "
+          + results.mismatch(found[final], config, os.path.join(workdir, "eval", f"step_{final}.json"))
+          + f"; evaluate it with the run's own config: python eval.py --workdir={workdir} --step={final}")
+    finished = final is not None and final in own
     runs.append({
         "variant": v["name"], "group": v["group"], "stage": r["stage"], "workdir": workdir,
         "seed": v["labels"].get(plan.get("seed_axis") or "", ""), "finished": finished,
-        "final": metrics_of_result(results[final]) if finished else {},
-        "curve": {step: metrics_of_result(res) for step, res in results.items()},
+        "final": metrics_of_result(own[final]) if finished else {},
+        "curve": {step: metrics_of_result(res) for step, res in own.items()},
         "training": training_scalars(workdir), "count": v.get("count", {}),
     })
   return {"plan": plan, "runs": runs}
@@ -487,7 +533,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--root", required=True, help="the sweep's --root")
   parser.add_argument("--out", default=None, help="folder for the report (default: the root)")
   args = parser.parse_args(argv)
-  for kind, path in write_report(args.root, args.out).items():
+  try:
+    paths = write_report(args.root, args.out)
+  except StaleResultError as e:
+    raise SystemExit(f"error: {e}") from None
+  for kind, path in paths.items():
     print(f"{kind}: {path}")
 
 

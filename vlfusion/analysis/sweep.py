@@ -20,10 +20,12 @@ A sweep file defines `get_sweep()` returning a dict (docs/sweeps.md):
               round(ratio * x)) whose count is nearest the target, using the model table's exact counts.
 
 Each stage's workdir is `<root>/<variant>/<stage>`. A stage is finished when its workdir holds a complete
-checkpoint of the final step and `eval/step_<final>.json` (with `evaluate`), and its `config.json` is the
-config this sweep asks for; the sweep then writes `sweep_stage.json` there. A rerun skips finished stages
-and resumes an interrupted one from its latest checkpoint (train.py's own resume), so killing the sweep at
-any moment loses at most the steps since the last checkpoint.
+checkpoint of the final step and `eval/step_<final>.json` (with `evaluate`) written by its own evaluators
+(`evaluation.results`), and its `config.json` is the config this sweep asks for; the sweep then writes
+`sweep_stage.json` there. A rerun skips finished stages and resumes an interrupted one from its latest
+checkpoint (train.py's own resume), so killing the sweep at any moment loses at most the steps since the
+last checkpoint. A run, and `--print_commands`, refuse a root whose stages were started with another
+config than the sweep file now asks for, before rewriting its `sweep.json`.
 
 Stages run as subprocesses (the default): the command run is exactly the one `--print_commands` prints,
 each stage starts with fresh JAX state and memory, and a crash, OOM or Ctrl-C in a stage leaves the
@@ -51,6 +53,7 @@ import ml_collections
 
 from vlfusion import configuration
 from vlfusion.errors import ConfigError
+from vlfusion.evaluation import results
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = "sweep_stage.json"
@@ -545,7 +548,12 @@ def stage_complete(workdir: str, evaluate: bool = True) -> bool:
   step = final_step(workdir)
   if step is None or step not in complete_steps(workdir):
     return False
-  return not evaluate or os.path.isfile(os.path.join(workdir, "eval", f"step_{step}.json"))
+  if not evaluate:
+    return True
+  # The run's own evaluation: a result another eval config left there is not the stage's.
+  result = results.read(os.path.join(workdir, "eval", f"step_{step}.json"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    return result is not None and results.produced_by(result, json.load(f))
 
 
 def config_differences(saved: dict[str, Any], intended: dict[str, Any], prefix: str = "") -> list[str]:
@@ -682,6 +690,8 @@ def run(sweep: Sweep, root: str, launcher: Any, log: Callable[[str], None] = pri
   """Runs every unfinished stage in order (variants whose name contains `only`, if given); returns the
   runs it started. Finished stages are skipped; an interrupted one resumes from its checkpoint."""
   runs = plan(sweep, root)
+  for r in runs:  # before sweep.json is rewritten: it must stay the plan its runs were made with.
+    check_workdir_config(r)
   write_plan(sweep, runs, os.path.abspath(root))
   started = []
   for r in runs:
@@ -730,6 +740,8 @@ def main(argv: list[str] | None = None) -> None:
     sweep = load_sweep(args.sweep)
     if args.print_commands:
       runs = plan(sweep, args.root)
+      for r in runs:  # as a sweep run does: the plan must be the one its started runs were made with.
+        check_workdir_config(r)
       write_plan(sweep, runs, os.path.abspath(args.root))
       print("\n".join(commands(runs)))
       return

@@ -9,7 +9,8 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from vlfusion.evaluation import evaluator
+from vlfusion import configuration
+from vlfusion.evaluation import evaluator, results
 from vlfusion.training import checkpointing
 from vlfusion.training.setup import Setup
 from vlfusion.training.workdir import workdir_path
@@ -36,8 +37,15 @@ def complete_steps(workdir: str) -> list[int]:
                 if path.name.isdigit() and path.name not in incomplete and path.is_dir())
 
 
-def evaluated(workdir: str, step: int) -> bool:
-  return (workdir_path(workdir) / "eval" / f"step_{step}.json").is_file()
+def evaluated(workdir: str, step: int, config: ml_collections.ConfigDict) -> bool:
+  """Whether `step` has a result of `config`'s evaluators (`results.produced_by`), where they write it.
+
+  A result of another evaluator config (other tasks, data or model) does not count: that step is
+  evaluated again, its result written beside the other's.
+  """
+  digest = configuration.evaluator_digest(config)
+  held = results.read(evaluator.result_path(workdir, step, digest))
+  return held is not None and results.produced_by(held, config)
 
 
 class CheckpointEvaluator:
@@ -53,11 +61,11 @@ class CheckpointEvaluator:
     return evaluator.evaluate(self.config, self.workdir, step, self.setup, self.evaluators)
 
   def evaluate_all(self) -> list[dict[str, Any]]:
-    """Every complete checkpoint in step order, skipping those with an `eval/step_<N>.json`."""
+    """Every complete checkpoint in step order, skipping those with a result of this evaluator config."""
     results = []
     for step in complete_steps(self.workdir):
-      if evaluated(self.workdir, step):
-        logging.info("Step %d is already evaluated; skipping it.", step)
+      if evaluated(self.workdir, step, self.config):
+        logging.info("Step %d is already evaluated by this evaluator config; skipping it.", step)
         continue
       try:
         results.append(self.evaluate(step))
@@ -75,7 +83,7 @@ class CheckpointEvaluator:
     results, final, start = [], int(self.config.train.num_steps), time.monotonic()
     while True:
       results.extend(self.evaluate_all())
-      if evaluated(self.workdir, final):
+      if evaluated(self.workdir, final, self.config):
         return results
       if timeout_seconds and time.monotonic() - start > timeout_seconds:
         raise TimeoutError(f"--watch: no checkpoint of the final step {final} in {self.workdir} after "

@@ -24,7 +24,7 @@ from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.data.questions import QUESTION_TYPES
 from vlfusion.data.scenes import NEGATIVE_KINDS
-from vlfusion.evaluation import shuffled_images, text_prior
+from vlfusion.evaluation import results, shuffled_images, text_prior
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
 from vlfusion.training import workdir as workdir_lib
@@ -316,6 +316,11 @@ class Evaluators:
       except configuration.ConfigError as e:
         raise configuration.ConfigError(f"config.evals.{name}: {e}") from e
 
+  @property
+  def digest(self) -> str:
+    """What keys their results (`results`): the evaluator digest of the config they were built with."""
+    return configuration.evaluator_digest(self.config)
+
   def run(self, params: Any) -> dict[str, dict[str, Any]]:
     """{evaluator name: {"dataset", "split", task: metrics, ...}}."""
     out = {}
@@ -324,9 +329,10 @@ class Evaluators:
     return out
 
   def result(self, params: Any, step: int) -> dict[str, Any]:
-    """The content of `eval/step_<N>.json`: step and digests first, then each evaluator's metrics."""
+    """The content of `eval/step_<N>.json`: step and digests (the config's, its evaluators', the
+    parameters') first, then each evaluator's metrics."""
     return {"step": int(step), "config_digest": configuration.digest(self.config),
-            "params_digest": params_digest(params), **self.run(params)}
+            results.KEY: self.digest, "params_digest": params_digest(params), **self.run(params)}
 
   def run_and_write(self, params: Any, step: int, workdir: str) -> tuple[dict[str, float], dict[str, float]]:
     """Evaluates during training and writes the JSON. Returns (what `config.train.best_metric` can name:
@@ -346,12 +352,40 @@ class Evaluators:
     return metrics, record
 
 
+def own_evaluator_digest(workdir: str) -> str | None:
+  """The evaluator digest of the run's own config (`workdir/config.json`), or None before there is one."""
+  path = workdir_lib.workdir_path(workdir) / "config.json"
+  if not path.exists():
+    return None
+  return configuration.evaluator_digest(json.loads(path.read_text()))
+
+
+def result_path(workdir: str, step: int, digest: str | None) -> Any:
+  """Where the result of evaluator config `digest` at `step` lives (`results.relative_path`)."""
+  relative = results.relative_path(step, digest, own_evaluator_digest(workdir))
+  return workdir_lib.workdir_path(workdir) / relative
+
+
 def write_result(workdir: str, result: dict[str, Any]) -> str:
-  """Writes `workdir/eval/step_<N>.json` (process 0 only) and returns its path."""
+  """Writes the result where its evaluator config keys it (process 0 only) and returns its path.
+
+  The run's own evaluators write `eval/step_<N>.json`; what held that file before from another evaluator
+  config (an eval.py of other tasks, or written before results were keyed) moves to its own folder first
+  (`results.aside_path`): no evaluator's result overwrites another's.
+  """
+  path = result_path(workdir, result["step"], result.get(results.KEY))
   if jax.process_index() != 0:
-    return str(workdir_lib.workdir_path(workdir) / "eval" / f"step_{result['step']}.json")
-  path = workdir_lib.eval_results_path(workdir, result["step"])
-  path.write_text(json.dumps(result, indent=2, sort_keys=True))
+    return str(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  held = results.read(path) if path.exists() else None
+  if held is not None and held.get(results.KEY) != result.get(results.KEY):
+    aside = workdir_lib.workdir_path(workdir) / results.aside_path(held)
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    path.replace(aside)
+    logging.info("Moved %s (another evaluator config's result) to %s", path, aside)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
+  tmp.replace(path)
   logging.info("Wrote %s", path)
   return str(path)
 

@@ -198,9 +198,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals = ml_collections.ConfigDict()
   # Where a run's parameters start (vlfusion.training.initialization): a vlfusion workdir or one
   # checkpoints/<step> directory, or a local HF directory (BERT, LXMERT, VisualBERT, ViLT); matching
-  # paths and shapes are restored, the rest stays fresh; `exclude` (a regex) leaves parameters fresh.
-  # Once the run's own workdir has a checkpoint, that is resumed instead.
-  c.init = dict(checkpoint="", huggingface="", exclude="")
+  # paths and shapes are restored. Only the new task head (the heads the source lacks) may stay fresh:
+  # a source of another model (fresh or unused parameters beyond the heads, or model fields that differ,
+  # `model_differences`) is refused unless `allow_fresh` (a regex of parameters that may stay fresh or
+  # unused) names the rest; `exclude` (a regex) leaves parameters fresh on purpose. Once the run's own
+  # workdir has a checkpoint, that is resumed instead.
+  c.init = dict(checkpoint="", huggingface="", exclude="", allow_fresh="")
   return c
 
 
@@ -317,6 +320,8 @@ def _check_stream(stream: Any, name: str) -> None:
 
 # model.image.embedding -> the image input it embeds ("" = the input's default).
 IMAGE_EMBEDDINGS = {"lxmert": "regions", "visualbert": "regions", "vilt": "patches"}
+# model.image.input -> the embedding "" stands for.
+DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
 
 
 def _check_image_embedding(image: Any) -> None:
@@ -722,21 +727,64 @@ def _validate_init(config: ml_collections.ConfigDict) -> None:
   init = config.get("init")
   if not init:
     return
-  checkpoint, hf, exclude = init.get("checkpoint", ""), init.get("huggingface", ""), init.get("exclude", "")
+  checkpoint, hf = init.get("checkpoint", ""), init.get("huggingface", "")
   _check(not (checkpoint and hf), f"config.init.checkpoint={checkpoint!r} and config.init.huggingface="
          f"{hf!r} are both set; choose one")
-  if exclude:
-    _check(bool(checkpoint or hf), f"config.init.exclude={exclude!r} is set but neither "
+  for name in ("exclude", "allow_fresh"):
+    pattern = init.get(name, "")
+    if not pattern:
+      continue
+    _check(bool(checkpoint or hf), f"config.init.{name}={pattern!r} is set but neither "
            "config.init.checkpoint nor config.init.huggingface names a source")
     try:
-      re.compile(exclude)
+      re.compile(pattern)
     except re.error as e:
-      raise ConfigError(f"config.init.exclude={exclude!r} is not a regular expression: {e}") from e
+      raise ConfigError(f"config.init.{name}={pattern!r} is not a regular expression: {e}") from e
   if checkpoint or hf:
     for stream in ("text", "image"):
       _check(not config.model[stream].get("init_from"),
              f"config.model.{stream}.init_from={config.model[stream].get('init_from')!r} and config.init "
              "both set parameters; use one")
+
+
+# Model fields a run started from another's parameters may set differently: head settings, and fields
+# that change neither parameter shapes nor what they compute (an init only draws parameters left fresh).
+NON_STRUCTURAL = ("heads", "mrm", "itc", "vqa", "dropout", "attention_dropout", "initializer_range",
+                  "image.position_init", "dtype", "remat_policy", "scan_layers", "text.init_from",
+                  "image.init_from")
+
+
+def model_differences(source: Any, model: Any) -> list[str]:
+  """`model.<field>: <source's> vs <model's>` for each structural model field the two set differently.
+
+  Both are `config.model` sections (ConfigDicts, or dicts as read back from a workdir's config.json);
+  `NON_STRUCTURAL` fields and fields only one side has (a config saved before the field existed) are
+  not compared. The one check of whether a checkpoint of `source` describes the model `model` builds:
+  training's `config.init` and the sweep's stages share it.
+  """
+  a, b = _flat_fields(source), _flat_fields(model)
+  return [f"model.{k}: {a[k]!r} vs {b[k]!r}" for k in sorted(set(a) & set(b))
+          if a[k] != b[k] and not any(k == n or k.startswith(n + ".") for n in NON_STRUCTURAL)]
+
+
+def _flat_fields(model: Any) -> dict[str, Any]:
+  """{dotted field: value} of a model section, tuples as lists (as a saved config reads them back) and
+  `image.embedding` resolved ("" is the input's default, as a converted HF model names it)."""
+  tree = json.loads(json.dumps(model.to_dict() if hasattr(model, "to_dict") else model,
+                               default=_json_default))
+  flat: dict[str, Any] = {}
+
+  def walk(node: dict[str, Any], prefix: str) -> None:
+    for k, v in node.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      else:
+        flat[f"{prefix}{k}"] = v
+
+  walk(tree, "")
+  if not flat.get("image.embedding") and flat.get("image.input") in DEFAULT_IMAGE_EMBEDDING:
+    flat["image.embedding"] = DEFAULT_IMAGE_EMBEDDING[flat["image.input"]]  # "" and its default agree.
+  return flat
 
 
 EVALUATOR_FIELDS = ("data", "tasks", "batch_size")

@@ -8,11 +8,11 @@ r"""Image-text retrieval fine-tuning (ITC + ITM, as ALBEF) of any pretraining fa
 The argument is `size[,family=<configs/pretrain file>]`, family albef by default; the dual encoder
 trains ITC alone. Without `config.init` the run trains from scratch. Base size is the published schedule
 on COCO (ALBEF: lr 1e-5, cosine, 5 epochs of the Karpathy train split's ~566k pairs at batch 256) and
-expects real data:
+expects real data and a base-size pretraining workdir (`configs/pretrain/albef.py:base`, W_pre_base):
 
   python train.py --config=configs/finetune/retrieval.py:base,family=albef \
       --config.data.manual_dir=/data/coco --config.data.vocab_path=/data/bert-base-uncased/vocab.txt \
-      --config.init.checkpoint=W_pre --workdir=W_ret
+      --config.init.checkpoint=W_pre_base --workdir=W_ret_base
 """
 
 from configs.finetune.common import finetune_config, finish

@@ -1,8 +1,12 @@
 r"""VQA fine-tuning of any pretraining family's model, or VQA from scratch with a tested recipe.
 
-Fine-tune a pretrained workdir (its family and size must match the argument):
+Fine-tune a pretrained workdir. Its family and size must match the argument, and its model the one this
+config builds: the tiny and small recipes change the family's model (pixels through a conv stem, pre-LN;
+`RECIPES`), so pretrain with the same model flags (`M`), or `config.init` refuses the checkpoint:
 
-  python train.py --config=configs/pretrain/co_attention.py:tiny --workdir=W_pre
+  M="--config.model.image.input=patches --config.model.image.image_size=64 \
+     --config.model.image.patch_size=8 --config.model.image.stem=conv --config.model.pre_norm=True"
+  python train.py --config=configs/pretrain/co_attention.py:tiny $M --workdir=W_pre
   python train.py --config=configs/finetune/vqa.py:tiny,family=co_attention \
       --config.init.checkpoint=W_pre --workdir=W_vqa
   python eval.py  --config=configs/finetune/vqa.py:tiny,family=co_attention --workdir=W_vqa
@@ -41,7 +45,8 @@ The argument is `size[,family=<configs/pretrain file>]`, family co_attention by 
 the published schedule (LXMERT/ViLT: lr 5e-5 for the encoder, 10x on the VQA head, linear decay, a few
 epochs of VQA v2); tiny and small use `RECIPES`, the from-scratch recipes found by measurement
 (docs/recipes.md). A recipe that changes the model (widths, norm placement, image stem) changes it for
-fine-tuning too: pretrain with the same `--config.model.*` flags so the checkpoint fits.
+fine-tuning too: pretrain with the same `--config.model.*` flags so the checkpoint fits (tests read the
+commands above and check that every parameter but the new VQA head is restored).
 """
 
 from configs.finetune.common import finetune_config, finish

@@ -31,6 +31,12 @@ def pretrained(tmp_path_factory):
   return workdir, config, save_random_checkpoint(workdir, config)
 
 
+# The pretraining model reads regions, post-LN: these undo the from-scratch VQA recipe's pixel input and
+# pre-LN, so that its checkpoint fits.
+_PRETRAINED_MODEL = {"model.image.input": "regions", "model.image.stem": "linear",
+                     "model.image.position_init": "normal", "model.pre_norm": False}
+
+
 def _flat(params):
   return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
 
@@ -38,11 +44,8 @@ def _flat(params):
 def test_vqa_from_scanned_checkpoint_into_unrolled_model(pretrained, tmp_path):
   """Every encoder parameter comes back layer by layer; the new VQA head stays fresh; report written."""
   workdir, pre_config, pre_params = pretrained
-  # The pretraining model reads regions, post-LN: undo the from-scratch VQA recipe's pixel input and
-  # pre-LN.
   config = _config(vqa, "tiny,family=co_attention", **{
-      "model.vqa.num_answers": 5, "init.checkpoint": workdir, "model.image.input": "regions",
-      "model.image.stem": "linear", "model.image.position_init": "normal", "model.pre_norm": False})
+      "model.vqa.num_answers": 5, "init.checkpoint": workdir, **_PRETRAINED_MODEL})
   setup = Setup(config)
   fresh = random_like(setup.abstract_state.params, 1)
   source = initialization.load(config)
@@ -85,15 +88,21 @@ def test_unrolled_source_into_scanned_model_and_exclude(pretrained, tmp_path):
 def test_shape_mismatch_names_the_parameter_and_both_shapes(pretrained):
   workdir, _, _ = pretrained
   config = _config(vqa, "tiny,family=co_attention", **{
-      "model.vqa.num_answers": 5, "init.checkpoint": workdir, "model.text.mlp_dim": 96})
+      "model.vqa.num_answers": 5, "init.checkpoint": workdir, "model.text.mlp_dim": 96,
+      **_PRETRAINED_MODEL})
   setup = Setup(config)
   fresh = random_like(setup.abstract_state.params, 1)
   with pytest.raises(ConfigError, match=r"encoder/text_layer_0/mlp/mlp/intermediate/kernel: "
                                         r"source \(64, 128\), model \(64, 96\)"):
     initialization.restore(initialization.load(config), fresh, config, None)
-  # Excluding the text layers' MLPs leaves them fresh and restores the rest.
+  # Excluding the text layers' MLPs leaves them fresh; the width still differs from the source's, which
+  # allow_fresh accepts by naming them.
   config.init.exclude = r"text_layer(_\d+)?/mlp/mlp/"
+  with pytest.raises(ConfigError, match=r"model.text.mlp_dim: 128 vs 96"):
+    initialization.restore(initialization.load(config), fresh, config, None)
+  config.init.allow_fresh = config.init.exclude
   params, report = initialization.restore(initialization.load(config), fresh, config, None)
+  assert report.notes == ["model.text.mlp_dim: 128 vs 96 (accepted by config.init.allow_fresh)"]
   assert "encoder/text_layer_0/mlp/mlp/intermediate/kernel" in report.fresh
   assert "encoder/text_layer_0/self_attention/attention/query/kernel" in report.restored
 

@@ -62,10 +62,6 @@ SWEEP_KEYS = ("stages", "axes", "seed_axis", "match", "description")
 STAGE_KEYS = ("name", "config", "overrides", "init_from", "evaluate")
 MATCH_KEYS = ("by", "target", "stage", "count", "scale", "tolerance")
 SCALE_KEYS = ("fields", "multiple_of", "min", "max")
-# Model fields a fine-tuning stage may set differently from the stage it starts from: head settings and
-# fields that change neither parameter shapes nor meanings (init only draws the parameters left fresh).
-NON_STRUCTURAL = ("heads", "mrm", "itc", "vqa", "dropout", "attention_dropout", "initializer_range",
-                  "dtype", "remat_policy", "scan_layers", "text.init_from", "image.init_from")
 
 
 class SweepError(ValueError):
@@ -330,47 +326,27 @@ def plan(sweep: Sweep, root: str, counter: Callable[..., float] | None = None) -
   return runs
 
 
-def _model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat: dict[str, Any] = {}
-
-  def walk(node: Any, prefix: str) -> None:
-    for k, v in node.items():
-      key = f"{prefix}{k}"
-      if isinstance(v, (dict, ml_collections.ConfigDict)):
-        walk(v, key + ".")
-      else:
-        flat[key] = v
-
-  walk(config.model, "")
-  return {k: v for k, v in flat.items()
-          if not any(k == n or k.startswith(n + ".") for n in NON_STRUCTURAL)}
-
-
 def _check_init_fits(runs: list[Run]) -> None:
-  """A stage that starts from another's checkpoint must describe the same encoder, field by field:
-  otherwise parameters that differ in meaning but not shape would be restored, or left fresh unsaid."""
+  """A stage that starts from another's checkpoint must describe the same model, field by field
+  (`configuration.model_differences`, the check `config.init` makes when the stage runs): otherwise
+  parameters that differ in meaning but not shape would be restored, or left fresh unsaid. A stage that
+  sets `init.allow_fresh` has named what may differ; the run itself still checks its parameters."""
   by_key = {(r.variant.name, r.stage.name): r for r in runs}
-  cache: dict[str, dict[str, Any]] = {}
-
-  def fields(run: Run) -> dict[str, Any]:
-    if run.workdir not in cache:
-      cache[run.workdir] = _model_fields(run.config())
-    return cache[run.workdir]
-
   seen_groups = set()
   for run in runs:
     if not run.stage.init_from or (run.variant.group, run.stage.name) in seen_groups:
       continue
     seen_groups.add((run.variant.group, run.stage.name))
+    config = run.config()
+    if config.init.get("allow_fresh"):
+      continue
     source = by_key[(run.variant.name, run.stage.init_from)]
-    a, b = fields(source), fields(run)
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    differ = configuration.model_differences(source.config().model, config.model)
     if differ:
-      shown = "; ".join(f"model.{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in differ[:6])
       raise SweepError(
           f"variant {run.variant.name}: stage {run.stage.name!r} starts from {run.stage.init_from!r}, "
-          f"but their models differ ({shown}); set the same values in both stages (a plain override key "
-          "applies to every stage)")
+          f"but their models differ ({'; '.join(differ[:6])}); set the same values in both stages (a "
+          "plain override key applies to every stage)")
 
 
 # ---------------------------------------------------------------------------------------------------

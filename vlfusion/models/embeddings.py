@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlfusion.configuration import IMAGE_STEMS
+from vlfusion.configuration import DEFAULT_IMAGE_EMBEDDING, IMAGE_STEMS
 from vlfusion.models.attention import compute_dtype, default_kernel_init, partitioned
 from vlfusion.models.layers import dense, layer_norm
 
@@ -332,7 +332,6 @@ IMAGE_EMBEDDINGS = {
     "visualbert": ("regions", VisualBertRegionEmbeddings),
     "vilt": ("patches", PatchEmbeddings),
 }
-DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
 
 
 def image_embedding_name(image_config: Any) -> str:

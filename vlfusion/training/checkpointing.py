@@ -101,6 +101,15 @@ def incomplete_checkpoints(directory: Any) -> dict[str, str]:
   return found
 
 
+def has_complete_checkpoint(workdir: Any) -> bool:
+  """Whether `workdir/checkpoints` holds a step a run could resume from; reads only, creates nothing."""
+  directory = checkpoint_dir(workdir)
+  if not directory.is_dir():
+    return False
+  incomplete = incomplete_checkpoints(directory)
+  return any(p.is_dir() and p.name.isdigit() and p.name not in incomplete for p in directory.iterdir())
+
+
 def move_aside(directory: Any, name: str, reason: str) -> epath.Path | None:
   """Renames the step `directory/name` to `<name>.torn-<UTC time>` (process 0), so that the run resumes
   from the step before it and can save this step again; the files stay for inspection. Returns the new

@@ -3,10 +3,12 @@
 `config.init.checkpoint` is a vlfusion workdir (its latest complete checkpoint is read) or one step
 directory `<workdir>/checkpoints/<step>`; `config.init.huggingface` is a local HF directory of any model
 `vlfusion.convert.from_huggingface` reads (BERT, LXMERT, VisualBERT, ViLT). Every parameter of the new
-model whose path and shape match one of the source's is restored; the rest (new heads) keep their fresh
-values. `config.init.exclude` is a regex (`re.search` on '/'-joined paths) of parameters never restored,
-e.g. an old head of another size. Only parameters are read: never the optimizer state, the step or the
-data position, so the fine-tuning run starts at step 0 with fresh moments.
+model whose path and shape match one of the source's is restored; only the new task head may keep its
+fresh values unsaid, and a source of another model is refused (`match`) unless `config.init.allow_fresh`
+names what may stay fresh. `config.init.exclude` is a regex (`re.search` on '/'-joined paths) of
+parameters never restored, e.g. an old head of another size. Only parameters are read: never the
+optimizer state, the step or the data position, so the fine-tuning run starts at step 0 with fresh
+moments.
 
 Layer stacks are compared unrolled (`<prefix>_stack/layer/...` with a leading axis of n reads as
 `<prefix>_0..n-1/...`), so a source and a model that differ in `model.scan_layers` match layer by layer.
@@ -26,6 +28,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from vlfusion import configuration
 from vlfusion.configuration import ConfigError
 
 Path = tuple[str, ...]
@@ -236,30 +239,105 @@ def load(config: Any) -> Source:
 
 # -- matching ---------------------------------------------------------------------------------------
 
-# Model fields that change what a restored parameter computes without changing its shape.
-_STRUCTURE = ("fusion", "pre_norm", "pooler", "cross.order", "cross.share_weights", "cross.direction",
-              "image.input", "image.embedding", "text.pre_norm", "image.pre_norm")
+
+def _compile(config: Any, name: str) -> re.Pattern | None:
+  pattern = config.init.get(name, "")
+  try:
+    return re.compile(pattern) if pattern else None
+  except re.error as e:
+    raise ConfigError(f"config.init.{name}={pattern!r} is not a regular expression: {e}") from e
 
 
-def _field(tree: dict[str, Any], dotted: str) -> Any:
-  for part in dotted.split("."):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
+def _heads(names: Any) -> set[str]:
+  """The head names (`heads_<name>/...` at the top) among parameter paths."""
+  return {path[0][len("heads_"):] for path in names if path and path[0].startswith("heads_")}
 
 
-def _structure_notes(source: Source, model_config: Any) -> list[str]:
-  if source.model is None:
-    return []
-  ours = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-  notes = []
-  for dotted in _STRUCTURE:
-    a, b = _field(source.model, dotted), _field(ours, dotted)
-    if a is not None and b is not None and a != b:
-      notes.append(f"the source has model.{dotted}={a!r} and this run {b!r}: restored parameters "
-                   "compute something else here")
-  return notes
+def _grouped(names: list[str]) -> str:
+  """Parameter names grouped by their first two path components, with counts: a readable list."""
+  groups: dict[str, int] = {}
+  for name in names:
+    key = "/".join(name.split("/")[:2])
+    groups[key] = groups.get(key, 0) + 1
+  return ", ".join(f"{k} ({n})" if n > 1 else k for k, n in groups.items())
+
+
+def match(source: Source, params: Any, config: Any) -> InitReport:
+  """What restoring `source` into `params` (arrays or shape structs) does, or a `ConfigError`.
+
+  Only the new task head may stay fresh unsaid: the heads of `config.model.heads` that the source lacks
+  (e.g. `heads_vqa` on a pretraining checkpoint), and only the source's heads the model lacks may go
+  unused. A source of another model is refused, listing what would stay fresh, what would go unused and
+  which model fields differ (`configuration.model_differences`, against the source's saved model), unless
+  `config.init.allow_fresh` (a regex, `re.search` on '/'-joined paths) names every other parameter that
+  may stay fresh or unused; the field differences are then accepted and kept as the report's notes.
+  `config.init.exclude` leaves parameters fresh on purpose. Also refused: a shape mismatch outside
+  `exclude` (naming the parameter and both shapes), a regex that matches no parameter, and a source of
+  which nothing fits.
+  """
+  exclude, allow = _compile(config, "exclude"), _compile(config, "allow_fresh")
+  hit = lambda regex, *names: regex is not None and any(regex.search(_name(n)) for n in names)
+  restored, fresh, excluded, mismatched = [], [], set(), []
+  used: set[Path] = set()
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    for name, shape in _unrolled_names(path, tuple(leaf.shape)):
+      if hit(exclude, name, path):
+        excluded.add(_name(name))
+        if name in source.params:
+          used.add(name)
+        fresh.append(_name(name))
+      elif name not in source.params:
+        fresh.append(_name(name))
+      else:
+        used.add(name)
+        theirs = tuple(source.params[name].shape)
+        if theirs != shape:
+          mismatched.append(f"{_name(name)}: source {theirs}, model {shape}")
+        else:
+          restored.append(_name(name))
+  where = f"config.{source.field}={source.path!r}"
+  if mismatched:
+    more = f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else ""
+    raise ConfigError(
+        f"{where}: {len(mismatched)} parameters differ in shape between the source and the model: "
+        f"{'; '.join(mismatched[:10])}{more}. Fix the model config, or leave them fresh with "
+        "config.init.exclude (a regex of parameter paths)")
+  excluded |= {_name(n) for n in source.params if hit(exclude, n)}
+  if exclude is not None and not excluded:
+    raise ConfigError(f"config.init.exclude={config.init.exclude!r} matches no parameter of the model or "
+                      f"of {where}")
+  if not restored:
+    raise ConfigError(f"{where}: no parameter of the source matches the model (paths or shapes); is it "
+                      "the model family the config builds?")
+  fresh = sorted(set(fresh))
+  unused = sorted(_name(n) for n in source.params if n not in used and _name(n) not in excluded)
+  new_heads = {f"heads_{h}" for h in config.model.heads} - {f"heads_{h}" for h in _heads(source.params)}
+  old_heads = {f"heads_{h}" for h in _heads(source.params)} - {f"heads_{h}" for h in config.model.heads}
+  expected = lambda name, heads: name.split("/")[0] in heads or name in excluded
+  if allow is not None and not any(allow.search(n) for n in fresh + unused + restored):
+    raise ConfigError(f"config.init.allow_fresh={config.init.allow_fresh!r} matches no parameter of the "
+                      f"model or of {where}")
+  allowed = lambda name: allow is not None and bool(allow.search(name))
+  odd_fresh = [n for n in fresh if not expected(n, new_heads) and not allowed(n)]
+  odd_unused = [n for n in unused if not expected(n, old_heads) and not allowed(n)]
+  differences = configuration.model_differences(source.model, config.model) if source.model else []
+  if odd_fresh or odd_unused or (differences and allow is None):
+    lines = [f"{where} holds another model than this config builds; restoring it would leave "
+             f"{len(fresh)} parameters fresh and {len(unused)} of the source unused:"]
+    if differences:
+      lines.append("  model fields that differ (source vs this run): " + "; ".join(differences))
+    if odd_fresh:
+      lines.append(f"  fresh beyond the new head ({len(odd_fresh)}): {_grouped(odd_fresh)}")
+    if odd_unused:
+      lines.append(f"  unused beyond the old heads ({len(odd_unused)}): {_grouped(odd_unused)}")
+    lines.append(f"Only the new task head ({', '.join(sorted(new_heads)) or 'none'}) may stay fresh unsaid. "
+                 "Build the model the source was trained as (the same --config.model.* flags), or name "
+                 "what may stay fresh or unused with config.init.allow_fresh (a regex of parameter paths; "
+                 "it accepts the field differences too) or config.init.exclude.")
+    raise ConfigError("\n".join(lines))
+  return InitReport(source=source.resolved, field=source.field, restored=sorted(restored), fresh=fresh,
+                    unused=unused, excluded=sorted(excluded),
+                    notes=[f"{d} (accepted by config.init.allow_fresh)" for d in differences])
 
 
 def _value(leaf: Any, value: np.ndarray) -> jax.Array:
@@ -271,70 +349,26 @@ def _value(leaf: Any, value: np.ndarray) -> jax.Array:
 
 def restore(source: Source, params: Any, config: Any, workdir: str | None = None
             ) -> tuple[Any, InitReport]:
-  """`params` (unboxed, possibly sharded) with every matching source parameter put in.
+  """`params` (unboxed, possibly sharded) with every source parameter `match` restores put in.
 
-  Raises `ConfigError` for a shape mismatch on a parameter `config.init.exclude` does not match (naming
-  the parameter and both shapes), and for an exclude regex that matches nothing. Writes the report to
-  `workdir/init_report.json` (process 0) and logs it.
+  Raises `match`'s `ConfigError`s. Writes the report to `workdir/init_report.json` (process 0) and logs
+  it.
   """
-  pattern = config.init.get("exclude", "")
-  try:
-    exclude = re.compile(pattern) if pattern else None
-  except re.error as e:
-    raise ConfigError(f"config.init.exclude={pattern!r} is not a regular expression: {e}") from e
-  flat = traverse_util.flatten_dict(params)
-  restored, fresh, excluded, mismatched = [], [], set(), []
-  used: set[Path] = set()
+  report = match(source, params, config)
+  take = {tuple(name.split("/")) for name in report.restored}
   new_flat = {}
-  for path, leaf in flat.items():
+  for path, leaf in traverse_util.flatten_dict(params).items():
     names = _unrolled_names(path, tuple(leaf.shape))
-    take: dict[int, np.ndarray] = {}
-    for i, (name, shape) in enumerate(names):
-      if exclude is not None and (exclude.search(_name(name)) or exclude.search(_name(path))):
-        excluded.add(_name(name))
-        if name in source.params:
-          used.add(name)
-        fresh.append(_name(name))
-        continue
-      if name not in source.params:
-        fresh.append(_name(name))
-        continue
-      used.add(name)
-      theirs = tuple(source.params[name].shape)
-      if theirs != shape:
-        mismatched.append(f"{_name(name)}: source {theirs}, model {shape}")
-        continue
-      take[i] = source.params[name]
-      restored.append(_name(name))
-    if not take:
+    values = {i: source.params[name] for i, (name, _) in enumerate(names) if name in take}
+    if not values:
       new_flat[path] = leaf
     elif len(names) == 1:
-      new_flat[path] = _value(leaf, take[0])
+      new_flat[path] = _value(leaf, values[0])
     else:  # a scanned stack: restored layers over the fresh ones.
-      stacked = np.array(leaf) if len(take) < len(names) else np.zeros(leaf.shape, leaf.dtype)
-      for i, value in take.items():
+      stacked = np.array(leaf) if len(values) < len(names) else np.zeros(leaf.shape, leaf.dtype)
+      for i, value in values.items():
         stacked[i] = value
       new_flat[path] = _value(leaf, stacked)
-  if mismatched:
-    more = f" (and {len(mismatched) - 10} more)" if len(mismatched) > 10 else ""
-    raise ConfigError(
-        f"config.{source.field}={source.path!r}: {len(mismatched)} parameters differ in shape between "
-        f"the source and the model: {'; '.join(mismatched[:10])}{more}. Fix the model config, or leave "
-        "them fresh with config.init.exclude (a regex of parameter paths)")
-  for name in source.params:
-    if exclude is not None and exclude.search(_name(name)):
-      excluded.add(_name(name))
-  if exclude is not None and not excluded:
-    raise ConfigError(f"config.init.exclude={pattern!r} matches no parameter of the model or of "
-                      f"config.{source.field}={source.path!r}")
-  if not restored:
-    raise ConfigError(f"config.{source.field}={source.path!r}: no parameter of the source matches the "
-                      "model (paths or shapes); is it the model family the config builds?")
-  report = InitReport(
-      source=source.resolved, field=source.field, restored=sorted(restored),
-      fresh=sorted(set(fresh)), unused=sorted(_name(n) for n in source.params if n not in used
-                                              and _name(n) not in excluded),
-      excluded=sorted(excluded), notes=_structure_notes(source, config.model))
   logging.info("Initialised parameters from %s", report.summary())
   if workdir is not None and jax.process_index() == 0:
     with open(os.path.join(workdir, REPORT_FILE), "w") as f:

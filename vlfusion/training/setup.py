@@ -47,11 +47,24 @@ class Setup:
           self.init_fn, self.mesh, self.rules)
     check_lr_multipliers(config.optimizer, self.abstract_state.params)
 
-  def initial_state(self, workdir: str | None = None) -> TrainState:
+  def check_init(self) -> initialization.Source | None:
+    """The source `config.init` names, read and matched against this model's parameter shapes (a
+    `ConfigError` if it is missing or another model: `initialization.match`); None without one. Cheap
+    enough to run before anything is written: no parameter is initialised."""
+    if not initialization.requested(self.config):
+      return None
+    source = initialization.load(self.config)
+    initialization.match(source, self.abstract_state.params, self.config)
+    return source
+
+  def initial_state(self, workdir: str | None = None, source: initialization.Source | None = None
+                    ) -> TrainState:
     """A freshly initialised, sharded state; parameters named by `config.init` or streams named by
     `model.{text,image}.init_from` are loaded from their checkpoints (what was loaded and what was not
-    is logged, and for `config.init` written to `workdir/init_report.json`)."""
-    source = initialization.load(self.config) if initialization.requested(self.config) else None
+    is logged, and for `config.init` written to `workdir/init_report.json`). `source` is `config.init`'s
+    when `check_init` has read it already."""
+    if source is None and initialization.requested(self.config):
+      source = initialization.load(self.config)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       state = train_state.create_sharded_state(
           self.init_fn, self.state_shardings, self.config.train.seed)

@@ -40,12 +40,14 @@ def train_batches(source: Any, start: int, setup: Setup) -> prefetch.TrainBatche
                                 put=lambda b: partitioning.to_global_batch(b, setup.mesh))
 
 
-def restore_or_initialize(setup: Setup, manager: Any, source: Any, workdir: Any) -> tuple[TrainState, int]:
-  """(state, step) from the latest complete checkpoint in `manager`, else a fresh state at step 0."""
+def restore_or_initialize(setup: Setup, manager: Any, source: Any, workdir: Any,
+                          init_source: Any = None) -> tuple[TrainState, int]:
+  """(state, step) from the latest complete checkpoint in `manager`, else a fresh state at step 0
+  (started from `init_source`, `config.init`'s source already read, when given)."""
   restored = checkpointing.restore(manager, setup.abstract_state, move_aside=True)
   if restored is None:
     logging.info("No checkpoint in %s: starting from step 0.", workdir)
-    return setup.initial_state(workdir), 0
+    return setup.initial_state(workdir, init_source), 0
   state, data_state, start = restored
   pipeline.restore_check(source, data_state)
   logging.info("Resumed from step %d.", start)
@@ -145,13 +147,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `devices` (default: all) are the devices the mesh spans.
   """
   setup = Setup(config, devices)  # validates before anything is built or compiled.
+  # A new run's `config.init` is read and matched before the workdir is touched: a mistyped path or a
+  # checkpoint of another model leaves nothing behind, and the corrected command starts there cleanly.
+  init_source = None if checkpointing.has_complete_checkpoint(workdir) else setup.check_init()
   saved_config = workdir_lib.prepare(workdir, config, allow_config_change, write=False)
   source = pipeline.make_batch_source(
       config, config.data.train_split, process_index=jax.process_index(),
       process_count=jax.process_count())
   manager = checkpointing.make_manager(workdir, config.train)
   try:
-    state, start = restore_or_initialize(setup, manager, source, workdir)
+    state, start = restore_or_initialize(setup, manager, source, workdir, init_source)
   except BaseException:
     manager.close()
     raise

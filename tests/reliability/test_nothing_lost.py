@@ -175,3 +175,21 @@ def test_mostly_nonfinite_steps_stop_the_run_before_a_save_even_without_five_in_
                                  since_save=since_save)
   since_save.reset()
   trainer.apply_nonfinite_policy(_window([1]), 21, train, _Manager(), since_save=since_save)  # 1 of 1.
+
+
+def test_a_truncated_data_file_is_moved_aside_and_the_run_goes_back_a_step(run, data_dir, tmp_path, caplog):
+  # orbax raises a bare Exception (wrapping tensorstore's OUT_OF_RANGE) for a data file cut short; it used
+  # to escape the fallback and stop the run at every restart.
+  workdir = _copy(run, tmp_path)
+  ckpts = os.path.join(workdir, "checkpoints")
+  state = os.path.join(ckpts, "6", "state")
+  files = [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs if d.endswith(os.sep + "d")]
+  largest = max(files, key=os.path.getsize)
+  os.truncate(largest, os.path.getsize(largest) // 2)
+  config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
+  with caplog.at_level("WARNING"):
+    trainer.train_and_evaluate(config, workdir)
+  assert re.search(rf"Moved checkpoint {ckpts}/6 aside to 6\.torn-\S+ \(it could not be read", caplog.text)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:  # resumed from step 4: 5 and 6 ran again.
+    assert [json.loads(line)["step"] for line in f] == list(range(1, 9))
+  assert sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) == [2, 4, 6, 8]

@@ -312,7 +312,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
               state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
           ),
       )
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - narrowed by `_is_read_error` below.
+      if not _is_read_error(e):
+        raise
       differences = state_differences(manager, candidate, abstract_state)
       if differences:
         raise CheckpointMismatchError(
@@ -339,6 +341,19 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
     logging.info("Restored checkpoint %s/%d.", directory, candidate)
     return restored_state, data, candidate
   return None
+
+
+def _is_read_error(error: BaseException) -> bool:
+  """Whether `error` is, or was caused by, an OSError or ValueError: what a damaged file raises. orbax wraps
+  a tensorstore read error (e.g. the byte range of a truncated data file) in a bare `Exception`; anything
+  else (a bug) must not make a good checkpoint look damaged."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, (OSError, ValueError)):
+      return True
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def _skip(manager: ocp.CheckpointManager, directory: str, step: int, reason: str, move: bool) -> None:

@@ -41,21 +41,3 @@ def test_scaling_plot_draws_every_family(tmp_path):
   assert image.size == (2 * scaling.PANEL_W, 2 * scaling.PANEL_H + 24)
   colours = {c for _, c in image.getcolors(1 << 16)}
   assert set(scaling.COLOURS[:2]) <= colours  # both families' lines are drawn.
-
-
-@pytest.mark.slow
-def test_faults_loses_nothing_and_lets_nothing_pass_silently(tmp_path):
-  """One kill, two corruptions and a few bad inputs (tests/reliability/test_nothing_lost.py covers every
-  corruption kind one by one); the one line and its verdict."""
-  out = subprocess.run(
-      [sys.executable, "benchmarks/faults.py", "--kills=1", "--corruptions=2", "--bad_inputs=4",
-       "--num_steps=18", f"--scratch={tmp_path}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")),
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  line = out.stdout.strip()
-  assert re.fullmatch(r"faults: \d+ kills, \d+ corruptions, \d+ bad inputs: \d+ steps lost, \d+ silent, "
-                      r"final params equal: (yes|no)", line), line
-  assert line.startswith("faults: 1 kills, 2 corruptions, 4 bad inputs: "), (line, out.stderr[-3000:])
-  assert line.endswith(": 0 steps lost, 0 silent, final params equal: yes"), (line, out.stderr[-3000:])

@@ -11,7 +11,7 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.evaluation import evaluator, results
-from vlfusion.training import checkpointing
+from vlfusion.training.checkpointing import complete_steps  # noqa: F401 - re-exported.
 from vlfusion.training.setup import Setup
 from vlfusion.training.workdir import workdir_path
 
@@ -25,16 +25,6 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   config.lock()
   return config
-
-
-def complete_steps(workdir: str) -> list[int]:
-  """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one)."""
-  directory = checkpointing.checkpoint_dir(workdir)
-  if not directory.is_dir():
-    return []
-  incomplete = checkpointing.incomplete_checkpoints(directory)
-  return sorted(int(path.name) for path in directory.iterdir()
-                if path.name.isdigit() and path.name not in incomplete and path.is_dir())
 
 
 def evaluated(workdir: str, step: int, config: ml_collections.ConfigDict) -> bool:

@@ -61,17 +61,21 @@ def state_checksums(tree: Any) -> dict[str, int]:
   return {jax.tree_util.keystr(p): int(v) for p, v in jax.tree_util.tree_flatten_with_path(values)[0]}
 
 
-def verify_checksums(tree: Any, saved: dict[str, int] | None, where: str, prefix: str = "") -> None:
+def checksummed(state: Any) -> dict[str, Any]:
+  """The part of a train state whose checksums a checkpoint carries: its params and optimizer state."""
+  return {"params": state.params, "opt_state": state.opt_state}
+
+
+def verify_checksums(tree: Any, saved: dict[str, int] | None, where: str) -> None:
   """Raises `CheckpointDamagedError` naming the leaves of `tree` whose checksums differ from `saved`
-  (the keys under `prefix`); a checkpoint saved without checksums is not checked."""
+  (leaves `saved` lacks are not checked); a checkpoint saved without checksums is not checked."""
   if not saved:
     return
-  have = state_checksums(tree)
-  bad = [k for k, v in have.items() if prefix + k in saved and saved[prefix + k] != v]
+  bad = [k for k, v in state_checksums(tree).items() if k in saved and saved[k] != v]
   if bad:
     raise CheckpointDamagedError(
         f"checkpoint {where} is damaged: {len(bad)} of its arrays differ from the checksums saved with "
-        f"it ({', '.join(prefix + k for k in bad[:5])}{' ...' if len(bad) > 5 else ''})")
+        f"it ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
 
 
 def checkpoint_dir(workdir: Any) -> epath.Path:
@@ -101,13 +105,15 @@ def incomplete_checkpoints(directory: Any) -> dict[str, str]:
   return found
 
 
-def has_complete_checkpoint(workdir: Any) -> bool:
-  """Whether `workdir/checkpoints` holds a step a run could resume from; reads only, creates nothing."""
+def complete_steps(workdir: Any) -> list[int]:
+  """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one); reads
+  only, creates nothing."""
   directory = checkpoint_dir(workdir)
   if not directory.is_dir():
-    return False
+    return []
   incomplete = incomplete_checkpoints(directory)
-  return any(p.is_dir() and p.name.isdigit() and p.name not in incomplete for p in directory.iterdir())
+  return sorted(int(path.name) for path in directory.iterdir()
+                if path.name.isdigit() and path.name not in incomplete and path.is_dir())
 
 
 def move_aside(directory: Any, name: str, reason: str) -> epath.Path | None:
@@ -171,7 +177,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict
          config_dict: dict, metrics: dict | None = None) -> None:
   """Starts an asynchronous save of the state, the pipeline position and the config at `step`; the
   data item also holds the checksums of the params and optimizer state, which restores verify."""
-  checksums = state_checksums({"params": state.params, "opt_state": state.opt_state})
+  checksums = state_checksums(checksummed(state))
   try:
     manager.save(
         step,
@@ -268,8 +274,7 @@ def state_differences(manager: ocp.CheckpointManager, step: int, abstract_state:
   saved = saved.tree if hasattr(saved, "tree") else saved
   wanted = {"params": abstract_state.params, "opt_state": abstract_state.opt_state,
             "step": abstract_state.step, "rng": abstract_state.rng}
-  return _differences(_skeleton({k: saved[k] for k in saved if k in wanted} | {
-      k: None for k in wanted if k not in saved}), _skeleton(wanted))
+  return _differences(_skeleton({k: saved.get(k) for k in wanted}), _skeleton(wanted))
 
 
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None,
@@ -331,8 +336,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
     data = dict(restored["data"] or {})
     restored_state = restored["state"]
     try:
-      verify_checksums({"params": restored_state.params, "opt_state": restored_state.opt_state},
-                       data.pop(CHECKSUMS, None), f"{directory}/{candidate}")
+      verify_checksums(checksummed(restored_state), data.pop(CHECKSUMS, None), f"{directory}/{candidate}")
     except CheckpointDamagedError as e:
       if step is not None:
         raise

@@ -52,6 +52,29 @@ def test_pair_accuracy_counts_real_rows():
   assert float(counts["correct"]) == 2 and float(counts["total"]) == 3
 
 
+def test_relation_captions_and_their_swaps_weigh_half_each():
+  """A model that rejects every relation-form caption is right on every swap but wrong on every true
+  relation caption: its balanced relation accuracy is 0.5, whatever share of the rows are swaps."""
+  from vlfusion.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS
+
+  relation, describe = CAPTION_KINDS.index("relation"), CAPTION_KINDS.index("describe")
+  swap, attribute = NEGATIVE_KINDS.index("relation"), NEGATIVE_KINDS.index("attribute")
+  # rows: 1 true relation caption, 3 swaps, 1 true describe caption, 1 attribute negative, 1 padding.
+  labels = np.array([1, 0, 0, 0, 1, 0, 0], np.int32)
+  batch = {"itm_labels": labels, "example_mask": np.array([1, 1, 1, 1, 1, 1, 0], bool),
+           "itm_negative_kind": np.array([0, swap, swap, swap, 0, attribute, 0], np.int32),
+           "itm_caption_form": np.array([relation] * 4 + [describe] * 3, np.int32)}
+  says_no_to_relations = np.array([[5, 0]] * 4 + [[0, 5], [5, 0], [0, 5]], np.float32)
+  counts = evaluator._eval_counts(_Fixed({"itm_logits": jnp.asarray(says_no_to_relations)}), None, batch)
+  metrics = evaluator.metrics_from_counts({"itm": jax.tree.map(float, counts["itm"])})["itm"]
+  assert metrics["by_kind"]["relation"]["accuracy"] == 1.0  # the unbalanced column: every swap rejected.
+  assert metrics["by_form"]["relation"] == {"accuracy": 0.75, "count": 4}
+  balanced = metrics["relation_balanced"]
+  assert balanced["accuracy"] == 0.5 and balanced["count"] == 4
+  assert balanced["positive_accuracy"] == 0.0 and balanced["swap_accuracy"] == 1.0
+  assert "itm_relation_balanced_accuracy" in evaluator.scalars({"itm": metrics})
+
+
 class _ReadsImage:
   """Stands in for a model whose VQA answer is the answer index written in its image's first pixel."""
 

@@ -103,8 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Data order, ITM negatives, masks and augmentation; None follows config.train.seed (`data_seed`).
   c.data.seed = ml_collections.FieldReference(None, field_type=int)
   c.data.itm_negative_rate = 0.5
-  # Shares of ITM negative kinds (random, attribute, relation); a kind a scene lacks falls back to another.
-  c.data.itm_negative_mix = (0.5, 0.25, 0.25)
+  # Weights of ITM negative kinds (random, attribute, relation) over those a caption's form allows: its
+  # own edit (attribute, or relation for a relation caption) or a same-form caption of another scene.
+  c.data.itm_negative_mix = (1.0, 1.0, 1.0)
   c.data.mlm_probability = 0.15
   c.data.mlm_whole_word = False  # mask every wordpiece of a chosen word together.
   c.data.mrm_probability = 0.15  # share of regions masked for masked region modelling.

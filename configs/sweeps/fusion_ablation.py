@@ -3,7 +3,7 @@ r"""The fusion study: every fusion family at matched parameters, pretrained (MLM
   python -m vlfusion.analysis.sweep --sweep=configs/sweeps/fusion_ablation.py --root=runs/fusion_ablation
   python -m vlfusion.analysis.report --root=runs/fusion_ablation
 
-Seven variants x two seeds on the shapes world at tiny size: single_stream, co_attention in the LXMERT
+Seven variants x three seeds on the shapes world at tiny size: single_stream, co_attention in the LXMERT
 (cross -> self -> FFN), METER (self -> cross -> FFN) and ViLBERT (co-attention + FFN, then self) orders,
 merged_attention, one_way and the dual encoder (no cross-modal attention, the control). Everything but
 the fusion is shared: the co_attention tiny config with the pixel model of the VQA recipe
@@ -47,7 +47,7 @@ FUSIONS = {
     "dual_encoder": {"model.fusion": "dual_encoder", "model.fusion_layers": 0, "model.pooler": "product"},
 }
 
-SEEDS = {f"s{seed}": {"train.seed": seed} for seed in (0, 1)}
+SEEDS = {f"s{seed}": {"train.seed": seed} for seed in (0, 1, 2)}
 
 
 def get_sweep():

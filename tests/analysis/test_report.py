@@ -46,17 +46,17 @@ def _workdir(root, name, stage, final, evals, flops=None, rates=(10.0, 30.0, 20.
     f.write('{"step": 40, "loss"')  # a line a crash cut short.
 
 
-def _root(tmp_path):
+def _root(tmp_path, values=None):
   root = str(tmp_path / "root")
   variants, runs = [], []
   # group -> seed -> (final ITM, relation, final VQA, colour); "late" seed s1 never finished its VQA.
-  values = {"fused": {"s0": (0.8, 0.6, 0.7, 0.9), "s1": (0.9, 0.8, 0.5, 0.7)},
-            "late": {"s0": (0.7, 0.5, 0.6, 0.8), "s1": (0.75, 0.55, None, None)}}
+  values = values or {"fused": {"s0": (0.8, 0.6, 0.7, 0.9), "s1": (0.9, 0.8, 0.5, 0.7)},
+                      "late": {"s0": (0.7, 0.5, 0.6, 0.8), "s1": (0.75, 0.55, None, None)}}
   for group, seeds in values.items():
     for seed, (itm, rel, vqa, colour) in seeds.items():
       name = f"{group}-{seed}"
       variants.append({"name": name, "group": group, "labels": {"family": group, "seed": seed},
-                       "matched": {}, "count": {"params": 1.0e6 if group == "fused" else 1.01e6,
+                       "matched": {}, "count": {"params": 1.0e6 if group != "late" else 1.01e6,
                                                 "target": 1.0e6}})
       _workdir(root, name, "pretrain", 100, {50: _eval(50, itm - 0.1, rel - 0.1),
                                              100: _eval(100, itm, rel, r1=0.25)},
@@ -95,6 +95,15 @@ def test_report_tables_means_spreads_and_plots(tmp_path):
   assert float(late["pretrain examples/s mean"]) == 20.0
   # The unfinished VQA run of late-s1 is left out: one seed, no spread.
   assert late["vqa vqa n"] == "1" and late["vqa vqa sd"] == "" and float(late["vqa vqa mean"]) == 0.6
+  # 95% intervals: t over two seeds (t(0.975, 1) = 12.71); one seed: a bootstrap over its 512 questions.
+  half = 12.706 * np.std([0.6, 0.8], ddof=1) / np.sqrt(2)
+  assert np.isclose(float(fused["pretrain itm/relation lo"]), 0.7 - half, atol=1e-3)
+  assert np.isclose(float(fused["pretrain itm/relation hi"]), 0.7 + half, atol=1e-3)
+  assert fused["pretrain itm/relation over"] == "seeds" and late["vqa vqa over"] == "examples"
+  binomial = 1.96 * np.sqrt(0.6 * 0.4 / 512)
+  assert np.isclose(float(late["vqa vqa lo"]), 0.6 - binomial, atol=0.006)
+  assert np.isclose(float(late["vqa vqa hi"]), 0.6 + binomial, atol=0.006)
+  assert fused["params lo"] == "" and fused["pretrain examples/s lo"] == ""  # costs have none.
   assert late["pretrain itm n"] == "2"
 
   text = open(paths["markdown"]).read()
@@ -107,6 +116,32 @@ def test_report_tables_means_spreads_and_plots(tmp_path):
     assert image.shape[0] >= report.PANEL_H and image.shape[1] >= report.PANEL_W
     for colour in report.COLOURS[:2]:  # both variants are drawn in their colours.
       assert np.any(np.all(image == colour, axis=-1)), (key, colour)
+
+
+def test_variants_are_separated_only_when_their_intervals_do_not_overlap(tmp_path):
+  """Three seeds each: `tight` beats `loose` on ITM with intervals apart; on VQA colour their means
+  differ by more but the seeds spread wider, so the intervals overlap and nothing is claimed."""
+  values = {"tight": {f"s{i}": (0.90 + 0.005 * i, 0.6, 0.70, 0.9 - 0.2 * i) for i in range(3)},
+            "loose": {f"s{i}": (0.80 + 0.005 * i, 0.6, 0.70, 0.5 + 0.2 * i) for i in range(3)}}
+  root = _root(tmp_path, values)
+  columns, rows = report.summarize(report.collect(root))
+  split = report.separations(columns, rows)
+  assert split["pretrain itm"] == [("tight", "loose")]
+  assert "vqa vqa/colour" not in split and "pretrain itm/relation" not in split  # overlap; equal.
+  text = report.markdown(columns, rows, report.collect(root))
+  assert "- `itm`: tight > loose" in text
+
+
+def test_interval_functions():
+  from vlfusion.analysis import intervals
+
+  lo, hi = intervals.seed_interval([0.5, 0.6, 0.7])  # t(0.975, 2) = 4.303, sd 0.1.
+  assert np.isclose(hi - 0.6, 4.303 * 0.1 / np.sqrt(3), atol=1e-3) and np.isclose(lo + hi, 1.2)
+  lo, hi = intervals.bootstrap_interval(0.5, 400)
+  assert np.isclose(hi - lo, 2 * 1.96 * 0.025, atol=0.006)
+  assert intervals.bootstrap_interval(0.5, 400) == (lo, hi)  # deterministic.
+  one = intervals.cell([0.9], count=None)
+  assert one.lo is None and not intervals.separated(one, intervals.cell([0.1, 0.1]))
 
 
 def test_metrics_of_one_result():

@@ -222,10 +222,10 @@ def test_sweep_files_refuse_unknown_keys_and_mismatched_stages(tmp_path):
 
 
 def test_the_fusion_ablation_plans(tmp_path):
-  """configs/sweeps/fusion_ablation.py: seven families x two seeds, pretraining then VQA from it."""
+  """configs/sweeps/fusion_ablation.py: seven families x three seeds, pretraining then VQA from it."""
   sweep = sweep_lib.load_sweep(os.path.join(ROOT, "configs", "sweeps", "fusion_ablation.py"))
   variants = sweep_lib.variants(sweep)
-  assert len({v.group for v in variants}) == 7 and len(variants) == 14
+  assert len({v.group for v in variants}) == 7 and len(variants) == 21
   assert [s.name for s in sweep.stages] == ["pretrain", "vqa"] and sweep.stages[1].init_from == "pretrain"
 
 

@@ -273,7 +273,7 @@ def test_the_wording_of_a_pair_statement_says_little_about_its_truth():
 
 def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   builder = source.builder
-  assert builder.info.version == "4.0.0"
+  assert builder.info.version == "5.0.0"
   assert builder.info.metadata["answers"] == list(questions.ANSWERS)
   record = source.data_source[7]
   assert len(record["questions"]) == len(record["answers"]) == len(record["question_types"]) >= 3
@@ -281,6 +281,12 @@ def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   assert partner != 7 and 0 <= partner < source.num_examples
   assert int(record["pair_label"]) in (0, 1) and record["pair_statement"]
   assert set(np.asarray(record["labels"])) <= set(range(scenes.NUM_LABELS))
+  # 5.0.0: each caption's random negative has the caption's form and is none of the scene's captions.
+  captions = [c.decode() for c in record["captions"]]
+  negatives = [c.decode() for c in record["random_negatives"]]
+  assert len(negatives) == len(captions) and not set(negatives) & set(captions)
+  for caption, negative in zip(captions, negatives, strict=True):
+    assert caption.split()[:2] == negative.split()[:2] or caption.split()[0] in scenes.SIZES
   tok = WordPieceTokenizer()
   for word in questions.vocabulary():
     assert len(tok.wordpieces(word)) == 1, word

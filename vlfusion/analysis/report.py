@@ -4,12 +4,16 @@ r"""The results of a sweep as a table (Markdown + CSV) and plots, read from the 
   python -m vlfusion.analysis.report --root=runs/fusion_ablation --out=docs/results/fusion_ablation
 
 Per variant (the sweep's variants without the seed axis), each as mean ± standard deviation over the
-seeds that finished: parameters, training FLOPs per example (XLA's count of the train step over the
-batch), training examples/s, and the final evaluation of each stage: ITM accuracy overall and by kind
-of negative (positive, random, attribute, relation: the relation-swapped negatives need fusion), VQA
+seeds that finished, accuracies with a 95% interval (`intervals`: over seeds, or over the evaluated
+examples for one seed): parameters, training FLOPs per example (XLA's count of the train step over the
+batch), training examples/s, and the final evaluation of each stage: ITM accuracy overall, by kind
+of negative (positive, random, attribute, relation) and on relation captions against their swaps,
+each label weighing half (`itm relation balanced`: chance 0.5, the column that needs fusion), VQA
 accuracy overall, with shuffled images and by question type, retrieval R@1, pair accuracy, MLM accuracy.
 Plots: validation metrics against steps (one line per variant, the mean over seeds; dots are seeds),
-and final accuracy against training FLOPs per example (bars span ± one standard deviation).
+and final accuracy against training FLOPs per example (bars span the 95% interval). Under each stage's
+table, the pairs of variants whose intervals do not overlap on a metric: the differences the sweep can
+tell from seed and sampling noise.
 
 Reads `<root>/sweep.json` (written by vlfusion.analysis.sweep), each stage's `config.json`,
 `metrics.jsonl` and `eval/step_<N>.json`; a stage counts once `eval/step_<final step>.json` exists. It
@@ -29,6 +33,7 @@ import os
 import statistics
 from typing import Any
 
+from vlfusion.analysis import intervals
 from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
 from vlfusion.evaluation import results
 
@@ -44,9 +49,15 @@ def _read_json(path: str) -> Any:
 
 
 def metrics_of_result(result: dict[str, Any]) -> dict[str, float]:
-  """The reported accuracies of one `eval/step_<N>.json`, flat: `itm`, `itm/relation`, `vqa`,
-  `vqa/colour`, `vqa shuffled`, `itc R@1`, ... Evaluators other than `default` prefix their name."""
-  out: dict[str, float] = {}
+  """The reported accuracies of one `eval/step_<N>.json`, flat: `itm`, `itm/relation`, `itm relation
+  balanced`, `vqa`, `vqa/colour`, `vqa shuffled`, `itc R@1`, ... Evaluators other than `default` prefix
+  their name."""
+  return {key: value for key, (value, _) in counted_metrics(result).items()}
+
+
+def counted_metrics(result: dict[str, Any]) -> dict[str, tuple[float, int | None]]:
+  """`metrics_of_result` with each figure's count of evaluated examples (None where none is given)."""
+  out: dict[str, tuple[float, int | None]] = {}
   for name, tasks in result.items():
     if not isinstance(tasks, dict):
       continue  # step, config_digest, params_digest.
@@ -55,24 +66,29 @@ def metrics_of_result(result: dict[str, Any]) -> dict[str, float]:
       if not isinstance(r, dict):
         continue  # dataset, split.
       key = prefix + task
+      count = r.get("count")
       if task in ("itc", "retrieval"):
         t2i = r.get("text_to_image", {})
         if "r1" in t2i:
-          out[f"{key} R@1"] = float(t2i["r1"])
+          out[f"{key} R@1"] = float(t2i["r1"]), count
         i2t = r.get("image_to_text", {})
         if "r1" in i2t:
-          out[f"{key} image-to-text R@1"] = float(i2t["r1"])
+          out[f"{key} image-to-text R@1"] = float(i2t["r1"]), r.get("num_images")
         continue
-      if "accuracy" in r:
-        out[key] = float(r["accuracy"])
-      if "accuracy_shuffled_images" in r:
-        out[f"{key} shuffled"] = float(r["accuracy_shuffled_images"])
+      named = {"": r}
+      if isinstance(r.get("relation_balanced"), dict):
+        named[" relation balanced"] = r["relation_balanced"]
+      for suffix, values in named.items():
+        if "accuracy" in values:
+          out[key + suffix] = float(values["accuracy"]), values.get("count")
+        if "accuracy_shuffled_images" in values:
+          out[f"{key}{suffix} shuffled"] = float(values["accuracy_shuffled_images"]), values.get("count")
       if "text_prior_accuracy" in r:
-        out[f"{key} text prior"] = float(r["text_prior_accuracy"])
+        out[f"{key} text prior"] = float(r["text_prior_accuracy"]), count
       for group in ("by_kind", "by_type"):
         for sub, values in (r.get(group) or {}).items():
           if isinstance(values, dict) and "accuracy" in values:
-            out[f"{key}/{sub}"] = float(values["accuracy"])
+            out[f"{key}/{sub}"] = float(values["accuracy"]), values.get("count")
   return out
 
 
@@ -173,7 +189,7 @@ def collect(root: str) -> dict[str, Any]:
     runs.append({
         "variant": v["name"], "group": v["group"], "stage": r["stage"], "workdir": workdir,
         "seed": v["labels"].get(plan.get("seed_axis") or "", ""), "finished": finished,
-        "final": metrics_of_result(own[final]) if finished else {},
+        "final": counted_metrics(own[final]) if finished else {},
         "curve": {step: metrics_of_result(res) for step, res in own.items()},
         "training": training_scalars(workdir), "count": v.get("count", {}),
     })
@@ -205,21 +221,15 @@ def _model_table_params(config_path: str) -> float:
   return float(model_table.parameter_counts(config)["total"])
 
 
-def mean_sd(values: list[float]) -> tuple[float, float | None, int]:
-  """(mean, sample standard deviation or None for one value, n)."""
-  n = len(values)
-  mean = sum(values) / n
-  sd = statistics.stdev(values) if n > 1 else None
-  return mean, sd, n
-
-
 def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-  """(columns, rows): one row per variant group with {column: (mean, sd, n)} over finished seeds."""
+  """(columns, rows): one row per variant group with {column: `intervals.Cell`} over finished seeds:
+  an accuracy's 95% interval is over seeds, or for one seed a bootstrap over its evaluated examples."""
   plan, runs = data["plan"], data["runs"]
   stages = [s["name"] for s in plan["stages"]]
   params = _parameters(runs, plan)
   params_stage = (plan.get("match") or {}).get("stage") or stages[0]
   groups: dict[str, dict[str, list[float]]] = {}
+  counts: dict[str, dict[str, int]] = {}  # the examples a one-seed figure was measured on.
   seeds: dict[str, set[str]] = {}
   columns: list[str] = ["params"]
   for r in runs:
@@ -232,8 +242,10 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
       row["params"] = params[r["variant"]]
     for key, value in r["training"].items():
       row[f"{r['stage']} {key}"] = value
-    for key, value in r["final"].items():
+    for key, (value, count) in r["final"].items():
       row[f"{r['stage']} {key}"] = value
+      if count:
+        counts.setdefault(r["group"], {})[f"{r['stage']} {key}"] = int(count)
     for key, value in row.items():
       values.setdefault(key, []).append(value)
       if key not in columns:
@@ -245,20 +257,26 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
   for group in dict.fromkeys(r["group"] for r in runs):  # the sweep's order.
     if group not in groups:
       continue
-    cells = {c: mean_sd(groups[group][c]) for c in columns if c in groups[group]}
+    cells = {c: intervals.cell(groups[group][c], counts.get(group, {}).get(c), interval=_is_accuracy(c))
+             for c in columns if c in groups[group]}
     rows.append({"variant": group, "seeds": len(seeds[group]), "cells": cells})
   return columns, rows
 
 
 TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
+COST = ("GFLOPs/example", "examples/s")
+
+
+def _is_accuracy(column: str) -> bool:
+  """Whether a column is an accuracy (in [0, 1], with an interval), not a cost or a parameter count."""
+  return column != "params" and column.split(" ", 1)[-1] not in COST
 
 
 def _metric_rank(column: str) -> tuple:
   """Cost first; then by task (ITM, VQA, pairs, retrieval, MLM): overall, by kind or type, references."""
   metric = column.split(" ", 1)[1] if " " in column else column
-  cost = ("GFLOPs/example", "examples/s")
-  if metric in cost:
-    return 0, cost.index(metric)
+  if metric in COST:
+    return 0, COST.index(metric)
   head, _, qualifier = metric.partition(" ")
   task, _, sub = head.partition("/")
   task_rank = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
@@ -268,14 +286,34 @@ def _metric_rank(column: str) -> tuple:
   return 1, task_rank, 0 if not qualifier else 2, 0, qualifier
 
 
-def _fmt(cell: tuple[float, float | None, int] | None, column: str) -> str:
+def _fmt(cell: intervals.Cell | None, column: str) -> str:
+  """`mean ± sd [lo, hi]`; a one-seed interval (over examples) is marked with *."""
   if cell is None:
     return "—"
-  mean, sd, _ = cell
   if column == "params":
-    return f"{mean / 1e6:.3f}M" + (f" ± {sd / 1e6:.3f}M" if sd else "")
+    return f"{cell.mean / 1e6:.3f}M" + (f" ± {cell.sd / 1e6:.3f}M" if cell.sd else "")
   digits = 1 if column.endswith("examples/s") else 4 if column.endswith("GFLOPs/example") else 3
-  return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+  text = f"{cell.mean:.{digits}f}" + ("" if cell.sd is None else f" ± {cell.sd:.{digits}f}")
+  if cell.lo is not None:
+    text += f" [{cell.lo:.{digits}f}, {cell.hi:.{digits}f}]" + ("*" if cell.over == "examples" else "")
+  return text
+
+
+def separations(columns: list[str], rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+  """{column: [(higher, lower)]}: the pairs of variants whose 95% intervals do not overlap."""
+  out: dict[str, list[tuple[str, str]]] = {}
+  for column in columns:
+    if not _is_accuracy(column):
+      continue
+    have = [(row["variant"], row["cells"][column]) for row in rows if column in row["cells"]]
+    pairs = []
+    for i, (a, ca) in enumerate(have):
+      for b, cb in have[i + 1:]:
+        if intervals.separated(ca, cb):
+          pairs.append((a, b) if ca.mean > cb.mean else (b, a))
+    if pairs:
+      out[column] = pairs
+  return out
 
 
 def markdown(columns: list[str], rows: list[dict[str, Any]], data: dict[str, Any]) -> str:
@@ -286,8 +324,11 @@ def markdown(columns: list[str], rows: list[dict[str, Any]], data: dict[str, Any
   if plan.get("description"):
     lines += [plan["description"], ""]
   lines += [f"{finished} of {len(data['runs'])} stage runs finished. Each cell: mean ± sample standard "
-            "deviation over the finished seeds (n in `seeds`); accuracies are the final evaluation of "
-            "each stage on the validation split.", ""]
+            "deviation over the finished seeds (n in `seeds`) [95% interval: the t interval over seeds; "
+            "for a single seed, marked *, a bootstrap over the evaluated examples, which leaves out "
+            "the seed-to-seed spread]; accuracies are the final evaluation of each stage on the "
+            "validation split. Two variants are separated on a metric when their intervals do not "
+            "overlap.", ""]
   stages = [s["name"] for s in plan["stages"]]
   cost = [c for c in columns if c == "params" or c.split(" ", 1)[1] in ("GFLOPs/example", "examples/s")]
   tables = [("Cost", cost)] + [
@@ -304,6 +345,12 @@ def markdown(columns: list[str], rows: list[dict[str, Any]], data: dict[str, Any
       lines.append(f"| {row['variant']} | {seeds} | "
                    + " | ".join(_fmt(row["cells"].get(c), c) for c in cols) + " |")
     lines.append("")
+    if strip:
+      split = separations(cols, rows)
+      lines += ["Separated (95% intervals apart; higher first): " + ("none." if not split else ""), ""]
+      lines += [f"- `{_header(c, True)}`: " + ", ".join(f"{a} > {b}" for a, b in pairs)
+                for c, pairs in split.items()]
+      lines += [""] if split else []
   return "\n".join(lines)
 
 
@@ -312,18 +359,21 @@ def _header(column: str, strip_stage: bool) -> str:
 
 
 def write_csv(columns: list[str], rows: list[dict[str, Any]], path: str) -> None:
-  """One row per variant: for every column its mean, sd and n."""
+  """One row per variant: for every column its mean, sd, n, 95% interval (lo, hi) and what the interval
+  is over (seeds, examples)."""
+  fields = ("mean", "sd", "n", "lo", "hi", "over")
+  number = lambda v: "" if v is None else f"{v:.6g}"
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["variant", "seeds"] + [f"{c} {s}" for c in columns for s in ("mean", "sd", "n")])
+    writer.writerow(["variant", "seeds"] + [f"{c} {s}" for c in columns for s in fields])
     for row in rows:
       cells = []
       for c in columns:
         cell = row["cells"].get(c)
         if cell is None:
-          cells += ["", "", 0]
+          cells += ["", "", 0, "", "", ""]
         else:
-          cells += [f"{cell[0]:.6g}", "" if cell[1] is None else f"{cell[1]:.6g}", cell[2]]
+          cells += [number(cell.mean), number(cell.sd), cell.n, number(cell.lo), number(cell.hi), cell.over]
       writer.writerow([row["variant"], row["seeds"], *cells])
 
 
@@ -334,9 +384,10 @@ PANEL_W, PANEL_H, LEFT, BOTTOM, TOP, RIGHT = 460, 320, 56, 46, 28, 28
 
 
 def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tuple[str, str]]:
-  """(stage, metric) pairs worth a panel: each task's overall accuracy, ITM on relation negatives."""
+  """(stage, metric) pairs worth a panel: each task's overall accuracy, ITM on relation captions against
+  their swaps."""
   seen: dict[tuple[str, str], None] = {}
-  wanted = ("itm", "itm/relation", "vqa", "vqa/relation", "pairs", "itc R@1", "retrieval R@1")
+  wanted = ("itm", "itm relation balanced", "vqa", "vqa/relation", "pairs", "itc R@1", "retrieval R@1")
   for stage in stages:
     present = {m for r in runs if r["stage"] == stage for c in r["curve"].values() for m in c}
     for metric in wanted:
@@ -359,6 +410,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy",
                 "itc R@1": "ITC retrieval R@1 (text to image)",
                 "retrieval R@1": "retrieval R@1 (text to image)",
+                "itm relation balanced": "ITM accuracy, relation captions vs their swaps (balanced)",
                 "mlm": "MLM accuracy"}
 
 
@@ -484,8 +536,8 @@ def plot_curves(data: dict[str, Any], path: str) -> str:
 
 def plot_accuracy_vs_flops(data: dict[str, Any], columns: list[str], rows: list[dict[str, Any]],
                            path: str) -> str:
-  """Final accuracy against training GFLOPs per example of the first stage: a point per variant with
-  ± one standard deviation over seeds."""
+  """Final accuracy against training GFLOPs per example of the first stage: a point per variant with its
+  95% interval."""
   stages = [s["name"] for s in data["plan"]["stages"]]
   flops_column = next((c for s in stages for c in columns if c == f"{s} GFLOPs/example"), None)
   groups = [row["variant"] for row in rows]
@@ -498,9 +550,8 @@ def plot_accuracy_vs_flops(data: dict[str, Any], columns: list[str], rows: list[
       cell, x = row["cells"].get(column), row["cells"].get(flops_column) if flops_column else None
       if cell is None or x is None:
         continue
-      mean, sd, _ = cell
-      series[row["variant"]] = {"line": [(x[0], mean)], "label": row["variant"],
-                                "bars": [(x[0], mean - sd, mean + sd)] if sd else []}
+      series[row["variant"]] = {"line": [(x.mean, cell.mean)], "label": row["variant"],
+                                "bars": [(x.mean, cell.lo, cell.hi)] if cell.lo is not None else []}
     xlabel = f"training GFLOPs per example ({flops_column.split(' ')[0]})" if flops_column else "no FLOPs"
     panels.append(_panel(f"{stage}: final {metric_title(metric)}", xlabel, series, colours))
   sheet = _sheet(panels, _legend(groups, colours, PANEL_W * min(3, max(len(panels), 1))))

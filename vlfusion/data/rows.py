@@ -25,7 +25,6 @@ IMAGE_KEYS = ("image", "image_mask", "regions", "pair_image", "pair_image_mask",
 # An evaluation row's images of another image of the split (`BatchSource.eval_batches(image_donors=)`),
 # nested under this key as {image key: value}.
 SHUFFLED_IMAGES = "shuffled_images"
-_SCENE = scenes.CAPTION_KINDS.index("scene")
 _RANDOM = scenes.NEGATIVE_KINDS.index("random")
 
 
@@ -62,7 +61,7 @@ class RowBuilder:
     self._answer_index = {a: i for i, a in enumerate(answer_vocab)}
     self._random_ids = np.array([i for t, i in tokenizer.vocab.items() if t not in SPECIAL_TOKENS], np.int32)
     self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
-    mix = np.asarray(config.data.get("itm_negative_mix", (0.5, 0.25, 0.25)), np.float64)
+    mix = np.asarray(config.data.itm_negative_mix, np.float64)
     self._negative_mix = mix / mix.sum()
     # Shapes-world VQA: the training steps at which each phase of question-type weights starts, and
     # each phase's weights indexed by type id (None = the uniform draw).
@@ -91,9 +90,10 @@ class RowBuilder:
       pair = self.media(self._partner(record), rng, train)
       ex.update({f"pair_{k}": v for k, v in pair.items()})
     else:
-      text, kind = self._caption(record, index, rng)
+      text, kind, form = self._caption(record, index, rng)
       positive = kind == 0
       ex["itm_labels"], ex["itm_negative_kind"] = np.int32(positive), np.int32(kind)
+      ex["itm_caption_form"] = np.int32(form)
     ex.update(self._text_inputs(text, positive, rng))
     media = self.media_record(record)
     ex.update(self.media(media, rng, train))
@@ -173,45 +173,44 @@ class RowBuilder:
       return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
     return {"image": images.resize_square(image, size).astype(np.float32) / 255.0}
 
-  def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator) -> tuple[str, int]:
-    """(text, negative kind): a true caption, or with `itm_negative_rate` a negative of a kind drawn
-    from `itm_negative_mix`. A scene without a negative of the drawn kind gives another hard one, and
-    data without hard negatives (real captions) gives a caption of another random example. A scene
-    caption (shapes world, kind "scene") is replaced by a scene caption too: its own edit for a hard
-    kind, another scene's for a random one, so that the form of a caption never tells its label."""
+  def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator
+               ) -> tuple[str, int, int]:
+    """(text, negative kind, caption form): a true caption, or with `itm_negative_rate` a negative.
+
+    The caption is drawn the same way for both labels, and a negative keeps the drawn caption's form
+    (shapes world: describe, count, relation, scene; the form is -1 for data without caption kinds), so
+    that the form of a caption never tells its label. The negative is the caption's own edit (its hard
+    negative: a changed attribute or count, or a swapped relation) or a caption of the same form about
+    another scene (random), drawn with `itm_negative_mix`'s weights over the kinds the form allows. When
+    the mix weighs none of them (e.g. relation only, on a describe caption), another caption of the scene
+    whose edit the mix weighs gives it. Data without hard negatives (real captions) gives a caption of
+    another random example.
+    """
     captions = [_text(c) for c in record["captions"]]
     c = int(rng.integers(len(captions)))
-    if rng.random() >= self.config.data.itm_negative_rate:
-      return captions[c], 0
-    kind = scenes.NEGATIVE_KINDS[1 + int(rng.choice(3, p=self._negative_mix))]
-    # Shapes-world captions carry their kind; the scene caption's negatives answer only a scene caption.
     caption_kinds = np.asarray(record["caption_kinds"]) if "caption_kinds" in record else None
-    is_scene = caption_kinds is not None and int(caption_kinds[c]) == _SCENE
-    if kind != "random" and "hard_negatives" in record:
-      kinds = np.asarray(record["hard_negative_kinds"])
-      if is_scene:
-        return _text(record["hard_negatives"][c]), int(kinds[c])
-      pool = np.arange(len(kinds)) if caption_kinds is None else np.flatnonzero(caption_kinds != _SCENE)
-      candidates = pool[kinds[pool] == scenes.NEGATIVE_KINDS.index(kind)]
-      if not len(candidates):
-        candidates = pool
-      h = int(candidates[int(rng.integers(len(candidates)))])
-      return _text(record["hard_negatives"][h]), int(kinds[h])
-    if "random_negative" in record and not is_scene:
-      return _text(record["random_negative"]), _RANDOM
-    # A caption of another example (never this one). For a scene caption, another scene's scene
-    # caption, drawn again in the rare case that it is word for word this scene's.
-    for _ in range(10):
-      other = int(rng.integers(self.num_examples - 1))
-      other_record = self.data_source[other + (other >= index)]
-      other_captions = other_record["captions"]
-      if not is_scene:
-        return _text(other_captions[int(rng.integers(len(other_captions)))]), _RANDOM
-      scene = int(np.flatnonzero(np.asarray(other_record["caption_kinds"]) == _SCENE)[0])
-      text = _text(other_captions[scene])
-      if text != captions[c]:
-        break
-    return text, _RANDOM
+    form = lambda i: -1 if caption_kinds is None else int(caption_kinds[i])
+    if rng.random() >= self.config.data.itm_negative_rate:
+      return captions[c], 0, form(c)
+    if "hard_negatives" not in record:
+      return self._other_caption(index, rng), _RANDOM, form(c)
+    kinds = np.asarray(record["hard_negative_kinds"])
+    weight = lambda kind: float(self._negative_mix[kind - 1])
+    if weight(_RANDOM) + weight(int(kinds[c])) <= 0:
+      weighed = [i for i in range(len(captions)) if weight(int(kinds[i])) > 0]
+      c = weighed[int(rng.integers(len(weighed)))] if weighed else c
+    hard, other = weight(int(kinds[c])), weight(_RANDOM)
+    if other <= 0 or (hard > 0 and rng.random() * (other + hard) < hard):
+      return _text(record["hard_negatives"][c]), int(kinds[c]), form(c)
+    if "random_negatives" in record:
+      return _text(record["random_negatives"][c]), _RANDOM, form(c)
+    return self._other_caption(index, rng), _RANDOM, form(c)
+
+  def _other_caption(self, index: int, rng: np.random.Generator) -> str:
+    """A caption of another example of the split (never this one)."""
+    other = int(rng.integers(self.num_examples - 1))
+    other_captions = self.data_source[other + (other >= index)]["captions"]
+    return _text(other_captions[int(rng.integers(len(other_captions)))])
 
   def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any],
            step: int | None = None) -> str:

@@ -249,6 +249,23 @@ def random_negative(objects: Sequence[Obj], rng: np.random.Generator, image_size
       return fact
 
 
+def random_negative_like(kind: str, objects: Sequence[Obj], rng: np.random.Generator, image_size: int,
+                         max_objects: int) -> str:
+  """A caption of form `kind` (a `CAPTION_KINDS` entry) about another random scene, false of this one:
+  the random ITM negative of a caption of that form, so that a negative's form never tells its label."""
+  own = scene_caption(objects, image_size)
+  while True:
+    other = sample_scene(rng, image_size, max_objects)
+    if kind == "scene":
+      text = scene_caption(other, image_size)
+      if text != own:
+        return text
+      continue
+    facts = [f for f in true_facts(other, rng) if f.kind == kind]
+    if facts and not holds(facts[0], objects):
+      return facts[0].text()
+
+
 def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
                  partner: Sequence[Obj] | None = None) -> dict:
   """One scene with everything the dataset stores about it (see `ShapesWorld._info`).
@@ -287,6 +304,7 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   # the pair statement below draws a varying number of times and its partner depends on the split's
   # size, and the question must not (tiny and tiny_40k share their scenes).
   direction_rng = np.random.Generator(rng.bit_generator.jumped())
+  negatives_rng = np.random.Generator(rng.bit_generator.jumped(2))  # 5.0.0's, for the same reason.
   if partner is not None:
     statement, truth = questions.pair_statement(objects, partner, rng)
     example.update(pair_statement=statement, pair_label=np.int32(truth))
@@ -302,6 +320,10 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
     example["answers"] = np.append(example["answers"], np.int32(questions.ANSWERS.index(answer)))
     example["question_types"] = np.append(example["question_types"],
                                           np.int32(questions.QUESTION_TYPES.index(qtype)))
+  # 5.0.0: a random negative of each caption's own form, after every field of 4.0.0.
+  example["random_negatives"] = [
+      random_negative_like(CAPTION_KINDS[k], objects, negatives_rng, image_size, max_objects)
+      for k in example["caption_kinds"]]
   return example
 
 

@@ -28,7 +28,7 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered scenes of coloured shapes: captions, ITM negatives, VQA and scene pairs."""
 
-  VERSION = tfds.core.Version("4.0.0")
+  VERSION = tfds.core.Version("5.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Scenes, region features, captions, random and hard negatives.",
       "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
@@ -36,6 +36,9 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
                "pair statements balanced per template (their wording alone predicted 74% of labels).",
       "4.0.0": "A sixth VQA question type, \"direction\" (where is X relative to Y? -> left/right/above/"
                "below; four answers appended); every 3.0.0 field is unchanged.",
+      "5.0.0": "`random_negatives`: for each caption, a caption of the same form about another scene, "
+               "false of this one (ITM negatives keep their caption's form); every 4.0.0 field is "
+               "unchanged.",
   }
   BUILDER_CONFIGS = [
       ShapesWorldConfig(name="tiny", description="64 px, 1-4 objects; seconds to prepare.",
@@ -74,6 +77,7 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
             "hard_negatives": f.Sequence(f.Text()),
             "hard_negative_kinds": f.Tensor(shape=(None,), dtype=np.int32),
             "random_negative": f.Text(),
+            "random_negatives": f.Sequence(f.Text()),
             "labels": f.Tensor(shape=(None,), dtype=np.int32),
             "questions": f.Sequence(f.Text()),
             "answers": f.Tensor(shape=(None,), dtype=np.int32),

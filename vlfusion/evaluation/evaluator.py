@@ -23,7 +23,7 @@ from absl import logging
 from vlfusion import configuration
 from vlfusion.data import pipeline
 from vlfusion.data.questions import QUESTION_TYPES
-from vlfusion.data.scenes import NEGATIVE_KINDS
+from vlfusion.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS
 from vlfusion.evaluation import results, shuffled_images, text_prior
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
@@ -67,6 +67,14 @@ def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
     if "itm_negative_kind" in batch:  # accuracy on positives and on each kind of negative.
       for k, kind in enumerate(NEGATIVE_KINDS):
         counts["itm"][f"kind:{kind}"] = _sums(values, example * (batch["itm_negative_kind"] == k))
+    if "itm_caption_form" in batch:  # by caption form, both labels; relation captions against swaps.
+      form = batch["itm_caption_form"]
+      for k, name in enumerate(CAPTION_KINDS):
+        counts["itm"][f"form:{name}"] = _sums(values, example * (form == k))
+      relation = CAPTION_KINDS.index("relation")
+      counts["itm"]["balanced:positive"] = _sums(values, example * (form == relation) * batch["itm_labels"])
+      counts["itm"]["balanced:swap"] = _sums(
+          values, example * (batch["itm_negative_kind"] == NEGATIVE_KINDS.index("relation")))
   if "vqa_logits" in outputs and "vqa_scores" in batch:
     # VQA accuracy: the soft score of the arg-max answer (min(#humans who gave it / 3, 1) on VQA v2).
     scores = batch["vqa_scores"].astype(jnp.float32)
@@ -118,16 +126,33 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
   return out
 
 
+def _balanced(positive: dict[str, float], swap: dict[str, float]) -> dict[str, Any]:
+  """ITM on relation captions against their swapped-relation negatives, each label weighing half.
+
+  A relation caption and its swap share every word, so no rule on the text tells them apart: a model
+  that ignores the image, or answers one label, scores 0.5 here whatever the mix of labels.
+  """
+  both = {"positive": summarize(positive), "swap": summarize(swap)}
+  out: dict[str, Any] = {name: (both["positive"][name] + both["swap"][name]) / 2
+                         for name in both["positive"] if name != "count" and name in both["swap"]}
+  out["count"] = both["positive"]["count"] + both["swap"]["count"]
+  for label, values in both.items():  # flat, as TensorBoard scalars want them.
+    out.update({f"{label}_{name}": value for name, value in values.items()})
+  return out
+
+
 def metrics_from_counts(totals: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
   """The reported metrics of each task from its summed counts; groups with no rows are left out."""
   metrics: dict[str, dict[str, Any]] = {}
   for task, groups in totals.items():
     metrics[task] = summarize(groups[""])
+    if all(groups.get(f"balanced:{g}", {}).get("total", 0) > 0 for g in ("positive", "swap")):
+      metrics[task]["relation_balanced"] = _balanced(groups["balanced:positive"], groups["balanced:swap"])
     for group, sums in groups.items():
-      if not group or sums["total"] <= 0:
+      if not group or group.startswith("balanced:") or sums["total"] <= 0:
         continue
       kind, name = group.split(":", 1)
-      key = {"type": "by_type", "answer": "by_answer_type", "kind": "by_kind"}[kind]
+      key = {"type": "by_type", "answer": "by_answer_type", "kind": "by_kind", "form": "by_form"}[kind]
       name = "positive" if (kind, name) == ("kind", "none") else name
       metrics[task].setdefault(key, {})[name] = summarize(sums)
   return metrics

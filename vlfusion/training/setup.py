@@ -129,14 +129,20 @@ class Setup:
 def eval_metric_names(config: ml_collections.ConfigDict) -> list[str]:
   """The accuracies evaluation during training reports (and `train.best_metric` may name):
   `<evaluator>/<task>_accuracy` for each named evaluator of `config.evals`, else those of the default
-  evaluator, also without its name (`vqa_accuracy`, `default/vqa_accuracy`)."""
+  evaluator, also without its name (`vqa_accuracy`, `default/vqa_accuracy`). A task counts when the model
+  has the head it reads (`configuration.EVAL_TASK_HEADS`: `retrieval_accuracy` needs the ITC head), as
+  the evaluator decides what it runs."""
   heads = set(config.model.heads)
+
+  def evaluated(tasks: Any) -> list[str]:
+    return [task for task in tasks if configuration.EVAL_TASK_HEADS.get(task, task) in heads]
+
   evals = config.get("evals") or {}
   if not evals:
-    tasks = [task for task in config.eval.tasks if task in heads]
+    tasks = evaluated(config.eval.tasks)
     return [f"{task}_accuracy" for task in tasks] + [f"default/{task}_accuracy" for task in tasks]
   return [f"{name}/{task}_accuracy" for name, ev in evals.items()
-          for task in ev.get("tasks", config.eval.tasks) if task in heads]
+          for task in evaluated(ev.get("tasks", config.eval.tasks))]
 
 
 def check_best_metric(config: ml_collections.ConfigDict) -> None:

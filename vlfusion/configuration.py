@@ -873,6 +873,30 @@ def eval_data_seed(config: Any) -> int:
   return 0 if seed is None else int(seed)
 
 
+def complete(saved: ml_collections.ConfigDict | dict[str, Any]) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json as read, or a ConfigDict) on today's defaults, unlocked.
+
+  Every saved value is kept, fields the saved config lacks (added since it was written) take their
+  `base_config()` value, and what the saved config has beyond the defaults (named evaluators, a mixture,
+  a field since removed) stays. The one place a config read back meets today's fields: its readers use
+  plain attribute access, never a `.get(field, default)` that would write a default a second time.
+  """
+  saved = saved.to_dict() if hasattr(saved, "to_dict") else saved
+  defaults = json.loads(to_json(base_config()))
+  return ml_collections.ConfigDict(_filled(json.loads(json.dumps(saved, default=_json_default)), defaults))
+
+
+def _filled(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+  """`saved` with each key of `defaults` it lacks added, section by section."""
+  out = dict(saved)
+  for key, default in defaults.items():
+    if key not in out:
+      out[key] = default
+    elif isinstance(default, dict) and isinstance(out[key], dict):
+      out[key] = _filled(out[key], default)
+  return out
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
   """The config as canonical JSON (sorted keys), as written to workdir/config.json."""
   return json.dumps(config.to_dict(), sort_keys=True, indent=2, default=_json_default)

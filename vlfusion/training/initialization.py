@@ -192,7 +192,7 @@ def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
                                  "config.json"),):
     if os.path.isfile(candidate):
       with open(candidate) as f:
-        return json.load(f).get("model")
+        return configuration.complete(json.load(f)).model.to_dict()  # fields added since: today's defaults.
   return None
 
 

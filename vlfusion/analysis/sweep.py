@@ -338,7 +338,7 @@ def _check_init_fits(runs: list[Run]) -> None:
       continue
     seen_groups.add((run.variant.group, run.stage.name))
     config = run.config()
-    if config.init.get("allow_fresh"):
+    if config.init.allow_fresh:
       continue
     source = by_key[(run.variant.name, run.stage.init_from)]
     differ = configuration.model_differences(source.config().model, config.model)

@@ -71,7 +71,7 @@ class Setup:
     if source is not None:
       state = state.replace(params=initialization.restore(source, state.params, self.config, workdir)[0])
     m = self.config.model
-    if m.text.get("init_from") or m.image.get("init_from"):
+    if m.text.init_from or m.image.init_from:
       from vlfusion.convert import init_from  # safetensors readers; no torch needed.
 
       params, report = init_from.apply(self.config, state.params)
@@ -89,7 +89,7 @@ class Setup:
                           else grad_accum_steps),
         nan_injection=(None if t.inject_nan_at_step < 0 else
                        (t.inject_nan_at_step, t.inject_nan_objective)),
-        mlm_probability=float(self.config.data.get("mlm_probability", 0.15)),
+        mlm_probability=float(self.config.data.mlm_probability),
     )
 
   def jit_train_step(self, grad_accum_steps: int | None = None):
@@ -148,9 +148,9 @@ def eval_metric_names(config: ml_collections.ConfigDict) -> list[str]:
 def check_best_metric(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless `train.best_metric` is empty or a metric evaluation will report."""
   t = config.train
-  if not t.get("best_metric", ""):
+  if not t.best_metric:
     return
-  if t.get("best_mode", "max") not in ("max", "min"):
+  if t.best_mode not in ("max", "min"):
     raise configuration.ConfigError(
         f"config.train.best_mode={t.best_mode!r} must be 'max' or 'min'")
   if config.eval.every_steps <= 0:

@@ -326,7 +326,7 @@ DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
 
 
 def _check_image_embedding(image: Any) -> None:
-  name = image.get("embedding", "")
+  name = image.embedding
   if not name:
     return
   _check(
@@ -414,8 +414,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
   _validate_model_extras(m)
   for stream in ("text", "image"):
-    _check(not (m[stream].get("init_from") and m.scan_layers),
-           f"config.model.{stream}.init_from={m[stream].get('init_from')!r} with "
+    _check(not (m[stream].init_from and m.scan_layers),
+           f"config.model.{stream}.init_from={m[stream].init_from!r} with "
            "config.model.scan_layers=True is not supported: checkpoints load into unrolled layers; "
            "set scan_layers=False")
   _check(
@@ -441,9 +441,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   )
   for rate in ("dropout", "attention_dropout"):
     _check(0.0 <= m[rate] < 1.0, f"config.model.{rate}={m[rate]} must be in [0, 1)")
-  stem = m.image.get("stem", "linear")
+  stem = m.image.stem
   _check(stem in IMAGE_STEMS, f"config.model.image.stem={stem!r} must be one of {IMAGE_STEMS}")
-  position_init = m.image.get("position_init", "normal")
+  position_init = m.image.position_init
   _check(position_init in ("normal", "sincos"),
          f"config.model.image.position_init={position_init!r} must be 'normal' or 'sincos'")
   _check(position_init == "normal" or (m.image.input == "patches" and m.image.hidden_size % 4 == 0),
@@ -525,10 +525,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       t.max_consecutive_nonfinite >= 1,
       f"config.train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1",
   )
-  fraction = t.get("max_nonfinite_fraction", 0.5)
+  fraction = t.max_nonfinite_fraction
   _check(0.0 < fraction <= 1.0, f"config.train.max_nonfinite_fraction={fraction} must be in (0, 1]")
-  _check(t.get("peak_flops_per_device", 0.0) >= 0,
-         f"config.train.peak_flops_per_device={t.get('peak_flops_per_device')} is negative")
+  _check(t.peak_flops_per_device >= 0,
+         f"config.train.peak_flops_per_device={t.peak_flops_per_device} is negative")
   _check(
       t.checkpoint_every_steps >= 1,
       f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
@@ -537,7 +537,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1,
          f"config.train.keep_checkpoints={t.keep_checkpoints!r} must be >= 1 (the latest checkpoints kept; "
          "fewer would delete every checkpoint, and a restart would begin at step 0)")
-  keep_best = t.get("keep_best_checkpoints", 1)
+  keep_best = t.keep_best_checkpoints
   _check(isinstance(keep_best, int) and keep_best >= 1,
          f"config.train.keep_best_checkpoints={keep_best!r} must be >= 1")
 
@@ -572,24 +572,23 @@ def _validate_model_extras(m: Any) -> None:
   """Per-stream norms, cross-attention sizes, pooler, family constraints and head settings."""
   for stream in ("text", "image"):
     s = m[stream]
-    if s.get("pre_norm") is not None:
+    if s.pre_norm is not None:
       _check(isinstance(s.pre_norm, bool),
              f"config.model.{stream}.pre_norm={s.pre_norm!r} must be True, False or None")
-    if s.get("layer_norm_eps") is not None:
+    if s.layer_norm_eps is not None:
       _check(s.layer_norm_eps > 0, f"config.model.{stream}.layer_norm_eps={s.layer_norm_eps} must be > 0")
   _check(m.layer_norm_eps > 0, f"config.model.layer_norm_eps={m.layer_norm_eps} must be > 0")
-  _check(m.get("initializer_range", 0.02) > 0,
-         f"config.model.initializer_range={m.get('initializer_range')} must be > 0")
+  _check(m.initializer_range > 0, f"config.model.initializer_range={m.initializer_range} must be > 0")
   cross = m.cross
-  _check(cross.get("hidden_size", 0) >= 0 and cross.get("num_heads", 0) >= 0,
-         f"config.model.cross.hidden_size={cross.get('hidden_size')} and config.model.cross.num_heads="
-         f"{cross.get('num_heads')} must be >= 0 (0: the query stream's)")
-  if cross.get("hidden_size", 0) > 0:
-    heads = cross.get("num_heads", 0) or min(m.text.num_heads, m.image.num_heads)
+  _check(cross.hidden_size >= 0 and cross.num_heads >= 0,
+         f"config.model.cross.hidden_size={cross.hidden_size} and config.model.cross.num_heads="
+         f"{cross.num_heads} must be >= 0 (0: the query stream's)")
+  if cross.hidden_size > 0:
+    heads = cross.num_heads or min(m.text.num_heads, m.image.num_heads)
     _check(cross.hidden_size % heads == 0,
            f"config.model.cross.num_heads={heads} does not divide "
            f"config.model.cross.hidden_size={cross.hidden_size}")
-  pooler = m.get("pooler", "text")
+  pooler = m.pooler
   _check(pooler in POOLERS, f"config.model.pooler={pooler!r} must be one of {POOLERS}")
   for head in m.heads:
     _check(head in OBJECTIVES, f"config.model.heads has {head!r}, not a head; known: {OBJECTIVES}")
@@ -644,8 +643,8 @@ def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
              f"{defaults.cross[field]!r}")
   if fusion not in _CROSS_SIZED:
     for field in ("hidden_size", "num_heads"):
-      _check(not m.cross.get(field, 0),
-             f"config.model.cross.{field}={m.cross.get(field)} does nothing: {fusion!r} has no "
+      _check(not m.cross[field],
+             f"config.model.cross.{field}={m.cross[field]} does nothing: {fusion!r} has no "
              "cross-attention; leave it 0")
   if m.cross.share_weights:
     _check(m.cross.order == "cross_self_ffn",
@@ -673,8 +672,8 @@ def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
   for stream in ("text", "image"):
     if m[stream].num_layers == 0 or fusion == "single_stream":
       for field in ("pre_norm", "layer_norm_eps"):
-        _check(m[stream].get(field) is None,
-               f"config.model.{stream}.{field}={m[stream].get(field)} does nothing: it applies to the "
+        _check(m[stream][field] is None,
+               f"config.model.{stream}.{field}={m[stream][field]} does nothing: it applies to the "
                f"{stream} stream's unimodal layers and this model has none; leave it None (the "
                f"model-wide config.model.{field} applies)")
   # The image input: fields of the other input are never read.
@@ -688,51 +687,49 @@ def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
   d, data_defaults = config.data, base_config().data
   if m.image.input == "regions":
     for field in ("image_resize", "randaugment_num_ops"):
-      _check(d.get(field, data_defaults[field]) == data_defaults[field],
-             f"config.data.{field}={d.get(field)!r} does nothing: it acts on pixels and "
+      _check(d[field] == data_defaults[field],
+             f"config.data.{field}={d[field]!r} does nothing: it acts on pixels and "
              "config.model.image.input='regions'")
   # Data and run knobs that belong to a head or a feature that is off.
-  weights = d.get("question_type_weights", "")
-  _check(not weights or (str(d.name).startswith("shapes_world") and config.objectives.get("vqa", 0) > 0),
+  weights = d.question_type_weights
+  _check(not weights or (str(d.name).startswith("shapes_world") and config.objectives.vqa > 0),
          f"config.data.question_type_weights={weights!r} does nothing: it weighs the shapes world's VQA "
          f"question types, and this run has config.data.name={d.name!r} with "
-         f"config.objectives.vqa={config.objectives.get('vqa', 0)}")
+         f"config.objectives.vqa={config.objectives.vqa}")
   for head, fields in (("mlm", ("mlm_probability", "mlm_whole_word")), ("mrm", ("mrm_probability",))):
     if head not in m.heads:
       for field in fields:
-        _check(d.get(field, data_defaults[field]) == data_defaults[field],
-               f"config.data.{field}={d.get(field)!r} does nothing: config.model.heads={tuple(m.heads)} "
+        _check(d[field] == data_defaults[field],
+               f"config.data.{field}={d[field]!r} does nothing: config.model.heads={tuple(m.heads)} "
                f"has no {head!r} head")
   o = config.optimizer
-  _check(not (o.get("decay_embeddings", False) and o.weight_decay == 0),
+  _check(not (o.decay_embeddings and o.weight_decay == 0),
          "config.optimizer.decay_embeddings=True does nothing with config.optimizer.weight_decay=0")
   t, train_defaults = config.train, base_config().train
-  if not t.get("best_metric", ""):
+  if not t.best_metric:
     for field in ("best_mode", "keep_best_checkpoints"):
-      _check(t.get(field, train_defaults[field]) == train_defaults[field],
-             f"config.train.{field}={t.get(field)!r} does nothing without config.train.best_metric")
-  if t.get("inject_nan_at_step", -1) < 0:
-    _check(t.get("inject_nan_objective", "mlm") == train_defaults.inject_nan_objective,
-           f"config.train.inject_nan_objective={t.get('inject_nan_objective')!r} does nothing with "
+      _check(t[field] == train_defaults[field],
+             f"config.train.{field}={t[field]!r} does nothing without config.train.best_metric")
+  if t.inject_nan_at_step < 0:
+    _check(t.inject_nan_objective == train_defaults.inject_nan_objective,
+           f"config.train.inject_nan_objective={t.inject_nan_objective!r} does nothing with "
            "config.train.inject_nan_at_step=-1")
   tasks = set(config.eval.tasks) | {task for entry in (config.get("evals") or {}).values()
                                     if isinstance(entry, (dict, ml_collections.ConfigDict))
                                     for task in entry.get("tasks", ())}
   if "retrieval" not in tasks:
-    rerank = config.eval.get("retrieval_rerank_k", 16)
+    rerank = config.eval.retrieval_rerank_k
     _check(rerank == base_config().eval.retrieval_rerank_k,
            f"config.eval.retrieval_rerank_k={rerank} does nothing: no evaluator has the 'retrieval' task")
 
 
 def _validate_init(config: ml_collections.ConfigDict) -> None:
-  init = config.get("init")
-  if not init:
-    return
-  checkpoint, hf = init.get("checkpoint", ""), init.get("huggingface", "")
+  init = config.init
+  checkpoint, hf = init.checkpoint, init.huggingface
   _check(not (checkpoint and hf), f"config.init.checkpoint={checkpoint!r} and config.init.huggingface="
          f"{hf!r} are both set; choose one")
   for name in ("exclude", "allow_fresh"):
-    pattern = init.get(name, "")
+    pattern = init[name]
     if not pattern:
       continue
     _check(bool(checkpoint or hf), f"config.init.{name}={pattern!r} is set but neither "
@@ -743,8 +740,8 @@ def _validate_init(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.init.{name}={pattern!r} is not a regular expression: {e}") from e
   if checkpoint or hf:
     for stream in ("text", "image"):
-      _check(not config.model[stream].get("init_from"),
-             f"config.model.{stream}.init_from={config.model[stream].get('init_from')!r} and config.init "
+      _check(not config.model[stream].init_from,
+             f"config.model.{stream}.init_from={config.model[stream].init_from!r} and config.init "
              "both set parameters; use one")
 
 
@@ -818,7 +815,7 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
 
 
 def _validate_data(d: Any, num_steps: int) -> None:
-  seed = d.get("seed")
+  seed = d.seed
   _check(seed is None or (isinstance(seed, int) and seed >= 0), f"config.data.seed={seed} must be an "
          "integer >= 0, or None to follow config.train.seed")
   if "image_resize" in d:
@@ -834,7 +831,7 @@ def _validate_data(d: Any, num_steps: int) -> None:
   for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
     if name in d:
       _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")
-  weights = d.get("question_type_weights", "")
+  weights = d.question_type_weights
   if weights:
     from vlfusion.data import questions  # numpy only.
 
@@ -855,8 +852,8 @@ def _validate_data(d: Any, num_steps: int) -> None:
 def data_seed(config: Any) -> int:
   """The seed of the training data (order, ITM negatives, masks, augmentation): `data.seed` when set,
   else `train.seed`, so that one seed varies a run. `config` is a ConfigDict or a saved config.json's
-  dict; one saved before data.seed could be unset holds a number, which is kept."""
-  seed = config["data"].get("seed")
+  dict as `complete` fills it; one saved before data.seed could be unset holds a number, which is kept."""
+  seed = config["data"]["seed"]
   return int(config["train"]["seed"] if seed is None else seed)
 
 
@@ -870,8 +867,32 @@ def seeds_resolved(config: dict[str, Any]) -> dict[str, Any]:
 def eval_data_seed(config: Any) -> int:
   """The seed of evaluation examples' random choices: `data.seed` when set, else 0 (not `train.seed`),
   so that every seed of a sweep is scored on the same examples."""
-  seed = config["data"].get("seed")
+  seed = config["data"]["seed"]
   return 0 if seed is None else int(seed)
+
+
+def complete(saved: ml_collections.ConfigDict | dict[str, Any]) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json as read, or a ConfigDict) on today's defaults, unlocked.
+
+  Every saved value is kept, fields the saved config lacks (added since it was written) take their
+  `base_config()` value, and what the saved config has beyond the defaults (named evaluators, a mixture,
+  a field since removed) stays. The one place a config read back meets today's fields: its readers use
+  plain attribute access, never a `.get(field, default)` that would write a default a second time.
+  """
+  saved = saved.to_dict() if hasattr(saved, "to_dict") else saved
+  defaults = json.loads(to_json(base_config()))
+  return ml_collections.ConfigDict(_filled(json.loads(json.dumps(saved, default=_json_default)), defaults))
+
+
+def _filled(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+  """`saved` with each key of `defaults` it lacks added, section by section."""
+  out = dict(saved)
+  for key, default in defaults.items():
+    if key not in out:
+      out[key] = default
+    elif isinstance(default, dict) and isinstance(out[key], dict):
+      out[key] = _filled(out[key], default)
+  return out
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

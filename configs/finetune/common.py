@@ -69,10 +69,22 @@ def finetune_config(arg: str | None, task: str, default_family: str = "co_attent
 
 
 def finish(config: ml_collections.ConfigDict, eval_points: int = 4) -> ml_collections.ConfigDict:
-  """Checkpoints 4 times, logs 40 times and evaluates `eval_points` times over the run; locks."""
+  """Checkpoints 4 times, logs 40 times and evaluates `eval_points` times over the run; locks.
+
+  Each cadence is a reference to `train.num_steps` (`every`), not a number: a `--config.train.num_steps`
+  override, applied after this file is read, resizes them with it, and a cadence set explicitly (on the
+  command line or by a sweep) replaces its reference and wins. docs/design.md has the decision.
+  """
   t = config.train
-  t.checkpoint_every_steps = max(t.num_steps // 4, 1)
-  t.log_every_steps = max(t.num_steps // 40, 1)
-  config.eval.every_steps = max(t.num_steps // eval_points, 1)
+  t.checkpoint_every_steps = every(config, 4)
+  t.log_every_steps = every(config, 40)
+  config.eval.every_steps = every(config, eval_points)
   config.lock()
   return config
+
+
+def every(config: ml_collections.ConfigDict, points: int) -> ml_collections.FieldReference:
+  """`ceil(train.num_steps / points)` (at least 1 for any run of a step or more), computed from the
+  run's final `train.num_steps` whenever the field is read: at most `points` times over the run."""
+  steps = config.train.get_ref("num_steps")
+  return (steps - 1) // points + 1

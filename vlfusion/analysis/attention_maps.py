@@ -142,12 +142,11 @@ def render_layer(pixels: np.ndarray, weights: np.ndarray, share: np.ndarray, tok
 
 
 def _load_run(workdir: str, step: int | None):
-  import ml_collections
-
+  from vlfusion import configuration
   from vlfusion.training import initialization
 
   with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = configuration.complete(json.load(f))
   checkpoint = os.path.join(workdir, "checkpoints", str(step)) if step is not None else workdir
   step_dir = initialization.checkpoint_step_dir(checkpoint, field="--workdir/--step")
   params = initialization.unroll(initialization.read_params(step_dir, field="--workdir"))

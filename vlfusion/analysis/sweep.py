@@ -338,7 +338,7 @@ def _check_init_fits(runs: list[Run]) -> None:
       continue
     seen_groups.add((run.variant.group, run.stage.name))
     config = run.config()
-    if config.init.get("allow_fresh"):
+    if config.init.allow_fresh:
       continue
     source = by_key[(run.variant.name, run.stage.init_from)]
     differ = configuration.model_differences(source.config().model, config.model)
@@ -514,7 +514,7 @@ def final_step(workdir: str) -> int | None:
   if not os.path.isfile(path):
     return None
   with open(path) as f:
-    return int(json.load(f)["train"]["num_steps"])
+    return int(configuration.complete(json.load(f)).train.num_steps)
 
 
 def stage_complete(workdir: str, evaluate: bool = True) -> bool:
@@ -526,7 +526,8 @@ def stage_complete(workdir: str, evaluate: bool = True) -> bool:
     return False
   if not evaluate:
     return True
-  # The run's own evaluation: a result another eval config left there is not the stage's.
+  # The run's own evaluation: a result another eval config left there is not the stage's. The digest is
+  # of config.json as saved (not completed): it is what the run's evaluation recorded.
   result = results.read(os.path.join(workdir, "eval", f"step_{step}.json"))
   with open(os.path.join(workdir, "config.json")) as f:
     return result is not None and results.produced_by(result, json.load(f))
@@ -553,7 +554,7 @@ def check_workdir_config(run: Run) -> None:
   if not os.path.isfile(path):
     return
   with open(path) as f:
-    saved = json.load(f)
+    saved = json.loads(configuration.to_json(configuration.complete(json.load(f))))  # fields added since.
   intended = json.loads(configuration.to_json(run.config()))
   differ = config_differences(configuration.seeds_resolved(saved), configuration.seeds_resolved(intended))
   if differ:

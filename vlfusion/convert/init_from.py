@@ -189,8 +189,8 @@ def apply(config: Any, params: Any) -> tuple[Any, InitReport]:
   encoder_names = list(encoder)
   converted: Params = {}
   for field, path, kinds, convert in (
-      ("model.text.init_from", m.text.get("init_from", ""), ("bert",), _text),
-      ("model.image.init_from", m.image.get("init_from", ""), ("vit", "clip_vision_model"), _image),
+      ("model.text.init_from", m.text.init_from, ("bert",), _text),
+      ("model.image.init_from", m.image.init_from, ("vit", "clip_vision_model"), _image),
   ):
     if not path:
       continue

@@ -61,7 +61,7 @@ def open_dataset(config: ml_collections.ConfigDict, split: str, process_index: i
   if process_count > 1:
     _sync(name, process_count)
     builder = make()
-  if family in LOCAL_DATASETS and config.data.get("manual_dir", ""):
+  if family in LOCAL_DATASETS and config.data.manual_dir:
     from vlfusion.data import local_datasets
 
     changes = local_datasets.input_changes(builder, config.data.manual_dir)
@@ -85,7 +85,7 @@ def images_source(builder: Any, split: str) -> Any:
 
 def manual_dir(config: ml_collections.ConfigDict) -> str:
   """`config.data.manual_dir`, the folder a local dataset is prepared from; an error when empty."""
-  path = config.data.get("manual_dir", "")
+  path = config.data.manual_dir
   if not path:
     raise ConfigError(f"config.data.manual_dir is empty: {config.data.name} is read from files on disk; "
                       "pass --config.data.manual_dir=DIR (docs/data.md lists the files it holds)")
@@ -95,7 +95,7 @@ def manual_dir(config: ml_collections.ConfigDict) -> str:
 def make_tokenizer(config: ml_collections.ConfigDict) -> WordPieceTokenizer:
   """The WordPiece tokenizer of `config.data.vocab_path`, or the shapes world's own vocab when empty."""
   d = config.data
-  vocab_path = d.get("vocab_path", "")
+  vocab_path = d.vocab_path
   if d.name.split("/")[0] in LOCAL_DATASETS and not vocab_path:
     raise ConfigError(f"config.data.vocab_path is empty: {d.name} needs a BERT vocab.txt (e.g. the "
                       "uncased 30522-token one); pass --config.data.vocab_path=/path/to/vocab.txt")
@@ -108,6 +108,6 @@ def answer_vocab(config: ml_collections.ConfigDict, builder: Any) -> list[str]:
   """The closed answer vocabulary the `vqa_scores` columns index."""
   metadata = builder.info.metadata or {}
   if "answer_counts" in metadata:  # VQA v2: answers given often enough in train.
-    least = config.data.get("vqa_min_answer_count", 9)
+    least = config.data.vqa_min_answer_count
     return [a for a, n in metadata["answer_counts"].items() if n >= least]
   return list(questions.ANSWERS)

@@ -157,7 +157,7 @@ def make_batch_source(config: ml_collections.ConfigDict, split: str, *, process_
                       process_count: int = 1, prepare: bool = True) -> BatchSource:
   """The batches of `split`: of `config.data.name`, or for the training split of a non-empty
   `config.data.mixture` a `mixture.MixtureSource`. `prepare=False` only opens prepared data (workers)."""
-  if config.data.get("mixture") and split == config.data.train_split:
+  if config.data.mixture and split == config.data.train_split:
     from vlfusion.data import mixture
 
     return mixture.MixtureSource(config, split, process_index, process_count, prepare)

@@ -159,5 +159,5 @@ class TrainBatches(Iterator):
 def train_batches(source: Any, start: int, stop: int, data_config: Any,
                   put: Callable[[dict[str, Any]], Any] = lambda b: b) -> TrainBatches:
   """`TrainBatches` with `config.data.num_workers` and `config.data.prefetch_batches`."""
-  return TrainBatches(source, start, stop, num_workers=int(data_config.get("num_workers", 0)),
-                      prefetch_batches=int(data_config.get("prefetch_batches", 0)), put=put)
+  return TrainBatches(source, start, stop, num_workers=int(data_config.num_workers),
+                      prefetch_batches=int(data_config.prefetch_batches), put=put)

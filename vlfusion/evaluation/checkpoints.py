@@ -17,12 +17,13 @@ from vlfusion.training.workdir import workdir_path
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config the run saved in `workdir/config.json`, locked."""
+  """The resolved config the run saved in `workdir/config.json`, completed with today's defaults for
+  fields added since (`configuration.complete`), locked."""
   path = workdir_path(workdir) / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: pass --config, or a --workdir that a training "
                             "run has written")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  config = configuration.complete(json.loads(path.read_text()))
   config.lock()
   return config
 

@@ -108,7 +108,7 @@ class RetrievalEvaluator:
     self.config = config
     self.source = source
     heads = set(config.model.heads)
-    self.rerank_k = int(config.eval.get("retrieval_rerank_k", 0))
+    self.rerank_k = int(config.eval.retrieval_rerank_k)
     if "itm" not in heads or config.model.fusion == "dual_encoder":
       self.rerank_k = 0  # nothing fused to re-rank with: embedding similarity only.
     model = setup.model

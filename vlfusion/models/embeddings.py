@@ -336,7 +336,7 @@ IMAGE_EMBEDDINGS = {
 
 def image_embedding_name(image_config: Any) -> str:
   """The embedding variant `model.image` asks for, resolving "" to the input's default."""
-  return image_config.get("embedding", "") or DEFAULT_IMAGE_EMBEDDING[image_config.input]
+  return image_config.embedding or DEFAULT_IMAGE_EMBEDDING[image_config.input]
 
 
 def build_image_embeddings(model_config: Any) -> nn.Module:
@@ -347,7 +347,7 @@ def build_image_embeddings(model_config: Any) -> nn.Module:
   if cls is PatchEmbeddings:
     return PatchEmbeddings(
         hidden_size=c.image.hidden_size, patch_size=c.image.patch_size, image_size=c.image.image_size,
-        stem=c.image.get("stem", "linear"), position_init=c.image.get("position_init", "normal"),
+        stem=c.image.stem, position_init=c.image.position_init,
         dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
     )
   return cls(hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,

@@ -114,7 +114,7 @@ class VisionLanguageModel(nn.Module):
     decoder: `mlm_features` [B,Lt,Dt] replaces `mlm_logits`, and `decode_mlm_features` turns any of
     those rows into logits (the train step decodes only the masked positions)."""
     # Parameters are created inside this call (at init): draw them at the model's initializer range.
-    with initializer_range(self.config.get("initializer_range", 0.02)):
+    with initializer_range(self.config.initializer_range):
       return self._outputs(batch, train, decode_mlm)
 
   def decode_mlm_features(self, features: jax.Array) -> jax.Array:

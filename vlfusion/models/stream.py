@@ -45,11 +45,11 @@ class StreamSettings:
     m = model_config
     s = m[stream]
     pre_norm, eps = m.pre_norm, m.layer_norm_eps
-    if own_norm and s.get("pre_norm") is not None:
+    if own_norm and s.pre_norm is not None:
       pre_norm = s.pre_norm
-    if own_norm and s.get("layer_norm_eps") is not None:
+    if own_norm and s.layer_norm_eps is not None:
       eps = s.layer_norm_eps
-    cross = m.get("cross", {})
+    cross = m.cross
     return cls(
         hidden_size=s.hidden_size,
         num_heads=s.num_heads,
@@ -62,8 +62,8 @@ class StreamSettings:
         dtype=jnp.dtype(compute_dtype(m.dtype)),
         param_dtype=jnp.dtype(m.param_dtype),
         scan=bool(m.scan_layers),
-        cross_features=cross.get("hidden_size") or None,
-        cross_num_heads=cross.get("num_heads") or None,
+        cross_features=cross.hidden_size or None,
+        cross_num_heads=cross.num_heads or None,
     )
 
   def layer_kwargs(self, **overrides: Any) -> dict[str, Any]:

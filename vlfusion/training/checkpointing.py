@@ -146,15 +146,15 @@ def make_manager(workdir: Any, train_config: Any, read_only: bool = False) -> oc
     logging.warning("Checkpoint %s/%s is incomplete (%s); it will not be restored.",
                     directory, name, reason)
   policies: list[Any] = [ocp.checkpoint_managers.LatestN(train_config.keep_checkpoints)]
-  best_metric = train_config.get("best_metric", "")
-  best_mode = train_config.get("best_mode", "max")
+  best_metric = train_config.best_metric
+  best_mode = train_config.best_mode
   metric_fn = (lambda metrics: metrics[best_metric]) if best_metric else None
   if best_metric:
     # BestN sorts by the metric (descending with `reverse`) and keeps the last n of that order.
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=metric_fn,
         reverse=best_mode == "min",
-        n=train_config.get("keep_best_checkpoints", 1),
+        n=train_config.keep_best_checkpoints,
         keep_checkpoints_without_metrics=False,
     ))
   options = ocp.CheckpointManagerOptions(

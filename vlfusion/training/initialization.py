@@ -80,8 +80,7 @@ class InitReport:
 
 def requested(config: Any) -> bool:
   """Whether `config.init` names a source."""
-  init = config.get("init")
-  return bool(init and (init.get("checkpoint") or init.get("huggingface")))
+  return bool(config.init.checkpoint or config.init.huggingface)
 
 
 # -- layouts ----------------------------------------------------------------------------------------
@@ -192,7 +191,7 @@ def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
                                  "config.json"),):
     if os.path.isfile(candidate):
       with open(candidate) as f:
-        return json.load(f).get("model")
+        return configuration.complete(json.load(f)).model.to_dict()  # fields added since: today's defaults.
   return None
 
 
@@ -229,10 +228,10 @@ def _from_huggingface(path: str) -> Source:
 def load(config: Any) -> Source:
   """Reads the source `config.init` names; raises `ConfigError` naming the field on bad input."""
   init = config.init
-  if init.get("checkpoint") and init.get("huggingface"):
+  if init.checkpoint and init.huggingface:
     raise ConfigError(f"config.init.checkpoint={init.checkpoint!r} and config.init.huggingface="
                       f"{init.huggingface!r} are both set; choose one")
-  if init.get("checkpoint"):
+  if init.checkpoint:
     return _from_checkpoint(init.checkpoint)
   return _from_huggingface(init.huggingface)
 

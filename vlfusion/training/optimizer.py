@@ -22,7 +22,7 @@ NOT_DECAYED = ("bias", "scale")
 
 def schedule_length(opt_config: Any, num_steps: int) -> int:
   """The step at which the schedule reaches its end: `optimizer.schedule_steps`, or `num_steps` if 0."""
-  steps = int(opt_config.get("schedule_steps", 0) or 0)
+  steps = int(opt_config.schedule_steps)
   if steps < 0:
     raise ConfigError(f"config.optimizer.schedule_steps={steps} must be >= 0 (0: config.train.num_steps)")
   return steps or num_steps
@@ -124,7 +124,7 @@ def lr_multiplier(path: str, multipliers: tuple[tuple[str, float], ...]) -> floa
 
 def check_lr_multipliers(opt_config: Any, params: Any) -> None:
   """Raises ConfigError for a multiplier pattern that matches no parameter (most likely a typo)."""
-  multipliers = parse_lr_multipliers(opt_config.get("lr_multipliers", ""))
+  multipliers = parse_lr_multipliers(opt_config.lr_multipliers)
   paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   for pattern, _ in multipliers:
     if not any(re.search(pattern, p) for p in paths):
@@ -162,7 +162,7 @@ def make_optimizer(opt_config: Any, num_steps: int) -> tuple[optax.GradientTrans
   clip by global norm -> AdamW (decay masked by name) -> per-module learning-rate multipliers.
   """
   schedule = learning_rate_schedule(opt_config, num_steps)
-  decay_embeddings = bool(opt_config.get("decay_embeddings", False))
+  decay_embeddings = bool(opt_config.decay_embeddings)
   parts = []
   if opt_config.grad_clip_norm and opt_config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
@@ -173,7 +173,7 @@ def make_optimizer(opt_config: Any, num_steps: int) -> tuple[optax.GradientTrans
           mask=lambda params: decay_mask(params, decay_embeddings),
       )
   )
-  multipliers = parse_lr_multipliers(opt_config.get("lr_multipliers", ""))
+  multipliers = parse_lr_multipliers(opt_config.lr_multipliers)
   if multipliers:
     parts.append(scale_by_path(multipliers))
   return optax.chain(*parts), schedule
@@ -187,7 +187,7 @@ def explain_schedule_change(opt_config: Any, saved_num_steps: int, num_steps: in
   """
   if saved_num_steps == num_steps:
     return None
-  if int(opt_config.get("schedule_steps", 0) or 0):
+  if int(opt_config.schedule_steps):
     length = schedule_length(opt_config, num_steps)
     return (f"config.train.num_steps changed from {saved_num_steps} to {num_steps}; the learning-rate "
             f"schedule keeps config.optimizer.schedule_steps={length} (rate at step {step}: "

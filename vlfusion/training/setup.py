@@ -71,7 +71,7 @@ class Setup:
     if source is not None:
       state = state.replace(params=initialization.restore(source, state.params, self.config, workdir)[0])
     m = self.config.model
-    if m.text.get("init_from") or m.image.get("init_from"):
+    if m.text.init_from or m.image.init_from:
       from vlfusion.convert import init_from  # safetensors readers; no torch needed.
 
       params, report = init_from.apply(self.config, state.params)
@@ -89,7 +89,7 @@ class Setup:
                           else grad_accum_steps),
         nan_injection=(None if t.inject_nan_at_step < 0 else
                        (t.inject_nan_at_step, t.inject_nan_objective)),
-        mlm_probability=float(self.config.data.get("mlm_probability", 0.15)),
+        mlm_probability=float(self.config.data.mlm_probability),
     )
 
   def jit_train_step(self, grad_accum_steps: int | None = None):
@@ -129,22 +129,28 @@ class Setup:
 def eval_metric_names(config: ml_collections.ConfigDict) -> list[str]:
   """The accuracies evaluation during training reports (and `train.best_metric` may name):
   `<evaluator>/<task>_accuracy` for each named evaluator of `config.evals`, else those of the default
-  evaluator, also without its name (`vqa_accuracy`, `default/vqa_accuracy`)."""
+  evaluator, also without its name (`vqa_accuracy`, `default/vqa_accuracy`). A task counts when the model
+  has the head it reads (`configuration.EVAL_TASK_HEADS`: `retrieval_accuracy` needs the ITC head), as
+  the evaluator decides what it runs."""
   heads = set(config.model.heads)
+
+  def evaluated(tasks: Any) -> list[str]:
+    return [task for task in tasks if configuration.EVAL_TASK_HEADS.get(task, task) in heads]
+
   evals = config.get("evals") or {}
   if not evals:
-    tasks = [task for task in config.eval.tasks if task in heads]
+    tasks = evaluated(config.eval.tasks)
     return [f"{task}_accuracy" for task in tasks] + [f"default/{task}_accuracy" for task in tasks]
   return [f"{name}/{task}_accuracy" for name, ev in evals.items()
-          for task in ev.get("tasks", config.eval.tasks) if task in heads]
+          for task in evaluated(ev.get("tasks", config.eval.tasks))]
 
 
 def check_best_metric(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless `train.best_metric` is empty or a metric evaluation will report."""
   t = config.train
-  if not t.get("best_metric", ""):
+  if not t.best_metric:
     return
-  if t.get("best_mode", "max") not in ("max", "min"):
+  if t.best_mode not in ("max", "min"):
     raise configuration.ConfigError(
         f"config.train.best_mode={t.best_mode!r} must be 'max' or 'min'")
   if config.eval.every_steps <= 0:

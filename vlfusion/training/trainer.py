@@ -63,7 +63,7 @@ def compile_and_measure(setup: Setup, state: TrainState, batch: dict[str, Any], 
   step_fn = setup.jit_train_step().lower(state, batch).compile()
   once = {"compile_seconds": time.perf_counter() - compile_start}
   flops = setup.flops_per_device_step(step_fn, batch)
-  peak = reporting.peak_flops_per_device(t.get("peak_flops_per_device", 0.0),
+  peak = reporting.peak_flops_per_device(t.peak_flops_per_device,
                                          setup.devices[0].device_kind)
   if flops:
     once["flops_per_step"] = flops * len(setup.devices)
@@ -113,7 +113,7 @@ def apply_nonfinite_policy(summary: window.Summary, step: int, train_config: Any
     logging.warning(
         "%s: non-finite %s; %d update(s) skipped in the window ending at step %d (longest run: %d in a "
         "row).", summary.step_range(), culprits, summary.nonfinite_steps, step, summary.longest_run)
-  fraction = t.get("max_nonfinite_fraction", 0.5)
+  fraction = t.max_nonfinite_fraction
   if since_save is not None and since_save.suspect(fraction, t.max_consecutive_nonfinite):
     raise NonFiniteError(
         f"stopping at step {step}: {since_save.nonfinite} of the {since_save.finite + since_save.nonfinite} "
@@ -177,11 +177,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t = config.train
   batches = train_batches(source, start, setup)
   try:
-    with (Preemption(t.get("preemption_check_every_steps", 10)) as preemption,
+    with (Preemption(t.preemption_check_every_steps) as preemption,
           jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules)):
       step = start
       step_fn = metrics_window = throughput = None
-      profile = _Profile(t.get("profile_steps", 0), workdir_lib.workdir_path(workdir) / "tensorboard",
+      profile = _Profile(t.profile_steps, workdir_lib.workdir_path(workdir) / "tensorboard",
                          start)
       once: dict[str, float] = {}  # reported with the first logged step only.
       since_save = NonfiniteSinceSave()

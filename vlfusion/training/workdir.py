@@ -74,7 +74,8 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write:
   Raises `IncompatibleWorkdirError` listing the differing fields unless `allow_config_change`.
   With `write`, writes the resolved config to `workdir/config.json` (process 0); the trainer passes
   False and calls `write_config` once the checkpoint has been restored with the new config, so a config
-  that then fails leaves the saved one in place. Returns the config saved before (None for a new workdir).
+  that then fails leaves the saved one in place. Returns the config saved before, completed with today's
+  defaults for fields added since (`configuration.complete`), as a dict (None for a new workdir).
   """
   workdir = workdir_path(workdir)
   try:
@@ -89,7 +90,7 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write:
   path = workdir / "config.json"
   saved = None
   if path.exists():
-    saved = json.loads(path.read_text())
+    saved = json.loads(configuration.to_json(configuration.complete(json.loads(path.read_text()))))
     differences = config_differences(configuration.seeds_resolved(saved), configuration.seeds_resolved(given))
     changed = {
         k: v for k, v in differences.items()

@@ -213,11 +213,10 @@ def _parameters(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, f
 
 
 def _model_table_params(config_path: str) -> float:
-  import ml_collections
-
+  from vlfusion import configuration
   from vlfusion.analysis import model_table  # imports JAX.
 
-  config = ml_collections.ConfigDict(_read_json(config_path))
+  config = configuration.complete(_read_json(config_path))
   return float(model_table.parameter_counts(config)["total"])
 
 

@@ -65,7 +65,7 @@ class RowBuilder:
     self._negative_mix = mix / mix.sum()
     # Shapes-world VQA: the training steps at which each phase of question-type weights starts, and
     # each phase's weights indexed by type id (None = the uniform draw).
-    phases = questions.parse_type_weight_schedule(config.data.get("question_type_weights", ""))
+    phases = questions.parse_type_weight_schedule(config.data.question_type_weights)
     self._phase_starts = [start for start, _ in phases]
     self._type_weights = [np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
                           if named else None for _, named in phases]
@@ -160,14 +160,14 @@ class RowBuilder:
       boxes[:n] = record["boxes"][:n]
       return {"regions": {"features": features, "boxes": boxes, "mask": np.arange(r) < n}}
     d, size = self.config.data, m.image.image_size
-    num_ops = d.get("randaugment_num_ops", 0) if train else 0
-    mode = d.get("image_resize", "square")
+    num_ops = d.randaugment_num_ops if train else 0
+    mode = d.image_resize
     data = record["image_bytes"] if "image_bytes" in record else np.asarray(record["image"])
     if isinstance(data, np.ndarray) and not num_ops and mode == "square":
       return {"image": data.astype(np.float32) / 255.0}  # the shapes world's own pixels, as stored.
     image = images.open_image(data, size)
     if num_ops:
-      image = images.randaugment(image, rng, num_ops, d.get("randaugment_magnitude", 9))
+      image = images.randaugment(image, rng, num_ops, d.randaugment_magnitude)
     if mode == "pad":
       pixels, mask = images.resize_pad(image, size)
       return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
@@ -256,7 +256,7 @@ class RowBuilder:
     maskable = text_mask & ~np.isin(text_ids, self._special_ids)
     if not positive:  # a false caption teaches the MLM head the wrong words: no MLM loss on it.
       maskable[:] = False
-    word_starts = self.tokenizer.word_starts(text_ids) if d.get("mlm_whole_word", False) else None
+    word_starts = self.tokenizer.word_starts(text_ids) if d.mlm_whole_word else None
     inputs, targets, weights = masking.mask_tokens(
         text_ids, maskable, rng, probability=d.mlm_probability, mask_id=self.tokenizer.mask_id,
         random_ids=self._random_ids, word_starts=word_starts)

@@ -13,8 +13,9 @@ number of cores (`PJRT_NPROC`, else `NPROC`, else the cores this process may run
 small machines: 2 cores with 2 or more devices, 8 cores with 8 devices.
 
 `ensure_collective_threads()` sets `PJRT_NPROC` to 2 threads per CPU device before the CPU client is
-created, when fewer would be used; `vlfusion` calls it on import, so `train.py`, `eval.py`, the tests and
-any script that imports vlfusion before JAX starts its backend are covered. `check_collective_threads`
+created, when fewer would be used (a child process, which inherits the raised value, gets the value
+before it back when it asks for fewer devices); `vlfusion` calls it on import, so `train.py`, `eval.py`,
+the tests and any script that imports vlfusion before JAX starts its backend are covered. `check_collective_threads`
 refuses, with this explanation, a multi-device CPU mesh whose backend started with too small a pool.
 `VLFUSION_KEEP_PJRT_NPROC=1` leaves the pool as the environment gives it and turns the refusal into a
 warning (benchmarks/collectives.py uses it to measure the deadlock).
@@ -30,6 +31,8 @@ import re
 # run and 16 in none; with 4 devices 2 deadlocked and 8 did not; with 16 devices 30 did and 32 did not.
 THREADS_PER_DEVICE = 2
 KEEP_POOL = "VLFUSION_KEEP_PJRT_NPROC"
+# "<raised value>:<value before>" of a raise, so that a child process can tell it from the user's value.
+RAISED = "VLFUSION_RAISED_PJRT_NPROC"
 
 _DEVICE_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 
@@ -76,12 +79,26 @@ def ensure_collective_threads(environ: dict[str, str] | None = None) -> int | No
   environ = os.environ if environ is None else environ
   if environ.get(KEEP_POOL) == "1":
     return None
-  devices = requested_cpu_devices(environ)
-  needed = needed_threads(devices)
+  needed = needed_threads(requested_cpu_devices(environ))
+  _undo_inherited_raise(environ, needed)
   if pool_threads(environ) >= needed:
     return None
+  environ[RAISED] = f"{needed}:{environ.get('PJRT_NPROC', '')}"
   environ["PJRT_NPROC"] = str(needed)
   return needed
+
+
+def _undo_inherited_raise(environ: dict[str, str], needed: int) -> None:
+  """Puts back the `PJRT_NPROC` a parent process had before vlfusion raised it (the raise is inherited
+  by the processes it starts) when this process needs fewer threads, unless it was changed since."""
+  raised, _, before = environ.get(RAISED, "").partition(":")
+  if not raised or environ.get("PJRT_NPROC") != raised or needed >= int(raised):
+    return
+  del environ[RAISED]
+  if before:
+    environ["PJRT_NPROC"] = before
+  else:
+    del environ["PJRT_NPROC"]
 
 
 def check_collective_threads(devices: list) -> None:

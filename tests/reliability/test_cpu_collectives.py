@@ -45,6 +45,23 @@ def test_the_pool_is_raised_to_two_threads_per_requested_device():
   assert cpu_threads.ensure_collective_threads(environ) is None and environ["PJRT_NPROC"] == "2"
 
 
+def test_a_child_with_fewer_devices_gets_the_pool_back():
+  """A pool raised for 8 devices is inherited by child processes (benchmarks and sweeps start train.py);
+  a child asking for one device gets the pool it would have had, not 16 threads on 2 cores. A value the
+  user set, or changed after vlfusion raised it, is kept."""
+  parent = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "NPROC": "2"}
+  assert cpu_threads.ensure_collective_threads(parent) == 16
+  child = dict(parent, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  assert cpu_threads.ensure_collective_threads(child) is None
+  assert "PJRT_NPROC" not in child and cpu_threads.pool_threads(child) == 2
+  child = dict(parent, XLA_FLAGS="--xla_force_host_platform_device_count=2")  # needs 4: raised to 4.
+  assert cpu_threads.ensure_collective_threads(child) == 4 and child["PJRT_NPROC"] == "4"
+  child = dict(parent, XLA_FLAGS="", PJRT_NPROC="12")  # the user's own value since.
+  assert cpu_threads.ensure_collective_threads(child) is None and child["PJRT_NPROC"] == "12"
+  user = {"XLA_FLAGS": "", "PJRT_NPROC": "16"}  # set by the user, not raised: kept.
+  assert cpu_threads.ensure_collective_threads(user) is None and user["PJRT_NPROC"] == "16"
+
+
 def test_this_process_runs_with_the_raised_pool():
   import jax
 

@@ -16,7 +16,8 @@ small machines: 2 cores with 2 or more devices, 8 cores with 8 devices.
 created, when fewer would be used (a child process, which inherits the raised value, gets the value
 before it back when it asks for fewer devices); `vlfusion` calls it on import, so `train.py`, `eval.py`,
 the tests and any script that imports vlfusion before JAX starts its backend are covered.
-`check_collective_threads` refuses, with this explanation, a multi-device CPU mesh whose backend started with too small a pool.
+`check_collective_threads` refuses, with this explanation, a multi-device CPU mesh whose backend started
+with too small a pool.
 `VLFUSION_KEEP_PJRT_NPROC=1` leaves the pool as the environment gives it and turns the refusal into a
 warning (benchmarks/collectives.py uses it to measure the deadlock).
 """

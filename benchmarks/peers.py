@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.machine import describe as describe_machine  # noqa: E402
+from benchmarks.machine import summary as summarize_machine  # noqa: E402
 from benchmarks.train_step import load_config, synthetic_batch  # noqa: E402
 from vlfusion.training import partitioning, trainer  # noqa: E402
 
@@ -251,7 +252,6 @@ def main() -> None:
   parser.add_argument("--json", default="", help="also write the results to this file")
   args = parser.parse_args()
 
-  import torch
 
   results = []
   for model in (m.strip() for m in args.models.split(",") if m.strip()):
@@ -271,10 +271,9 @@ def main() -> None:
       print(f"{r['model']}: {r['flops'] / 1e9:.1f} GFLOP/step; vlfusion {vf / 1e9:.0f} GFLOP/s = "
             f"{r['vlfusion_ceiling_fraction']:.0%} of XLA's ceiling, hf {hf / 1e9:.0f} GFLOP/s = "
             f"{r['hf_ceiling_fraction']:.0%} of PyTorch's")
-  machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-             f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
-  print(f"machine: {machine}; size {args.size}, batch {args.batch_size}, text {args.text_len}, "
-        f"{args.rounds} rounds x {args.steps} steps")
+  machine = describe_machine()
+  print(f"machine: {summarize_machine(machine)}; size {args.size}, batch {args.batch_size}, "
+        f"text {args.text_len}, {args.rounds} rounds x {args.steps} steps")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"args": vars(args), "machine": machine, "ceilings": ceilings, "results": results}, f,

@@ -35,6 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
 from vlfusion.training import partitioning, reporting, trainer  # noqa: E402
 
 
@@ -153,7 +154,8 @@ def table(args) -> None:
       rows.append(row)
       print(f"measured {family} {size}: {row['step_s']:.3f} s/step", flush=True)
   ceiling = xla_matmul_ceiling()
-  print(f"\nXLA float32 matmul ceiling on this machine, this run: {ceiling / 1e9:.0f} GFLOP/s\n")
+  print(f"\nmachine: {machine.summary(machine.describe())}")
+  print(f"XLA float32 matmul ceiling on this machine, this run: {ceiling / 1e9:.0f} GFLOP/s\n")
   print("| family | size | params | GFLOP/step | compile s | step s | examples/s | peak MB | of ceiling |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
@@ -167,7 +169,8 @@ def table(args) -> None:
   out = args.json or os.path.join(RESULTS_DIR, f"train_step_{device.platform}.json")
   with open(out, "w") as f:
     json.dump({"device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} CPUs)",
-               "jax": jax.__version__, "batch_size": args.batch_size or 8, "text_len": args.text_len,
+               "machine": machine.describe(), "jax": jax.__version__, "batch_size": args.batch_size or 8,
+               "text_len": args.text_len,
                "matmul_ceiling_flops": ceiling, "rows": rows}, f, indent=1)
   print(f"\nwritten {out}")
 

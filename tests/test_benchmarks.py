@@ -24,6 +24,25 @@ def test_peers_prints_one_line_per_model_and_the_ceilings(tmp_path):
   assert re.search(r"^float32 matmul ceiling: XLA \d+ GFLOP/s, PyTorch \d+ GFLOP/s$", out, re.MULTILINE)
   assert re.search(r"of XLA's ceiling, hf .* of PyTorch's$", out, re.MULTILINE), out
   assert (tmp_path / "peers.json").exists()
+  assert re.search(r"^machine: .+ \(.*\), \d+ cores, XLA CPU threads .*, torch .* threads\)", out,
+                   re.MULTILINE), out
+
+
+def test_the_machine_line_names_the_cpu_and_its_vector_extensions():
+  from benchmarks import machine
+
+  cpuinfo = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+             "flags\t\t: fpu sse avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+             "processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu\n")
+  d = machine.describe({"XLA_FLAGS": "--xla_cpu_use_thunk_runtime=false", "PJRT_NPROC": "4"}, cpuinfo)
+  assert d["model"] == "Intel(R) Xeon(R) Platinum 8481C" and d["vendor"] == "GenuineIntel"
+  assert d["extensions"] == ["AVX2", "FMA", "AVX-512", "AVX-512 BF16", "AMX", "AMX BF16"]
+  line = machine.summary(d)
+  assert line.startswith("Intel(R) Xeon(R) Platinum 8481C (GenuineIntel; AVX2, FMA, AVX-512, AVX-512 BF16, "
+                         "AMX, AMX BF16), ")
+  assert "XLA CPU threads 4" in line and "XLA_FLAGS=--xla_cpu_use_thunk_runtime=false" in line
+  old = machine.describe({}, "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t: sse\n")
+  assert old["extensions"] == [] and "no AVX2 or AVX-512" in machine.summary(old)
 
 
 def test_scaling_plot_draws_every_family(tmp_path):

@@ -52,6 +52,7 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {F
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from configs.pretrain import co_attention  # noqa: E402
@@ -157,8 +158,38 @@ def _largest_data_file(step_dir: str) -> str:
   return max(files, key=os.path.getsize)
 
 
-def corrupt(step_dir: str, kind: str, rng: random.Random) -> str:
-  """Damages the checkpoint in `step_dir` in one of `KINDS`; returns what was done."""
+FLIP_TRIES = 20
+
+
+def _flip(path: str, offset: int) -> None:
+  """Inverts the 64 bytes at `offset` of `path` (doing it twice puts them back)."""
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    chunk = f.read(64)
+    f.seek(offset)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _reads_differently(read_state, before: list) -> bool:
+  """Whether a restore now fails, or gives other arrays than `before`."""
+  try:
+    after = read_state()
+  except Exception:  # noqa: BLE001 - any refusal means the damage is seen.
+    return True
+  if len(after) != len(before):
+    return True
+  return not all(np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def corrupt(step_dir: str, kind: str, rng: random.Random, read_state=None) -> str:
+  """Damages the checkpoint in `step_dir` in one of `KINDS`; returns what was done.
+
+  An OCDBT data file also holds bytes that no restore reads (4 of 30 random 64-byte flips of one
+  checkpoint's largest file landed there and restored every array bit for bit); which bytes those are
+  moves with the order of the writes. With `read_state` (a restore of this step: its arrays, or an
+  error), a flip that leaves what a restore reads unchanged is undone and another place drawn, so that a
+  counted corruption always damages the checkpoint.
+  """
   if kind == "truncated":
     path = _largest_data_file(step_dir)
     size = os.path.getsize(path)
@@ -166,13 +197,14 @@ def corrupt(step_dir: str, kind: str, rng: random.Random) -> str:
     return f"truncated {os.path.relpath(path, step_dir)} from {size} to {size // 2} bytes"
   if kind == "bit_flipped":
     path = _largest_data_file(step_dir)
-    offset = rng.randrange(os.path.getsize(path) - 64)
-    with open(path, "r+b") as f:
-      f.seek(offset)
-      chunk = f.read(64)
-      f.seek(offset)
-      f.write(bytes(b ^ 0xFF for b in chunk))
-    return f"flipped 64 bytes at {offset} of {os.path.relpath(path, step_dir)}"
+    before = None if read_state is None else read_state()
+    for _ in range(FLIP_TRIES):
+      offset = rng.randrange(os.path.getsize(path) - 64)
+      _flip(path, offset)
+      if read_state is None or _reads_differently(read_state, before):
+        return f"flipped 64 bytes at {offset} of {os.path.relpath(path, step_dir)}"
+      _flip(path, offset)  # bytes no restore reads: put them back and draw again.
+    raise RuntimeError(f"none of {FLIP_TRIES} flips of {path} changed what a restore of it reads")
   if kind == "no_commit_marker":
     os.remove(os.path.join(step_dir, checkpointing.COMMIT_MARKER))
     return f"removed {checkpointing.COMMIT_MARKER}"
@@ -226,7 +258,8 @@ def faulted_run(workdir: str, args: argparse.Namespace, env: dict[str, str]) -> 
     damaged = None
     if corruption is not None and complete:
       damaged = complete[-1]
-      what = corrupt(os.path.join(workdir, "checkpoints", str(damaged)), corruption, rng)
+      what = corrupt(os.path.join(workdir, "checkpoints", str(damaged)), corruption, rng,
+                     read_state=lambda step=damaged: read_state(workdir, step, args))
       counts["corruptions"] += 1
       expect = (complete[-2] if len(complete) > 1 else 0, f"{corruption} step {damaged}: {what}")
     else:
@@ -425,16 +458,37 @@ def check_bad_inputs(count: int, data_dir: str, scratch: str) -> tuple[int, int]
 # --- main --------------------------------------------------------------------------------------------------
 
 
-def final_digest(workdir: str, args: argparse.Namespace) -> str:
-  config = co_attention.get_config("tiny")
-  config.unlock()
-  config.data.data_dir = args.data_dir
-  config.train.num_steps = args.num_steps
+_ABSTRACT: dict[tuple, tuple] = {}
+
+
+def _restore(workdir: str, args: argparse.Namespace, step: int | None = None):
+  """(state, step) of `workdir`'s checkpoint `step` (default: the latest), read-only, as train.py would
+  restore it; raises what a restore raises on a damaged checkpoint."""
+  key = (args.data_dir, args.num_steps)
+  if key not in _ABSTRACT:
+    config = co_attention.get_config("tiny")
+    config.unlock()
+    config.data.data_dir = args.data_dir
+    config.train.num_steps = args.num_steps
+    _ABSTRACT[key] = config, trainer.Setup(config).abstract_state
+  config, abstract = _ABSTRACT[key]
   manager = checkpointing.make_manager(workdir, config.train, read_only=True)
   try:
-    state, _, step = checkpointing.restore(manager, trainer.Setup(config).abstract_state)
+    state, _, restored = checkpointing.restore(manager, abstract, step=step)
   finally:
     manager.close()
+  return state, restored
+
+
+def read_state(workdir: str, step: int, args: argparse.Namespace) -> list:
+  """Every array of checkpoint `step`, as a restore reads them."""
+  import jax
+
+  return [np.asarray(a) for a in jax.tree.leaves(_restore(workdir, args, step)[0])]
+
+
+def final_digest(workdir: str, args: argparse.Namespace) -> str:
+  state, step = _restore(workdir, args)
   if step != args.num_steps:
     raise RuntimeError(f"{workdir}: the final checkpoint is step {step}, not {args.num_steps}")
   return params_digest(state.params)

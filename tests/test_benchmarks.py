@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,3 +61,46 @@ def test_scaling_plot_draws_every_family(tmp_path):
   assert image.size == (2 * scaling.PANEL_W, 2 * scaling.PANEL_H + 24)
   colours = {c for _, c in image.getcolors(1 << 16)}
   assert set(scaling.COLOURS[:2]) <= colours  # both families' lines are drawn.
+
+
+@pytest.mark.slow
+def test_faults_loses_nothing_and_lets_nothing_pass_silently(tmp_path):
+  """One kill, two corruptions and a few bad inputs (tests/reliability/test_nothing_lost.py covers every
+  corruption kind one by one); the one line and its verdict."""
+  out = subprocess.run(
+      [sys.executable, "benchmarks/faults.py", "--kills=1", "--corruptions=2", "--bad_inputs=4",
+       "--num_steps=18", f"--scratch={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  line = out.stdout.strip()
+  assert re.fullmatch(r"faults: \d+ kills, \d+ corruptions, \d+ bad inputs: \d+ steps lost, \d+ silent, "
+                      r"final params equal: (yes|no)", line), line
+  assert line.startswith("faults: 1 kills, 2 corruptions, 4 bad inputs: "), (line, out.stderr[-3000:])
+  assert line.endswith(": 0 steps lost, 0 silent, final params equal: yes"), (line, out.stderr[-3000:])
+
+
+def test_a_bit_flip_that_no_restore_reads_is_drawn_again(tmp_path):
+  """The fault benchmark's `bit_flipped` damage: a flip whose bytes a restore never reads (OCDBT files hold
+  some) would restore bit for bit and be counted as a silent fault; it is undone and drawn again."""
+  import random
+
+  from benchmarks import faults
+
+  step_dir = tmp_path / "7"
+  data = step_dir / "state" / "d"
+  data.mkdir(parents=True)
+  original = bytes(range(256)) * 4
+  (data / "file").write_bytes(original)
+  live = slice(0, 512)  # the bytes this stand-in restore reads.
+  read = lambda: [np.frombuffer((data / "file").read_bytes()[live], np.uint8)]
+  what = faults.corrupt(str(step_dir), "bit_flipped", random.Random(3), read_state=read)
+  offset = int(what.split(" at ")[1].split()[0])
+  damaged = (data / "file").read_bytes()
+  assert offset < 512 and damaged[offset:offset + 64] != original[offset:offset + 64]
+  assert damaged[:offset] + damaged[offset + 64:] == original[:offset] + original[offset + 64:]  # only it.
+  live = slice(2048, 4096)  # no byte of the file is read: no flip can damage it.
+  with pytest.raises(RuntimeError, match="none of 20 flips"):
+    faults.corrupt(str(step_dir), "bit_flipped", random.Random(3), read_state=read)
+  assert (data / "file").read_bytes() == damaged  # every unseen flip was put back.

@@ -69,13 +69,31 @@ def test_only_enabled_objectives_get_targets(data_dir):
   b = pipeline.make_batch_source(config, "train").get_batch(0)
   assert "mlm_targets" not in b and {"mrm_weights", "mrm_targets", "mrm_labels"} <= set(b)
   masked = b["mrm_weights"] > 0
-  assert masked.any() and not masked[b["itm_labels"] == 0].any()  # only on matching pairs
+  assert masked.any() and not masked[b["itm_labels"] == 0].any()  # a loss only on matching pairs
   assert (b["regions"]["features"][masked] == 0).all()
   assert (b["mrm_targets"][masked] != 0).any(axis=-1).all()  # the targets are the original features
   assert (masked <= b["regions"]["mask"]).all()
-  unmasked = b["regions"]["mask"] & ~masked
-  np.testing.assert_array_equal(b["regions"]["features"][unmasked], b["mrm_targets"][unmasked])
+  kept = b["regions"]["mask"] & (b["regions"]["features"] != 0).any(-1)
+  np.testing.assert_array_equal(b["regions"]["features"][kept], b["mrm_targets"][kept])
   assert ((b["mrm_labels"] >= 0) & (b["mrm_labels"] < scenes.NUM_LABELS)).all()
+
+
+def test_masking_does_not_tell_the_itm_label(data_dir):
+  """Masked words and zeroed regions are drawn for every row alike; only a matching pair's count in the
+  MLM and MRM losses. When only matching pairs were masked, a [MASK] token (or a zeroed region) told a
+  model that the caption matches, whatever the image: relation swaps were rejected 100% with the images
+  shuffled."""
+  config = tiny_config(co_attention, data_dir, **{"data.global_batch_size": 512, "objectives.mrm": 1.0,
+                                                  "data.mrm_probability": 0.3})
+  source = pipeline.make_batch_source(config, "train")
+  b = source.get_batch(0)
+  labels = b["itm_labels"] == 1
+  has_mask = (b["text_ids"] == source.rows.tokenizer.mask_id).any(-1)
+  assert has_mask[~labels].mean() > 0.4 and abs(has_mask[labels].mean() - has_mask[~labels].mean()) < 0.1
+  zeroed = (b["regions"]["mask"] & ~(b["regions"]["features"] != 0).any(-1)).any(-1)
+  assert zeroed[~labels].mean() > 0.3 and abs(zeroed[labels].mean() - zeroed[~labels].mean()) < 0.1
+  assert not b["mlm_weights"][~labels].any() and not b["mrm_weights"][~labels].any()
+  assert b["mlm_weights"][labels].any() and b["mrm_weights"][labels].any()
 
 
 def test_vqa_batches(data_dir):
@@ -194,7 +212,7 @@ def test_pipeline_reads_jsonl_images_resized(data_dir, jsonl_dir):
   tok = source.tokenizer
   captions = {" ".join(tok.decode(tok.encode(c)[1:-1]).split()) for c in fx.CAPTIONS}
   for row in np.flatnonzero(b["itm_labels"] == 0):  # random negatives are real captions too
-    ids = b["text_ids"][row][b["text_mask"][row]][1:-1]
+    ids = b["mlm_targets"][row][b["text_mask"][row]][1:-1]  # the words before MLM corruption.
     assert tok.decode(ids) in captions
   _assert_same(b, pipeline.make_batch_source(config, "train").get_batch(2))
 

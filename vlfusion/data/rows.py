@@ -254,24 +254,27 @@ class RowBuilder:
     if "mlm" not in self.objectives:
       return {"text_ids": text_ids, "text_mask": text_mask}
     maskable = text_mask & ~np.isin(text_ids, self._special_ids)
-    if not positive:  # a false caption teaches the MLM head the wrong words: no MLM loss on it.
-      maskable[:] = False
     word_starts = self.tokenizer.word_starts(text_ids) if d.mlm_whole_word else None
+    # Every row is corrupted alike, so that a [MASK] never tells the ITM label (masking only matching
+    # pairs let a model accept any caption with a [MASK] in it, whatever the image); a false caption
+    # would teach the MLM head the wrong words, so only a matching pair's masked words are targets.
     inputs, targets, weights = masking.mask_tokens(
         text_ids, maskable, rng, probability=d.mlm_probability, mask_id=self.tokenizer.mask_id,
         random_ids=self._random_ids, word_starts=word_starts)
+    weights = weights * np.float32(positive)
     return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
 
   def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
                     rng: np.random.Generator) -> dict[str, Any]:
-    """Masked region modelling: zeroes a `mrm_probability` share of the real regions of a matching
-    pair (in place) and returns their targets: `mrm_weights` [R] (1 where masked), `mrm_targets`
-    [R, F] (the original features) and `mrm_labels` [R] (object labels)."""
+    """Masked region modelling: zeroes a `mrm_probability` share of the real regions (in place, on every
+    row) and returns their targets: `mrm_weights` [R] (1 where masked on a matching pair; 0 on a false
+    one), `mrm_targets` [R, F] (the original features) and `mrm_labels` [R] (object labels)."""
     r = len(regions["mask"])
     labels = np.zeros((r,), np.int32)
     n = int(regions["mask"].sum())
     labels[:n] = np.asarray(record["labels"])[:n]
-    chosen = regions["mask"] & (rng.random(r) < self.config.data.mrm_probability) & positive
+    chosen = regions["mask"] & (rng.random(r) < self.config.data.mrm_probability)
     targets = regions["features"].copy()
-    regions["features"][chosen] = 0.0
-    return {"mrm_weights": chosen.astype(np.float32), "mrm_targets": targets, "mrm_labels": labels}
+    regions["features"][chosen] = 0.0  # on every row, as MLM's masks: a zeroed region tells no label.
+    return {"mrm_weights": (chosen & positive).astype(np.float32), "mrm_targets": targets,
+            "mrm_labels": labels}

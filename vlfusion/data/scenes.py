@@ -238,6 +238,22 @@ def hard_negative(fact: Fact, objects: Sequence[Obj], rng: np.random.Generator) 
   raise RuntimeError(f"no false variant of {fact.text()!r} found for the scene")
 
 
+def count_negative(fact: Fact, objects: Sequence[Obj], rng: np.random.Generator) -> Fact:
+  """A false count caption with the number of `fact` and another colour or shape.
+
+  Changing the number instead (`hard_negative`'s way, shapes world up to 5.0.0) told the label from the
+  text: a scene rarely holds two objects of one colour and shape, so true counts are mostly "one" and a
+  "three red circles" was nearly always false.
+  """
+  for _ in range(100):
+    field = ("colour", "shape")[int(rng.integers(2))]
+    choices = list(COLOURS) if field == "colour" else list(SHAPES)
+    candidate = dataclasses.replace(fact, **{field: choices[int(rng.integers(len(choices)))]})
+    if candidate != fact and not holds(candidate, objects):
+      return candidate
+  return hard_negative(fact, objects, rng)[0]  # every class edit holds: change the number after all.
+
+
 def random_negative(objects: Sequence[Obj], rng: np.random.Generator, image_size: int,
                     max_objects: int) -> Fact:
   """A fact about another random scene that is false of this one."""
@@ -305,6 +321,7 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   # size, and the question must not (tiny and tiny_40k share their scenes).
   direction_rng = np.random.Generator(rng.bit_generator.jumped())
   negatives_rng = np.random.Generator(rng.bit_generator.jumped(2))  # 5.0.0's, for the same reason.
+  count_rng = np.random.Generator(rng.bit_generator.jumped(3))  # 6.0.0's.
   if partner is not None:
     statement, truth = questions.pair_statement(objects, partner, rng)
     example.update(pair_statement=statement, pair_label=np.int32(truth))
@@ -324,6 +341,11 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   example["random_negatives"] = [
       random_negative_like(CAPTION_KINDS[k], objects, negatives_rng, image_size, max_objects)
       for k in example["caption_kinds"]]
+  # 6.0.0: a count caption's hard negative keeps its number and changes the colour or shape (the
+  # 5.0.0 edit, drawn above so that every other field is what it was, is replaced).
+  for i, fact in enumerate(facts):
+    if fact.kind == "count":
+      example["hard_negatives"][i] = count_negative(fact, objects, count_rng).text()
   return example
 
 

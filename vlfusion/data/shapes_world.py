@@ -28,7 +28,7 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered scenes of coloured shapes: captions, ITM negatives, VQA and scene pairs."""
 
-  VERSION = tfds.core.Version("5.0.0")
+  VERSION = tfds.core.Version("6.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Scenes, region features, captions, random and hard negatives.",
       "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
@@ -38,6 +38,9 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
                "below; four answers appended); every 3.0.0 field is unchanged.",
       "5.0.0": "`random_negatives`: for each caption, a caption of the same form about another scene, "
                "false of this one (ITM negatives keep their caption's form); every 4.0.0 field is "
+               "unchanged.",
+      "6.0.0": "A count caption's hard negative keeps the number and changes the colour or shape (a "
+               "changed number told the label: true counts are mostly one); every other field is "
                "unchanged.",
   }
   BUILDER_CONFIGS = [

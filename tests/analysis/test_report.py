@@ -140,6 +140,8 @@ def test_interval_functions():
   lo, hi = intervals.bootstrap_interval(0.5, 400)
   assert np.isclose(hi - lo, 2 * 1.96 * 0.025, atol=0.006)
   assert intervals.bootstrap_interval(0.5, 400) == (lo, hi)  # deterministic.
+  wide = intervals.cell([0.1, 0.9])  # t(0.975, 1) = 12.7 would reach below 0 and above 1.
+  assert (wide.lo, wide.hi) == (0.0, 1.0)
   one = intervals.cell([0.9], count=None)
   assert one.lo is None and not intervals.separated(one, intervals.cell([0.1, 0.1]))
 

@@ -65,14 +65,16 @@ def bootstrap_interval(accuracy: float, count: int, level: float = LEVEL,
 
 
 def cell(values: list[float], count: int | None = None, interval: bool = True) -> Cell:
-  """The figure of `values` over seeds, with (unless not `interval`) a seed interval for two or more,
-  or for one value with a `count` of evaluated examples (an accuracy in [0, 1]) a bootstrap interval."""
+  """The figure of `values` (accuracies, in [0, 1]) over seeds, with (unless not `interval`) a seed
+  interval clipped to [0, 1] for two or more, or for one value with a `count` of evaluated examples a
+  bootstrap interval."""
   n = len(values)
   mean = statistics.fmean(values)
   if n > 1 and not interval:
     return Cell(mean, statistics.stdev(values), n)
-  if n > 1:
-    return Cell(mean, statistics.stdev(values), n, *seed_interval(values), "seeds")
+  if n > 1:  # an accuracy's interval stops at 0 and 1, where the t interval of a few seeds may not.
+    lo, hi = seed_interval(values)
+    return Cell(mean, statistics.stdev(values), n, max(lo, 0.0), min(hi, 1.0), "seeds")
   if interval and count and 0.0 <= mean <= 1.0:
     return Cell(mean, None, n, *bootstrap_interval(mean, count), "examples")
   return Cell(mean, None, n)

@@ -329,7 +329,7 @@ def markdown(columns: list[str], rows: list[dict[str, Any]], data: dict[str, Any
             "validation split. Two variants are separated on a metric when their intervals do not "
             "overlap.", ""]
   stages = [s["name"] for s in plan["stages"]]
-  cost = [c for c in columns if c == "params" or c.split(" ", 1)[1] in ("GFLOPs/example", "examples/s")]
+  cost = [c for c in columns if not _is_accuracy(c)]
   tables = [("Cost", cost)] + [
       (f"Stage `{s}`", [c for c in columns if c.startswith(f"{s} ") and c not in cost]) for s in stages]
   for title, cols in tables:

@@ -29,6 +29,12 @@ OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
 EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc", "retrieval")
 # The head each evaluation task reads (retrieval: every caption of every image, by ITC, re-ranked by ITM).
 EVAL_TASK_HEADS = {"retrieval": "itc"}
+
+
+def evaluated_tasks(tasks, heads) -> list[str]:
+  """The `tasks` an evaluator runs: those whose head (`EVAL_TASK_HEADS`, else the task's own) is in
+  `heads`."""
+  return [t for t in tasks if EVAL_TASK_HEADS.get(t, t) in heads]
 POOLERS = ("text", "concat", "product")
 CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -802,7 +808,7 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
     tasks = tuple(entry.get("tasks", config.eval.tasks))
     for task in tasks:
       _check(task in EVAL_TASKS, f"{where}.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
-    heads = [t for t in tasks if EVAL_TASK_HEADS.get(t, t) in config.model.heads]
+    heads = evaluated_tasks(tasks, config.model.heads)
     _check(bool(heads), f"{where}.tasks={tasks}: none is a head of this model "
            f"(config.model.heads={tuple(config.model.heads)})")
     _check(len(set(heads) & {"vqa", "pairs"}) == 0 or len(set(heads)) == 1,

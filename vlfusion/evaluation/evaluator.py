@@ -175,7 +175,7 @@ class Evaluator:
     self.setup = setup
     self.config = config
     heads = set(config.model.heads)
-    self.tasks = [t for t in config.eval.tasks if configuration.EVAL_TASK_HEADS.get(t, t) in heads]
+    self.tasks = configuration.evaluated_tasks(config.eval.tasks, heads)
     if not self.tasks:
       raise configuration.ConfigError(
           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
@@ -312,7 +312,7 @@ def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collect
   out.eval.batch_size = entry.get("batch_size", config.eval.batch_size)
   # Eval batches are padded, so any split size works; one row per process passes the pipeline's check.
   out.data.global_batch_size = jax.process_count()
-  evaluated = [t for t in tasks if configuration.EVAL_TASK_HEADS.get(t, t) in config.model.heads]
+  evaluated = configuration.evaluated_tasks(tasks, config.model.heads)
   text_of = "vqa" if "vqa" in evaluated else "pairs" if "pairs" in evaluated else None
   for objective in out.objectives:
     caption_task = objective in evaluated and objective in ("mlm", "itm", "itc") or (

@@ -133,10 +133,7 @@ def eval_metric_names(config: ml_collections.ConfigDict) -> list[str]:
   has the head it reads (`configuration.EVAL_TASK_HEADS`: `retrieval_accuracy` needs the ITC head), as
   the evaluator decides what it runs."""
   heads = set(config.model.heads)
-
-  def evaluated(tasks: Any) -> list[str]:
-    return [task for task in tasks if configuration.EVAL_TASK_HEADS.get(task, task) in heads]
-
+  evaluated = lambda tasks: configuration.evaluated_tasks(tasks, heads)
   evals = config.get("evals") or {}
   if not evals:
     tasks = evaluated(config.eval.tasks)

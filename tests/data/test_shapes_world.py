@@ -273,7 +273,8 @@ def test_the_wording_of_a_pair_statement_says_little_about_its_truth():
 
 def test_prepared_dataset_has_vqa_and_pairs(data_dir, source):
   builder = source.builder
-  assert builder.info.version == "6.0.0"
+  assert builder.info.version == "7.0.0"
+  assert "validation_style" in builder.info.splits  # 7.0.0: validation's scenes in the held-out style
   assert builder.info.metadata["answers"] == list(questions.ANSWERS)
   record = source.data_source[7]
   assert len(record["questions"]) == len(record["answers"]) == len(record["question_types"]) >= 3

@@ -41,6 +41,9 @@ class Obj:
   cx: float  # centre, in pixels.
   cy: float
   radius: float
+  # 7.0.0 (`rendering`): half-width / half-height and rotation in radians; the flat style draws neither.
+  aspect: float = 1.0
+  angle: float = 0.0
 
   @property
   def box(self) -> tuple[float, float, float, float]:
@@ -112,11 +115,17 @@ def render(objects: Sequence[Obj], image_size: int, rng: np.random.Generator) ->
   return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def region_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """[N, 64] features from the pixels in each box: a 4x4 grid of mean (r, g, b, foreground)."""
+def region_features(image: np.ndarray, boxes: np.ndarray, foreground: np.ndarray | None = None
+                    ) -> np.ndarray:
+  """[N, 64] features from the pixels in each box: a 4x4 grid of mean (r, g, b, foreground).
+
+  `foreground` [S, S] says which pixels are objects; by default, those far from the flat style's
+  background colour (a textured background has no one colour: 7.0.0 passes the drawn objects' masks).
+  """
   s = image.shape[0]
   pixels = image.astype(np.float32) / 255.0
-  foreground = (np.abs(pixels - np.array(BACKGROUND, np.float32)).max(-1) > 0.15).astype(np.float32)
+  if foreground is None:
+    foreground = (np.abs(pixels - np.array(BACKGROUND, np.float32)).max(-1) > 0.15).astype(np.float32)
   planes = np.concatenate([pixels, foreground[..., None]], -1).astype(np.float64)
   # A summed-area table makes each cell's mean four lookups instead of a slice and a reduction.
   table = np.zeros((s + 1, s + 1, 4), np.float64)
@@ -283,18 +292,30 @@ def random_negative_like(kind: str, objects: Sequence[Obj], rng: np.random.Gener
 
 
 def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
-                 partner: Sequence[Obj] | None = None) -> dict:
+                 partner: Sequence[Obj] | None = None, style: str | None = None) -> dict:
   """One scene with everything the dataset stores about it (see `ShapesWorld._info`).
 
   The scene's objects are the first thing drawn from `rng`, so `sample_scene` on a generator with the
   same key gives them again (that is how the builder finds the objects of a pair's `partner` scene).
   With `partner`, the example also has a true/false statement about (this scene, partner).
-  """
-  from vlfusion.data import questions  # questions imports this module.
 
-  objects = sample_scene(rng, image_size, max_objects)
-  image = render(objects, image_size, rng)
-  boxes = np.array([o.box for o in objects], np.float32).reshape(-1, 4)
+  `style` None is the flat renderer of shapes world 6.0.0 and before, byte for byte. A
+  `rendering.STYLES` name (7.0.0) samples the scene with `rendering.sample_scene` and draws it in that
+  style from its own stream, jumped from `rng` without advancing it: every style of a key has the same
+  scene, captions and questions, and only the pixels (and the boxes and features read from them) differ.
+  """
+  from vlfusion.data import questions, rendering  # both import this module.
+
+  if style is None:
+    objects = sample_scene(rng, image_size, max_objects)
+    image = render(objects, image_size, rng)
+    boxes = np.array([o.box for o in objects], np.float32).reshape(-1, 4)
+    features = region_features(image, boxes)
+  else:
+    objects = rendering.sample_scene(rng, image_size, max_objects)
+    drawing = rendering.draw(objects, image_size, style, np.random.Generator(rng.bit_generator.jumped(4)))
+    image, boxes = drawing.image, drawing.boxes
+    features = region_features(image, boxes, drawing.foreground)
   facts = true_facts(objects, rng)
   negatives = [hard_negative(f, objects, rng) for f in facts]
   # The direction question is drawn last (below), so that the other questions are what they were.
@@ -302,7 +323,7 @@ def make_example(rng: np.random.Generator, image_size: int, max_objects: int,
   example = {
       "image": image,
       "boxes": boxes / np.float32(image_size),
-      "region_features": region_features(image, boxes),
+      "region_features": features,
       "colours": np.array([list(COLOURS).index(o.colour) for o in objects], np.int32),
       "shapes": np.array([SHAPES.index(o.shape) for o in objects], np.int32),
       "sizes": np.array([SIZES.index(o.size) for o in objects], np.int32),

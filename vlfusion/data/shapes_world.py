@@ -1,8 +1,14 @@
 """The shapes world as a tensorflow-datasets builder (`shapes_world/<size>`), written as ArrayRecord.
 
-Example i of split s is `scenes.make_example(default_rng([SEED, s, i]))`: the same on every machine and
-every run, so a dataset prepared twice is the same dataset. Example i is also the left image of a pair
-whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
+Example i of split s is `scenes.make_example(default_rng([SEED, s, i]), style=STYLES[s])`: the same on
+every machine and every run, so a dataset prepared twice is the same dataset. Example i is also the left
+image of a pair whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
+
+From 7.0.0 scenes are drawn by `rendering` in a style per split: train, validation and test in
+"varied", and `validation_style` (validation's scenes and questions, key for key) in "textured", a style
+no training scene has. Older versions stay reproducible: `tfds.builder("shapes_world/tiny:6.0.0")`
+(`SUPPORTED_VERSIONS`) writes what 6.0.0 wrote, byte for byte, with the flat renderer and no
+`validation_style`. The builder's version reaches `_generate_examples` as `self.version`.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vlfusion.data import questions, scenes
+from vlfusion.data import questions, rendering, scenes
 
 SEED = 20261124
-SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+# validation_style has validation's key: the same scenes, drawn in another style.
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2, "validation_style": 1}
+FIRST_STYLED = tfds.core.Version("7.0.0")
+STYLES = {"train": "varied", "validation": "varied", "test": "varied", "validation_style": "textured"}
 
 
 @dataclasses.dataclass
@@ -28,7 +37,8 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
 class ShapesWorld(tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered scenes of coloured shapes: captions, ITM negatives, VQA and scene pairs."""
 
-  VERSION = tfds.core.Version("6.0.0")
+  VERSION = tfds.core.Version("7.0.0")
+  SUPPORTED_VERSIONS = [tfds.core.Version("6.0.0")]
   RELEASE_NOTES = {
       "1.0.0": "Scenes, region features, captions, random and hard negatives.",
       "2.0.0": "Object labels, VQA questions (5 types, closed answer vocab), NLVR2-style scene pairs.",
@@ -42,6 +52,13 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
       "6.0.0": "A count caption's hard negative keeps the number and changes the colour or shape (a "
                "changed number told the label: true counts are mostly one); every other field is "
                "unchanged.",
+      "7.0.0": "Scenes with the variation of real images: sizes over a wide range within each size "
+               "class, aspect, rotation, partial occlusion, colour jitter inside each colour name's "
+               "region; drawn anti-aliased and outlined over smooth backgrounds (\"varied\": train, "
+               "validation, test) and, in a style training never sees, hard-edged with thick outlines "
+               "over textures (\"textured\": the new `validation_style` split, validation's scenes). "
+               "Boxes and region features come from the drawn objects' pixel masks. 6.0.0 stays "
+               "buildable (`shapes_world/<config>:6.0.0`), byte for byte.",
   }
   BUILDER_CONFIGS = [
       ShapesWorldConfig(name="tiny", description="64 px, 1-4 objects; seconds to prepare.",
@@ -97,17 +114,30 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {split: self._generate_examples(split, n)
-            for split, n in self.builder_config.num_examples.items()}
+    return {split: self._generate_examples(split, n) for split, n in self.split_sizes().items()}
+
+  def split_sizes(self) -> dict[str, int]:
+    """{split: examples} of this builder's version: from 7.0.0, validation_style has validation's."""
+    sizes = dict(self.builder_config.num_examples)
+    if self.version >= FIRST_STYLED and "validation" in sizes:
+      sizes["validation_style"] = sizes["validation"]
+    return sizes
+
+  def style(self, split: str) -> str | None:
+    """The rendering style of `split`'s scenes at this builder's version (None: 6.0.0's flat one)."""
+    return STYLES[split] if self.version >= FIRST_STYLED else None
 
   def _generate_examples(self, split: str, num_examples: int):
     cfg = self.builder_config
+    style = self.style(split)
+    sample = scenes.sample_scene if style is None else rendering.sample_scene
     for index in range(num_examples):
       partner = pair_index(split, index, num_examples)
-      partner_objects = scenes.sample_scene(
+      partner_objects = sample(
           np.random.default_rng([SEED, SPLIT_IDS[split], partner]), cfg.image_size, cfg.max_objects)
       rng = np.random.default_rng([SEED, SPLIT_IDS[split], index])
-      example = scenes.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects)
+      example = scenes.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects,
+                                    style=style)
       yield index, dict(example, pair_index=np.int32(partner))
 
 

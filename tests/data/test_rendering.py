@@ -156,6 +156,7 @@ def test_builder_6_0_0_writes_the_flat_renderers_bytes_and_7_0_0_adds_the_style_
   old = shapes_world.ShapesWorld(config="tiny", data_dir=str(tmp_path), version="6.0.0")
   new = shapes_world.ShapesWorld(config="tiny", data_dir=str(tmp_path))
   assert str(old.version) == "6.0.0" and str(new.version) == "7.0.0"
+  assert str(old.canonical_version) == "6.0.0"  # so tfds lets it be prepared
   assert "validation_style" not in old.split_sizes()
   assert new.split_sizes()["validation_style"] == new.split_sizes()["validation"]
   # Today's flat code path, computed here: the first validation scene of 6.0.0.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -86,8 +87,11 @@ def signed_distance(o: Obj, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
   return np.maximum(base, side)
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Pixel-centre coordinates (x, y), each [S, S], read-only (shared between calls)."""
   yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) + 0.5
+  xx.flags.writeable = yy.flags.writeable = False
   return xx, yy
 
 

@@ -81,6 +81,13 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
                         max_objects=6, num_examples={"train": 200000, "validation": 5000, "test": 5000}),
   ]
 
+  @property
+  def canonical_version(self) -> tfds.core.Version:
+    """The version asked for, once picked. tfds prepares only its canonical (newest) version, so that
+    newer code does not write an older version by mistake; this code writes each of its versions as it
+    was written (`_generate_examples` reads `self.version`), so every one may be prepared."""
+    return getattr(self, "_version", None) or super().canonical_version
+
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
     f = tfds.features

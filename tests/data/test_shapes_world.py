@@ -308,3 +308,29 @@ def test_tiny_40k_extends_tiny_with_the_same_evaluation_scenes(tmp_path):
     for (_, a), (_, b) in zip(first("tiny", split, 2), first("tiny_40k", split, 2), strict=True):
       np.testing.assert_array_equal(a["image"], b["image"])
       assert list(a["questions"]) == list(b["questions"])
+
+
+def test_held_out_style_split_is_validation_drawn_otherwise_and_evaluators_can_read_it(data_dir, source):
+  from configs.finetune import vqa
+  from vlfusion.evaluation import evaluator
+
+  builder = source.builder
+  validation = builder.as_data_source(split="validation")
+  held_out = builder.as_data_source(split="validation_style")
+  assert len(held_out) == len(validation)
+  # The same scenes (tfds orders each split's records by a hash of its keys, so compare them as sets).
+  def scenes_of(data):
+    records = [data[i] for i in range(len(data))]
+    return (sorted((tuple(r["questions"]), tuple(r["answers"])) for r in records),
+            {r["image"].tobytes() for r in records})
+
+  (questions_a, images_a), (questions_b, images_b) = scenes_of(validation), scenes_of(held_out)
+  assert questions_a == questions_b
+  assert not images_a & images_b  # every image drawn otherwise
+  config = tiny_config(vqa, data_dir, **{"data.name": "shapes_world/tiny",
+                                         "model.vqa.num_answers": len(questions.ANSWERS)})
+  config.evals = {"style": {"data": {"split": "validation_style"}, "tasks": ("vqa",)}}
+  style = evaluator.evaluator_config(config, "style")
+  assert style.data.eval_split == "validation_style"
+  batches = pipeline.make_batch_source(style, "validation_style")
+  assert batches.num_examples == len(held_out)

@@ -38,7 +38,7 @@ def test_relation_answers_recomputed_from_drawn_masks_agree_with_the_scene():
     objects = _objects(i)
     masks = rendering.visible_masks(objects, 64)
     rng = np.random.default_rng([6, i])
-    for question, answer, qtype in questions.make_questions(objects, rng, ("relation", "direction")):
+    for question, answer, _ in questions.make_questions(objects, rng, ("relation", "direction")):
       assert _mask_answer(question, objects, masks) == answer, (i, question, answer)
       checked += 1
     # Places (the scene caption's) are where the pixels are.
@@ -172,3 +172,11 @@ def test_builder_6_0_0_writes_the_flat_renderers_bytes_and_7_0_0_adds_the_style_
   assert not np.array_equal(styled["image"], example["image"])
   assert styled["questions"] == held_out["questions"] and styled["pair_index"] == held_out["pair_index"]
   assert not np.array_equal(styled["image"], held_out["image"])
+
+
+def test_a_versioned_name_builds_the_code_s_builder_at_that_version(tmp_path):
+  old = shapes_world.make_builder("shapes_world/tiny_40k:6.0.0", str(tmp_path))
+  new = shapes_world.make_builder("shapes_world/tiny_40k", str(tmp_path))
+  assert (str(old.version), str(new.version)) == ("6.0.0", "7.0.0")
+  assert old.builder_config.image_size == 64 and old.builder_config.name == "tiny_40k"
+  assert old.data_dir.endswith("6.0.0") and new.data_dir.endswith("7.0.0")

@@ -29,8 +29,6 @@ def open_dataset(config: ml_collections.ConfigDict, split: str, process_index: i
                  prepare: bool = True):
   """(data_source, builder) for `config.data.name`, preparing the dataset on first use (unless
   `prepare` is False: a worker process opens what its main process prepared and checked)."""
-  import tensorflow_datasets as tfds
-
   name = config.data.name
   family = name.split("/")[0]
   if family not in DATASETS:
@@ -45,9 +43,9 @@ def open_dataset(config: ml_collections.ConfigDict, split: str, process_index: i
       make = lambda: nlvr2.make_builder(name, config.data.data_dir)
     write = lambda b: local_datasets.prepare(b, manual_dir(config))
   else:
-    from vlfusion.data import shapes_world  # noqa: F401  (registers the builder)
+    from vlfusion.data import shapes_world
 
-    make = lambda: tfds.builder(name, data_dir=config.data.data_dir)
+    make = lambda: shapes_world.make_builder(name, config.data.data_dir)
     write = lambda b: b.download_and_prepare(file_format="array_record")
   try:
     builder = make()

@@ -148,6 +148,18 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
       yield index, dict(example, pair_index=np.int32(partner))
 
 
+def make_builder(name: str, data_dir: str | None = None) -> ShapesWorld:
+  """The builder of `name` ("shapes_world/<config>[:<version>]") from this code.
+
+  `tfds.builder` opens a name with an explicit version from its prepared files when they exist, as a
+  read-only builder whose config has none of `ShapesWorldConfig`'s fields; the code writes every
+  supported version, so it builds them all.
+  """
+  _, _, rest = name.partition("/")
+  config, _, version = rest.partition(":")
+  return ShapesWorld(config=config or None, version=version or None, data_dir=data_dir)
+
+
 def pair_index(split: str, index: int, num_examples: int) -> int:
   """The scene that example `index` is paired with (its right image): another scene of the same split."""
   offset = int(np.random.default_rng([SEED, SPLIT_IDS[split], index, 1]).integers(1, num_examples))

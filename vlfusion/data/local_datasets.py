@@ -137,6 +137,9 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                           f"{self._skips.counts.get(split, {})}); check the image or region paths")
 
 
+LocalBuilder = _LocalBuilder  # the public name readers in other modules subclass.
+
+
 def _image_root(manual_dir: str) -> str:
   images = os.path.join(manual_dir, "images")
   return images if local_files.is_dir(images) else manual_dir

@@ -18,7 +18,8 @@ LINES = {
               ("1002", "two people ride", "neutral"), ("1001", "an animal is outside", "-"),
               ("1002", "people are outdoors", None), ("1002", "someone waits", "maybe"),
               ("1003", "a bus on a street", "entailment"), ("1003", "a bus is parked", "neutral"),
-              ("1004", "a plate of pasta", "contradiction"), ("1002", "people ride bikes", "Entailment")],
+              ("1004", "a plate of pasta", "contradiction"), ("1002", "people ride bikes", "Entailment"),
+              ("1001", "  ", "neutral")],
     "dev": [("2001", "a child plays", "neutral"), ("2002", "a man cooks", "entailment")],
     "test": [("3001", "a woman sings", "contradiction")],
 }
@@ -65,7 +66,7 @@ def test_hypotheses_are_grouped_by_image_and_bad_lines_counted(tmp_path):
   assert metadata["labels"] == ["entailment", "neutral", "contradiction"]
   # Every bad line is counted under its split and named with its file and line.
   assert metadata["skipped"] == {"train": {"no_label": 2, "unknown_label": 1, "missing_image": 2,
-                                           "corrupt_image": 1}}
+                                           "corrupt_image": 1, "no_text": 1}}
   named = metadata["skipped_examples"]
   line = lambda detail: detail.split("snli_ve_train.jsonl: ")[1].split(":")[0]
   assert [line(d) for d in named["no_label"]] == ["line 4", "line 5"]
@@ -73,6 +74,7 @@ def test_hypotheses_are_grouped_by_image_and_bad_lines_counted(tmp_path):
   assert [line(d) for d in named["missing_image"]] == ["line 7", "line 8"]
   assert all(d.endswith(os.path.join(IMAGES, "1003.jpg")) for d in named["missing_image"])
   assert [line(d) for d in named["corrupt_image"]] == ["line 9"]
+  assert [line(d) for d in named["no_text"]] == ["line 11"]
 
 
 def test_regions_are_joined_by_flickr_id(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from vlfusion.data import datasets, scenes
 from vlfusion.data import visual_entailment as ve
+from vlfusion.data.tokenizer import WordPieceTokenizer
 
 COLOURS, SHAPES = list(scenes.COLOURS), scenes.SHAPES
 _PATTERNS = [
@@ -179,3 +180,11 @@ def test_data_pipeline_opens_it_by_name(tmp_path, monkeypatch):
 def test_too_small_an_image_is_refused():
   with pytest.raises(ValueError, match="image_size=32 is too small"):
     ve.draw_scene(np.random.default_rng(0), 32, 4)
+
+
+def test_every_word_is_in_the_shapes_world_vocab():
+  tok = WordPieceTokenizer()
+  words = {w for t in ve.TEMPLATES for st in ve.all_statements(t) for w in st.text().split()}
+  assert {"no", "fewer", "than", "objects", "left", "below"} <= words
+  for word in words:
+    assert len(tok.wordpieces(word)) == 1, word

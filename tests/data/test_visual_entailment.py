@@ -175,6 +175,7 @@ def test_data_pipeline_opens_it_by_name(tmp_path, monkeypatch):
   assert [h.decode() for h in record["hypotheses"]] == expected["hypotheses"]
   assert record["hypothesis_labels"].dtype == np.int32 and record["hypothesis_labels"].shape == (4,)
   assert record["boxes"].shape == (len(record["region_features"]), 4)
+  assert max(len(source[i]["boxes"]) for i in range(12)) <= tiny.max_regions == tiny.max_objects + 1
 
 
 def test_too_small_an_image_is_refused():

@@ -341,6 +341,11 @@ class ShapesWorldVeConfig(tfds.core.BuilderConfig):
   max_objects: int = 4
   num_examples: dict[str, int] = dataclasses.field(default_factory=dict)
 
+  @property
+  def max_regions(self) -> int:
+    """The most regions an example has: its visible objects and the occluder."""
+    return self.max_objects + 1
+
 
 class ShapesWorldVe(tfds.core.GeneratorBasedBuilder):
   """Shapes-world scenes, some with an occluder, and statements that are entailed, neutral or

@@ -49,11 +49,15 @@ Check = Callable[[Any], "str | None"]
 
 @dataclasses.dataclass(frozen=True)
 class When:
-  """A condition under which a field is read: `test(config)`, and `why` (formatted with `c=config`) says
-  what reads the field when the test fails, e.g. "only config.model.fusion='co_attention' reads it"."""
+  """A condition under which a field is read: `test(config)`, and `why` says what reads the field when the
+  test fails, e.g. "only config.model.fusion='co_attention' reads it": a string formatted with `c=config`
+  and `field=<the field's last name>`, or a function of the config."""
 
   test: Callable[[Any], bool]
-  why: str
+  why: str | Callable[[Any], str]
+
+  def reason(self, config: Any, field: str) -> str:
+    return self.why(config) if callable(self.why) else self.why.format(c=config, field=field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +164,7 @@ def _image_embedding(v: str) -> str | None:
 
 
 NON_NEGATIVE = at_least(0, "is negative")
+_QUERY_STREAM = at_least(0, "must be >= 0 (0: the query stream's)")
 POSITIVE = above(0, "must be positive")
 
 
@@ -173,8 +178,8 @@ def _co_attention() -> When:
 CROSS_ATTENTION = When(lambda c: c.model.fusion in CROSS_SIZED,
                        "{c.model.fusion!r} has no cross-attention")
 UNIMODAL_LAYERS = When(lambda c: c.model.fusion != "single_stream",
-                       "single_stream has no unimodal layers (its depth is config.model.fusion_layers); use "
-                       "fusion='merged_attention' for unimodal layers before the joint stack")
+                       "single_stream has no unimodal layers (its depth is config.model.fusion_layers; "
+                       "fusion='merged_attention' has unimodal layers before the joint stack)")
 
 
 def _has_unimodal_layers(stream: str) -> When:
@@ -190,12 +195,12 @@ def _own_image_layers() -> When:
     fusion = c.model.fusion
     return not (fusion == "single_stream" or (fusion == "merged_attention" and c.model.image.num_layers == 0))
   return When(test, "{c.model.fusion!r} with no image layers uses config.model.text.{field} for its joint "
-              "stack; set them equal")
+              "stack")
 
 
 def _input(kind: str) -> When:
   return When(lambda c: c.model.image.input == kind,
-              f"config.model.image.input={{c.model.image.input!r}} reads it only with input={kind!r}")
+              f"only config.model.image.input={kind!r} reads it (this model's is {{c.model.image.input!r}})")
 
 
 PIXELS = When(lambda c: c.model.image.input != "regions",
@@ -204,7 +209,7 @@ PIXELS = When(lambda c: c.model.image.input != "regions",
 
 def _head(name: str) -> When:
   return When(lambda c: name in c.model.heads,
-              f"config.model.heads={{tuple(c.model.heads)}} has no {name!r} head")
+              lambda c: f"config.model.heads={tuple(c.model.heads)} has no {name!r} head")
 
 
 def _evaluates_retrieval(c: Any) -> bool:
@@ -215,6 +220,7 @@ def _evaluates_retrieval(c: Any) -> bool:
   return "retrieval" in tasks
 
 
+_BEST = When(lambda c: bool(c.train.best_metric), "only read with config.train.best_metric set")
 _RATE = between(0.0, 1.0, "must be in [0, 1]")
 _DROPOUT = lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)"  # noqa: E731
 
@@ -248,7 +254,8 @@ def _stream_norms(stream: str) -> dict[str, Field]:
 FIELDS: dict[str, Field] = {
     # model
     "model.fusion": Field("single_stream", "fusion family: " + ", ".join(FUSION_FAMILIES), str,
-                          (one_of(FUSION_FAMILIES, f"is not a fusion family; choose one of {FUSION_FAMILIES}"),)),
+                          (one_of(FUSION_FAMILIES,
+                                  f"is not a fusion family; choose one of {FUSION_FAMILIES}"),)),
     "model.heads": Field(("mlm", "itm"), "the task heads the model has (objectives only weight their "
                          "losses)", tuple, structural=False),
     **_stream("text", 64, 2, 4, 128),
@@ -281,8 +288,9 @@ FIELDS: dict[str, Field] = {
                                        structural=False),
     **_stream_norms("image"),
     "model.fusion_layers": Field(2, "depth of the fusion stack", int, (NON_NEGATIVE,)),
-    "model.cross.direction": Field("both", "co-attention: both streams attend to each other, or text_to_image",
-                                   str, (one_of(("both", "text_to_image"), "must be 'both' or 'text_to_image'"),),
+    "model.cross.direction": Field("both", "co-attention: both streams attend to each other, or "
+                                   "text_to_image", str,
+                                   (one_of(("both", "text_to_image"), "must be 'both' or 'text_to_image'"),),
                                    (_co_attention(),)),
     "model.cross.share_weights": Field(False, "co-attention: one cross-attention shared by both directions "
                                        "(LXMERT)", bool, read_when=(
@@ -300,21 +308,23 @@ FIELDS: dict[str, Field] = {
                                        "'self_cross_ffn' (METER), 'coattn_ffn_self' (ViLBERT)"),),
                                (_co_attention(),)),
     "model.cross.hidden_size": Field(0, "width of cross-attention (0: the query stream's)", int,
-                                     (at_least(0, "must be >= 0 (0: the query stream's)"),), (CROSS_ATTENTION,)),
+                                     (_QUERY_STREAM,), (CROSS_ATTENTION,)),
     "model.cross.num_heads": Field(0, "heads of cross-attention (0: the query stream's)", int,
-                                   (at_least(0, "must be >= 0 (0: the query stream's)"),), (CROSS_ATTENTION,)),
+                                   (_QUERY_STREAM,), (CROSS_ATTENTION,)),
     "model.pooler": Field("text", "pooled output: text (tanh on the text [CLS]), concat (METER) or product "
                           "(ViLBERT, dual encoder)", str, (one_of(POOLERS),)),
     "model.mrm.num_labels": Field(0, "MRM: object-label classes (0: no label classification)", int,
                                   (at_least(0),), structural=False),
     "model.mrm.regression": Field(True, "MRM: regress the masked regions' features", bool, structural=False),
-    "model.itc.embed_dim": Field(256, "ITC: width of the shared embedding", int, (POSITIVE,), structural=False),
-    "model.itc.temperature": Field(0.07, "ITC: initial softmax temperature (learned)", float, structural=False),
+    "model.itc.embed_dim": Field(256, "ITC: width of the shared embedding", int, (POSITIVE,),
+                                 structural=False),
+    "model.itc.temperature": Field(0.07, "ITC: initial softmax temperature (learned)", float,
+                                   structural=False),
     "model.itc.min_temperature": Field(0.001, "ITC: lowest temperature", float, structural=False),
     "model.itc.max_temperature": Field(0.5, "ITC: highest temperature", float, structural=False),
     "model.vqa.num_answers": Field(0, "VQA answer vocabulary size; 0 takes the data's when the run is set up",
-                                   int, (at_least(0, "must be the size of the answer vocabulary, or 0 to take "
-                                                  "it from the data"),), structural=False),
+                                   int, (at_least(0, "must be the size of the answer vocabulary, or 0 to "
+                                                  "take it from the data"),), structural=False),
     "model.pre_norm": Field(False, "LayerNorm before each sublayer (pre-LN) rather than after", bool),
     "model.layer_norm_eps": Field(1e-12, "LayerNorm epsilon", float, (above(0),)),
     "model.initializer_range": Field(0.02, "standard deviation of every kernel and embedding at "
@@ -325,8 +335,9 @@ FIELDS: dict[str, Field] = {
     "model.dtype": Field("auto", "compute dtype; auto = bfloat16 on TPU/GPU, float32 on CPU", str,
                          (one_of(COMPUTE_DTYPES),), structural=False),
     "model.param_dtype": Field("float32", "parameter dtype", str, (one_of(DTYPES),)),
-    "model.remat_policy": Field("none", "what layers recompute in the backward pass: " + ", ".join(REMAT_POLICIES),
-                                str, (one_of(REMAT_POLICIES),), structural=False),
+    "model.remat_policy": Field("none", "what layers recompute in the backward pass: "
+                                + ", ".join(REMAT_POLICIES), str, (one_of(REMAT_POLICIES),),
+                                structural=False),
     "model.scan_layers": Field(False, "scan each layer stack (one compiled layer) rather than unroll it",
                                bool, structural=False),
     # data
@@ -340,9 +351,9 @@ FIELDS: dict[str, Field] = {
     "data.max_text_len": Field(24, "word pieces per text, with [CLS] and [SEP]", int,
                                (positive_int, at_least(3, "leaves no room for a word between [CLS] and "
                                                        "[SEP]; it must be >= 3"))),
-    "data.seed": Field(None, "data order, ITM negatives, masks and augmentation; None follows config.train.seed",
-                       int, (lambda v: None if v is None or v >= 0 else "must be an integer >= 0, or None to "
-                             "follow config.train.seed",)),
+    "data.seed": Field(None, "data order, ITM negatives, masks and augmentation; None follows "
+                       "config.train.seed", int,
+                       (at_least(0, "must be an integer >= 0, or None to follow config.train.seed"),)),
     "data.itm_negative_rate": Field(0.5, "share of training rows whose caption is replaced by a negative",
                                     float, (_RATE,)),
     "data.itm_negative_mix": Field((1.0, 1.0, 1.0), "weights of ITM negative kinds (random, attribute, "
@@ -422,20 +433,22 @@ FIELDS: dict[str, Field] = {
     # train
     "train.num_steps": Field(600, "training steps", int, (at_least(1),), resumable=True),
     "train.log_every_steps": Field(50, "metrics cadence, steps", int, (at_least(1),), resumable=True),
-    "train.checkpoint_every_steps": Field(200, "checkpoint cadence, steps", int, (at_least(1),), resumable=True),
-    "train.keep_checkpoints": Field(3, "latest checkpoints kept", int, (at_least(1, "must be >= 1 (the latest "
-                                    "checkpoints kept; fewer would delete every checkpoint, and a restart "
-                                    "would begin at step 0)"),), resumable=True),
+    "train.checkpoint_every_steps": Field(200, "checkpoint cadence, steps", int, (at_least(1),),
+                                          resumable=True),
+    "train.keep_checkpoints": Field(3, "latest checkpoints kept", int, (at_least(
+        1, "must be >= 1 (the latest checkpoints kept; fewer would delete every checkpoint, and a restart "
+        "would begin at step 0)"),), resumable=True),
     "train.seed": Field(0, "one seed for init, data order, negatives, masks and dropout", int),
     "train.best_metric": Field("", "also keep the best checkpoints by this eval metric (e.g. itm_accuracy)",
                                str, resumable=True),
     "train.best_mode": Field("max", "whether the best metric is the highest (max) or lowest (min)", str,
-                             read_when=(When(lambda c: bool(c.train.best_metric), "without config.train.best_metric"),),
+                             read_when=(_BEST,),
                              resumable=True),
     "train.keep_best_checkpoints": Field(1, "best checkpoints kept", int, (at_least(1),), read_when=(
-        When(lambda c: bool(c.train.best_metric), "without config.train.best_metric"),), resumable=True),
-    "train.nonfinite_policy": Field("skip", "a non-finite loss or gradient skips the update (skip) or ends the "
-                                    "run (stop)", str, (one_of(("skip", "stop"), "must be 'skip' or 'stop'"),),
+        _BEST,), resumable=True),
+    "train.nonfinite_policy": Field("skip", "a non-finite loss or gradient skips the update (skip) or ends "
+                                    "the run (stop)", str,
+                                    (one_of(("skip", "stop"), "must be 'skip' or 'stop'"),),
                                     resumable=True),
     "train.max_consecutive_nonfinite": Field(5, "skip: bad steps in a row that end the run", int,
                                              (at_least(1),), resumable=True),
@@ -447,9 +460,11 @@ FIELDS: dict[str, Field] = {
                                       resumable=True),
     "train.inject_nan_objective": Field("mlm", "testing aid: the objective whose logits become NaN", str,
                                         read_when=(When(lambda c: c.train.inject_nan_at_step >= 0,
-                                                        "with config.train.inject_nan_at_step=-1"),),
+                                                        "only config.train.inject_nan_at_step >= 0 reads it "
+                                                        "(it is {c.train.inject_nan_at_step})"),),
                                         resumable=True),
-    "train.peak_flops_per_device": Field(0.0, "peak FLOP/s of one device for MFU (0: known bf16 peaks)", float,
+    "train.peak_flops_per_device": Field(0.0, "peak FLOP/s of one device for MFU (0: known bf16 peaks)",
+                                         float,
                                          (NON_NEGATIVE,), resumable=True),
     "train.preemption_check_every_steps": Field(10, "processes without JAX's preemption service agree on a "
                                                 "SIGTERM every this many steps", int, resumable=True),

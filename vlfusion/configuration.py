@@ -2,7 +2,10 @@
 
 A config file under `configs/` calls `base_config()`, applies a size with `apply_size`, sets what makes
 its family, and returns the result locked. `validate` checks the resolved config before anything is built or
-compiled, and raises `ConfigError` naming the field at fault.
+compiled, and raises `ConfigError` naming the field at fault. What each field is (default, type, checks,
+when it is read, resume rules) is declared once in `config_fields`; this module reads it from there and
+holds the checks across fields. `load_config_file` and `override` are the one loader of `path:arg` config
+files and the one typed setter of dotted fields.
 """
 
 from __future__ import annotations

@@ -117,6 +117,8 @@ def test_the_override_is_typed():
     configuration.override(config, {"model.scan_layers": 1})
   configuration.override(config, {"data.seed": 3, "model.text.pre_norm": True}, flags=True)
   assert (config.data.seed, config.model.text.pre_norm) == (3, True)
+  with pytest.raises(configuration.ConfigError, match=r"configs/x.py has no field config\.evals\.other"):
+    configuration.override(config, {"evals.other": {"tasks": ("itm",)}}, flags=True, source="configs/x.py")
 
 
 def test_the_loader_reads_a_config_file_with_its_argument():

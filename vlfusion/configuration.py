@@ -114,15 +114,16 @@ def override(config: ml_collections.ConfigDict, overrides: dict[str, Any], *, fl
   The one typed override: the field must exist (an entry of an open section, `config.evals.<name>` or
   `config.data.mixture.<label>`, may be new), and the value must have the field's type: a bool is no
   number, an int for a float field becomes a float, a list for a tuple field a tuple. With `flags` (the
-  overrides become `--config.` flags, as a sweep prints them), a None field the command line cannot type
-  is refused too. Errors are `ConfigError`s naming the field and `source` (where the config came from).
+  overrides become `--config.` flags, as a sweep prints them), what the command line cannot do is
+  refused too: a new entry, or a None field it cannot type. Errors are `ConfigError`s naming the field
+  and `source` (where the config came from).
   """
   open_sections = config_fields.open_sections()
   for dotted, value in overrides.items():
     *parents, leaf = dotted.split(".")
     present, node = field_value(config, ".".join(parents)) if parents else (True, config)
-    if not present or not hasattr(node, "keys") or (
-        leaf not in node and not any(dotted.startswith(f"{s}.") for s in open_sections)):
+    if not present or not hasattr(node, "keys") or (leaf not in node and (
+        flags or not any(dotted.startswith(f"{s}.") for s in open_sections))):
       raise ConfigError(f"override {dotted}={value!r}: {source} has no field config.{dotted}")
     if leaf not in node:
       node[leaf] = value

@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 
 from configs.pretrain import co_attention
-from vlfusion import config_fields, configuration
+from vlfusion import config_doc, config_fields, configuration
 from vlfusion.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,4 +138,4 @@ def test_docs_config_md_is_current():
   assert checked_in == generated, ("docs/config.md is stale; regenerate it with "
                                    "`python -m vlfusion.config_doc > docs/config.md`")
   for name, field in config_fields.FIELDS.items():
-    assert f"`{name}`" in generated and field.doc in generated, name
+    assert f"`{name}`" in generated and config_doc.markdown_cell(field.doc) in generated, name

@@ -19,8 +19,9 @@ structural*: a run started from another's parameters may set it differently (`co
 """
 
 
-def _cell(text: str) -> str:
-  return text.replace("|", "\\|")
+def markdown_cell(text: str) -> str:
+  """`text` safe inside a Markdown table cell."""
+  return text.replace("|", "\\|").replace("<", "\\<")
 
 
 def render(fields: dict[str, config_fields.Field] | None = None) -> str:
@@ -32,7 +33,7 @@ def render(fields: dict[str, config_fields.Field] | None = None) -> str:
                              ("not structural", name.startswith("model.") and not field.structural)) if on]
     doc = field.doc + (f" *({', '.join(notes)})*" if notes else "")
     kind = field.type.__name__ + (" or None" if field.default is None else "")
-    row = f"| `{name}` | {kind} | `{_cell(repr(field.default))}` | {_cell(doc)} |"
+    row = f"| `{name}` | {kind} | `{markdown_cell(repr(field.default))}` | {markdown_cell(doc)} |"
     sections.setdefault(name.split(".")[0], []).append(row)
   out = [HEADER]
   for section, rows in sections.items():

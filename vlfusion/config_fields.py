@@ -341,8 +341,8 @@ FIELDS: dict[str, Field] = {
     "model.scan_layers": Field(False, "scan each layer stack (one compiled layer) rather than unroll it",
                                bool, structural=False),
     # data
-    "data.name": Field("shapes_world/tiny", "dataset: shapes_world/<config>, coco_captions/<config>, "
-                       "vqa_v2/<config>, image_text_jsonl/<config>, ...", str),
+    "data.name": Field("shapes_world/tiny", "dataset/config, e.g. shapes_world/tiny, coco_captions/regions, "
+                       "vqa_v2/images", str),
     "data.data_dir": Field(None, "tfds data directory (None: tfds's default)", str, resumable=True),
     "data.train_split": Field("train", "split training reads", str),
     "data.eval_split": Field("validation", "split the default evaluator reads", str),

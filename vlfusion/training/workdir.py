@@ -9,19 +9,12 @@ from typing import Any
 import jax
 from etils import epath
 
-from vlfusion import configuration
+from vlfusion import config_fields, configuration
 
 # Fields a resumed run may change freely: run length, logging, checkpoint cadence, evaluation,
-# device layout and where data lives. Anything else changes what the saved state means.
-RESUMABLE_CHANGES = (
-    "train.num_steps", "train.log_every_steps", "train.checkpoint_every_steps",
-    "train.keep_checkpoints", "train.keep_best_checkpoints", "train.nonfinite_policy",
-    "train.max_consecutive_nonfinite", "train.max_nonfinite_fraction", "train.inject_nan_at_step",
-    "train.inject_nan_objective",
-    "train.peak_flops_per_device", "train.preemption_check_every_steps", "train.best_metric",
-    "train.best_mode", "train.profile_steps", "optimizer.schedule_steps",
-    "eval.", "evals.", "mesh.", "data.data_dir", "data.num_workers", "data.prefetch_batches",
-)
+# device layout and where data lives, as declared (`resumable=True`) in config_fields. Anything else
+# changes what the saved state means.
+RESUMABLE_CHANGES = config_fields.resumable_changes()
 
 
 def workdir_path(workdir: Any) -> epath.Path:

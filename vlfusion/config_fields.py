@@ -366,7 +366,7 @@ FIELDS: dict[str, Field] = {
     "data.question_type_weights": Field(
         "", "shapes-world VQA training rows: weights of question types, e.g. 'direction:4,relation:0', "
         "phases separated by ';'", str, (question_type_weights,),
-        (When(lambda c: str(c.data.name).startswith("shapes_world") and c.objectives.vqa > 0,
+        (When(lambda c: str(c.data.name).split("/")[0] == "shapes_world" and c.objectives.vqa > 0,
               "it weighs the shapes world's VQA question types, and this run has config.data.name="
               "{c.data.name!r} with config.objectives.vqa={c.objectives.vqa}"),)),
     "data.manual_dir": Field("", "real data's source files", str),

@@ -618,11 +618,11 @@ class InProcessLauncher:
   """Runs each stage in this process: the same config as the command line would build."""
 
   def train(self, run: Run) -> None:
-    from vlfusion.training import trainer
+    from vlfusion import experiment
 
     config = run.config()
     config.lock()
-    trainer.train_and_evaluate(config, run.workdir)
+    experiment.train_and_evaluate(config, run.workdir)
 
   def evaluate(self, run: Run) -> None:
     from vlfusion.evaluation import checkpoints

@@ -25,6 +25,7 @@ from absl import logging
 from vlfusion import configuration
 from vlfusion.data import pipeline, prefetch
 from vlfusion.errors import ConfigError
+from vlfusion.rundir import Workdir
 from vlfusion.training import checkpointing, partitioning, reporting, window
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.optimizer import explain_schedule_change
@@ -191,8 +192,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, allow_config_change: 
           jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules)):
       step = start
       step_fn = metrics_window = throughput = None
-      profile = _Profile(t.profile_steps, workdir_lib.workdir_path(workdir) / "tensorboard",
-                         start)
+      profile = _Profile(t.profile_steps, Workdir(workdir).tensorboard_dir, start)
       once: dict[str, float] = {}  # reported with the first logged step only.
       since_save = NonfiniteSinceSave()
       while step < t.num_steps:

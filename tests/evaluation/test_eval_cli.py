@@ -11,7 +11,7 @@ import pytest
 
 from configs.pretrain import single_stream
 from tests.conftest import FAST_XLA, tiny_config
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.data import pipeline
 from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
@@ -39,7 +39,7 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
   pipeline.make_batch_source(config, "train")  # prepared once, not by both processes at the same time.
   # Started before the run exists: it waits for config.json, then evaluates each checkpoint.
   watch = _eval(workdir, "--watch", "--watch_poll_seconds=0.5", "--watch_timeout_seconds=540")
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
   _, err = watch.communicate(timeout=600)
   assert watch.returncode == 0, err[-3000:]
   first = {step: _read(workdir, step) for step in (2, 4)}
@@ -78,7 +78,7 @@ def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_pat
   config = tiny_config(single_stream, data_dir, **{
       "train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.log_every_steps": 2,
       "eval.every_steps": 2, "data.global_batch_size": 8, "eval.batch_size": 128})
-  trainer.train_and_evaluate(config, workdir)  # training evaluates its final step itself.
+  experiment.train_and_evaluate(config, workdir)  # training evaluates its final step itself.
   own = _read(workdir, 2)
   assert own["evaluator_digest"] == configuration.evaluator_digest(config)
 

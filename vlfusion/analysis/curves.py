@@ -8,10 +8,9 @@ One panel per metric; drawn with Pillow (no plotting library needed).
 
 from __future__ import annotations
 
-import json
-import os
-
 from absl import app, flags
+
+from vlfusion.rundir import Workdir
 
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
 W, H, MARGIN = 420, 260, 46
@@ -19,8 +18,7 @@ W, H, MARGIN = 420, 260, 46
 
 def read_metric(workdir: str, metric: str) -> list[tuple[int, float]]:
   """(step, value) of every record of `workdir/metrics.jsonl` that has `metric`."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = Workdir(workdir).read_metrics()
   return [(r["step"], float(r[metric])) for r in records if metric in r]
 
 

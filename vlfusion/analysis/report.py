@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from typing import Any
 from vlfusion.analysis import intervals
 from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
 from vlfusion.evaluation import results
+from vlfusion.rundir import Workdir, as_path
 
 PLAN = "sweep.json"
 NEGATIVE_KINDS = ("positive", "random", "attribute", "relation")
@@ -43,9 +43,8 @@ COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+def _read_json(path: Any) -> Any:
+  return json.loads(as_path(path).read_text())
 
 
 def metrics_of_result(result: dict[str, Any]) -> dict[str, float]:
@@ -94,36 +93,21 @@ def counted_metrics(result: dict[str, Any]) -> dict[str, tuple[float, int | None
 
 def eval_results(workdir: str) -> dict[int, dict[str, Any]]:
   """{step: result} of every `eval/step_<N>.json` of `workdir`."""
-  out = {}
-  for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
-    name = os.path.basename(path)[len("step_"):-len(".json")]
-    if name.isdigit():
-      out[int(name)] = _read_json(path)
-  return dict(sorted(out.items()))
+  return Workdir(workdir).eval_results()
 
 
 def training_scalars(workdir: str) -> dict[str, float]:
   """Training examples/s (median over the logged windows) and FLOPs per example (XLA's count of the
   train step divided by the global batch) from `metrics.jsonl` and `config.json`."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  run = Workdir(workdir)
   out: dict[str, float] = {}
-  if not os.path.isfile(path):
-    return out
-  records = []
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue  # a line cut short by a crash.
+  records = run.read_metrics()  # a line cut short by a crash is left out.
   rates = [r["examples_per_sec"] for r in records if "examples_per_sec" in r]
   if rates:
     out["examples/s"] = float(statistics.median(rates))
   flops = [r["flops_per_step"] for r in records if "flops_per_step" in r]
-  config_path = os.path.join(workdir, "config.json")
-  if flops and os.path.isfile(config_path):
-    out["GFLOPs/example"] = flops[0] / _read_json(config_path)["data"]["global_batch_size"] / 1e9
+  if flops and run.has_config():
+    out["GFLOPs/example"] = flops[0] / run.read_raw_config()["data"]["global_batch_size"] / 1e9
   return out
 
 
@@ -162,8 +146,8 @@ def collect(root: str) -> dict[str, Any]:
   evaluator config than the run's own (`evaluation.results`); a result of another evaluator config at
   an earlier step is left out of the curve.
   """
-  plan_path = os.path.join(root, PLAN)
-  if not os.path.isfile(plan_path):
+  plan_path = as_path(root) / PLAN
+  if not plan_path.is_file():
     raise FileNotFoundError(f"{plan_path} does not exist: run vlfusion.analysis.sweep (or its "
                             "--print_commands) with this --root first")
   plan = _read_json(plan_path)
@@ -171,19 +155,19 @@ def collect(root: str) -> dict[str, Any]:
   runs = []
   for r in plan["runs"]:
     workdir = os.path.join(root, r["workdir"])
+    run = Workdir(workdir)
     v = variants[r["variant"]]
-    config_path = os.path.join(workdir, "config.json")
-    config = _read_json(config_path) if os.path.isfile(config_path) else None
+    config = run.read_raw_config()
     final = config["train"]["num_steps"] if config is not None else None
     if config is not None:
-      _check_overrides(r, config, config_path)
-    found = eval_results(workdir)
+      _check_overrides(r, config, os.fspath(run.config_path))
+    found = run.eval_results()
     own = {step: res for step, res in found.items()
            if config is not None and results.produced_by(res, config)}
     if final in found and final not in own:
       raise StaleResultError(
           f"stage {r['variant']}/{r['stage']}: "
-          + results.mismatch(found[final], config, os.path.join(workdir, "eval", f"step_{final}.json"))
+          + results.mismatch(found[final], config, os.fspath(run.eval_result_path(final)))
           + f"; evaluate it with the run's own config: python eval.py --workdir={workdir} --step={final}")
     finished = final is not None and final in own
     runs.append({
@@ -207,16 +191,16 @@ def _parameters(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, f
       continue
     if match.get("by") == "params" and not match.get("count") and "params" in r["count"]:
       out[r["variant"]] = float(r["count"]["params"])
-    elif os.path.isfile(os.path.join(r["workdir"], "config.json")):
-      out[r["variant"]] = _model_table_params(os.path.join(r["workdir"], "config.json"))
+    elif Workdir(r["workdir"]).has_config():
+      out[r["variant"]] = _model_table_params(Workdir(r["workdir"]).read_raw_config())
   return out
 
 
-def _model_table_params(config_path: str) -> float:
+def _model_table_params(saved_config: dict[str, Any]) -> float:
   from vlfusion import configuration
   from vlfusion.analysis import model_table  # imports JAX.
 
-  config = configuration.complete(_read_json(config_path))
+  config = configuration.complete(saved_config)
   return float(model_table.parameter_counts(config)["total"])
 
 

@@ -1,8 +1,8 @@
 """The shapes world as a tensorflow-datasets builder (`shapes_world/<size>`), written as ArrayRecord.
 
-Example i of split s is `scenes.make_example(default_rng([SEED, s, i]))`: the same on every machine and
-every run, so a dataset prepared twice is the same dataset. Example i is also the left image of a pair
-whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
+Example i of split s is `scene_examples.make_example(default_rng([SEED, s, i]))`: the same on every
+machine and every run, so a dataset prepared twice is the same dataset. Example i is also the left image of
+a pair whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vlfusion.data import questions, scenes
+from vlfusion.data import questions, scene_examples, scenes
 
 SEED = 20261124
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -107,7 +107,7 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
       partner_objects = scenes.sample_scene(
           np.random.default_rng([SEED, SPLIT_IDS[split], partner]), cfg.image_size, cfg.max_objects)
       rng = np.random.default_rng([SEED, SPLIT_IDS[split], index])
-      example = scenes.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects)
+      example = scene_examples.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects)
       yield index, dict(example, pair_index=np.int32(partner))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from vlfusion import configuration
+from vlfusion import configuration, rundir
 from vlfusion.configuration import ConfigError
 
 Path = tuple[str, ...]
@@ -165,25 +165,7 @@ def checkpoint_step_dir(path: str, field: str = "config.init.checkpoint") -> str
 
 def read_params(step_dir: str, field: str = "config.init.checkpoint") -> dict[Path, np.ndarray]:
   """The parameters of a checkpoint step, to host memory; the optimizer state is not read."""
-  import orbax.checkpoint as ocp
-
-  state_dir = os.path.join(step_dir, "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    metadata = checkpointer.metadata(state_dir)
-    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
-    if hasattr(tree, "tree"):
-      tree = tree.tree
-    params_meta = tree["params"]
-  except Exception as e:  # noqa: BLE001 - any unreadable metadata: say which directory.
-    raise ConfigError(f"{field}: {state_dir} cannot be read as a vlfusion train state "
-                      f"({e!r})") from e
-  is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
-  item = jax.tree.map(lambda m: np.zeros((), m.dtype), params_meta, is_leaf=is_leaf)
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"params": item}, restore_args={"params": args}, partial_restore=True))
-  return traverse_util.flatten_dict(restored["params"])
+  return rundir.read_step_params(step_dir, field)
 
 
 def _saved_model_config(step_dir: str) -> dict[str, Any] | None:

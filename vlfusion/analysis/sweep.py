@@ -150,55 +150,21 @@ def render_value(value: Any) -> str:
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file `path[:arg]` (relative to the repository), unlocked."""
-  path, _, arg = spec.partition(":")
-  full = path if os.path.isabs(path) else os.path.join(REPO, path)
-  if not os.path.isfile(full):
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path if os.path.isabs(path) else os.path.join(REPO, path)):
     raise SweepError(f"config file {path!r} does not exist")
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)  # config files import `configs.*` and `vlfusion`.
-  module_spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(full))}", full)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  config.unlock()
-  return config
+  return configuration.load_config_file(spec)
 
 
 def build_config(spec: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The config file's config with `overrides` set field by field, as `--config.<field>=` flags would:
-  a field the file lacks, or one the command line cannot set (a None default), is a SweepError."""
+  """The config file's config with `overrides` set field by field, as `--config.<field>=` flags would
+  (`configuration.override` with flags): a field the file lacks, or one the command line cannot set, is a
+  SweepError."""
   config = load_config_file(spec)
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    try:
-      for p in parents:
-        node = node[p]
-      current = node[leaf]
-    except (KeyError, AttributeError, TypeError):
-      raise SweepError(f"override {dotted}={value!r}: {spec} has no field config.{dotted}") from None
-    if current is None and _field_type(node, leaf) is type(None):
-      raise SweepError(f"override {dotted}={value!r}: config.{dotted} is None in {spec}, and a None "
-                       "field cannot be set with --config.<field>=; set it in a config file instead")
-    if isinstance(current, bool) != isinstance(value, bool) or (
-        isinstance(current, (int, float)) and not isinstance(current, bool)
-        and not isinstance(value, (int, float))):
-      raise SweepError(f"override {dotted}={value!r} has the wrong type for config.{dotted}="
-                       f"{current!r}")
-    if isinstance(current, float) and isinstance(value, int):
-      value = float(value)
-    if isinstance(current, tuple):
-      value = tuple(value)
-    node[leaf] = value
-  return config
-
-
-def _field_type(node: ml_collections.ConfigDict, leaf: str) -> type:
-  """The type the command line parses a field as: a None default without a typed reference has none."""
-  field = getattr(node, "_fields", {}).get(leaf)
-  if isinstance(field, ml_collections.FieldReference):
-    return field.get_type()
-  return type(node[leaf])
+  try:
+    return configuration.override(config, overrides, flags=True, source=spec)
+  except ConfigError as e:
+    raise SweepError(str(e)) from None
 
 
 def _check_keys(where: str, given: Any, known: tuple[str, ...]) -> None:

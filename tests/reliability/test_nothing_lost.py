@@ -11,8 +11,8 @@ import pytest
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from vlfusion import experiment
-from vlfusion.evaluation import checkpoints as eval_checkpoints
 from vlfusion.evaluation import evaluator
+from vlfusion.evaluation import job as eval_job
 from vlfusion.training import checkpointing, trainer, window
 
 STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
@@ -132,7 +132,7 @@ def test_evaluation_names_a_damaged_or_unreadable_checkpoint(run, data_dir, tmp_
 def test_watching_beside_training_skips_a_step_rotated_out(run, data_dir, tmp_path, monkeypatch, caplog):
   workdir = _copy(run, tmp_path)
   config = tiny_config(co_attention, data_dir, **{**STEPS, "eval.tasks": ("itm",), "eval.batch_size": 64})
-  job = eval_checkpoints.CheckpointEvaluator(config, workdir)
+  job = eval_job.CheckpointEvaluator(config, workdir)
   evaluate = job.evaluate
 
   def rotate_then_evaluate(step=None):  # training deletes step 2 between the listing and the restore.

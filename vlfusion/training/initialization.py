@@ -184,7 +184,7 @@ def _from_checkpoint(path: str) -> Source:
 
 
 def _from_huggingface(path: str) -> Source:
-  from vlfusion.convert.checkpoint import CheckpointError, load_directory
+  from vlfusion.convert.hf_files import CheckpointError, load_directory
   from vlfusion.convert.huggingface import CONVERTERS
 
   field = "config.init.huggingface"

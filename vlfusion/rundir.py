@@ -235,6 +235,38 @@ def incomplete_checkpoints(directory: Any) -> dict[str, str]:
   return found
 
 
+def find_step_dir(path: Any, field: str = "config.init.checkpoint") -> epath.Path:
+  """The checkpoint step directory `path` names: itself (a `checkpoints/<step>` directory), or the latest
+  complete step of a workdir (in its `checkpoints/`, or in itself). `field` names the setting in errors."""
+  path = as_path(path)
+  shown = os.fspath(path)
+  if not path.exists():
+    raise ConfigError(f"{field}={shown!r}: no such file or directory")
+  if not path.is_dir():
+    raise ConfigError(f"{field}={shown!r} is a file; give a vlfusion workdir or one of its "
+                      "checkpoints/<step> directories")
+  if (path / "state").is_dir() and path.name.isdigit():
+    if not (path / COMMIT_MARKER).exists():
+      raise ConfigError(f"{field}={shown!r}: this checkpoint is incomplete (no {COMMIT_MARKER}: its save "
+                        "did not finish); give another step or the workdir")
+    return path
+  for directory in (path / CHECKPOINTS, path):
+    steps = [p.name for p in directory.iterdir() if p.name.isdigit() and p.is_dir()] \
+        if directory.is_dir() else []
+    if steps:
+      bad = incomplete_checkpoints(directory)
+      complete = sorted((int(s) for s in steps if s not in bad), reverse=True)
+      if not complete:
+        raise ConfigError(f"{field}={shown!r}: no complete checkpoint in {os.fspath(directory)} "
+                          f"(incomplete: {sorted(bad)})")
+      return directory / str(complete[0])
+  hint = ""
+  if (path / CONFIG).is_file() and any(p.name.endswith(".safetensors") for p in path.iterdir()):
+    hint = " It looks like an HF checkpoint: set config.init.huggingface instead."
+  raise ConfigError(f"{field}={shown!r} is not a vlfusion checkpoint: expected a workdir holding "
+                    f"checkpoints/<step>/state or a checkpoints/<step> directory.{hint}")
+
+
 def read_step_params(step_dir: Any, field: str = "config.init.checkpoint") -> dict[tuple, Any]:
   """The parameters of a checkpoint step directory, to host memory as a flat {path: array}; the optimizer
   state is not read. `field` names the setting in errors."""

@@ -1,7 +1,8 @@
 """Run configuration: the defaults every config file starts from, model sizes, and validation.
 
-A config file under `configs/` calls `base_config()`, applies a size with `apply_size`, sets what makes
-its family, and returns the result locked. `validate` checks the resolved config before anything is built or
+A pretraining config file under `configs/` starts from `sized_config(arg)` (the defaults with a size and
+its data applied), sets what makes its family, and returns the result locked; a fine-tuning file starts
+from a pretraining file's config and applies its recipe as dotted overrides (`override`). `validate` checks the resolved config before anything is built or
 compiled, and raises `ConfigError` naming the field at fault. What each field is (default, type, checks,
 when it is read, resume rules) is declared once in `config_fields`; this module reads it from there and
 holds the checks across fields. `load_config_file` and `override` are the one loader of `path:arg` config
@@ -60,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
   return config_fields.base_config()
 
 
-def apply_size(config: ml_collections.ConfigDict, size: str) -> None:
+def _apply_size(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets hidden sizes, depths and heads of both streams from `SIZES[size]`."""
   if size not in SIZES:
     raise ConfigError(f"unknown size {size!r} in the config argument; choose one of {sorted(SIZES)}")
@@ -85,7 +86,7 @@ TRAIN_DEFAULTS = {
 }
 
 
-def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
+def _apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets the data, batch size, run length and learning rate of the pretraining run for `size`.
 
   tiny and small train on the shapes world; base is a pod run, so it names real data: COCO captions
@@ -183,8 +184,8 @@ def sized_config(arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
   defaults) applied, unlocked, and that size."""
   size = parse_arg(arg)["size"]
   config = base_config()
-  apply_size(config, size)
-  apply_data_defaults(config, size)
+  _apply_size(config, size)
+  _apply_data_defaults(config, size)
   return config, size
 
 

@@ -40,13 +40,13 @@ def main(argv):
     raise app.UsageError("--step, --all and --watch exclude each other")
   distributed.initialize()  # before anything touches a JAX backend.
   runtime.initialize()
-  from vlfusion.evaluation import checkpoints
+  from vlfusion.evaluation import job
 
   workdir = _WORKDIR.value
   if _WATCH.value and _CONFIG.value is None:
-    checkpoints.wait_for_config(workdir, _POLL.value, _TIMEOUT.value)
-  config = _CONFIG.value if _CONFIG.value is not None else checkpoints.saved_config(workdir)
-  runner = checkpoints.CheckpointEvaluator(config, workdir)
+    job.wait_for_config(workdir, _POLL.value, _TIMEOUT.value)
+  config = _CONFIG.value if _CONFIG.value is not None else job.saved_config(workdir)
+  runner = job.CheckpointEvaluator(config, workdir)
   if _WATCH.value:
     results = runner.watch(_POLL.value, _TIMEOUT.value)
   elif _ALL.value:

@@ -28,10 +28,10 @@ def main(argv):
   del argv
   runtime.initialize()  # first: quiets native libraries before they load.
   distributed.initialize()  # before anything touches a JAX backend.
-  from vlfusion.training import trainer  # after runtime setup: imports JAX and TensorFlow.
+  from vlfusion import experiment  # after runtime setup: imports JAX and TensorFlow.
 
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   logging.info("Training finished.")
 
 

@@ -61,8 +61,8 @@ def train_child(workdir: str, data_dir: str) -> None:
   """The training run of tests/evaluation/test_evaluators.py, on the shapes world."""
   from configs.pretrain import single_stream
   from tests.conftest import tiny_config
+  from vlfusion import experiment
   from vlfusion.data import questions
-  from vlfusion.training import trainer
 
   steps = 250
   config = tiny_config(single_stream, data_dir, **{
@@ -73,7 +73,7 @@ def train_child(workdir: str, data_dir: str) -> None:
       "model.initializer_range": 0.1})
   config.evals = {"val": {"data": {"split": "validation"}, "tasks": ("vqa",), "batch_size": 128},
                   "test": {"data": {"split": "test"}, "tasks": ("vqa", "itm"), "batch_size": 256}}
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
 
 
 def child_env(devices: int, pool: int | None, timeout_s: int) -> dict[str, str]:

@@ -11,7 +11,7 @@ examples/s:
 - input: the pipeline alone (`prefetch.TrainBatches` with that many worker processes: record reads,
   JPEG decode/resize, tokenisation, masking, ITM negatives, collation), in steady state;
 - step: the jitted train step of `Setup(config).jit_train_step()` on batches already on the device;
-- loop: `trainer.train_and_evaluate` itself (its own logged `examples_per_sec`, compilation and the first
+- loop: `experiment.train_and_evaluate` itself (its own logged `examples_per_sec`, compilation and the first
   logging window excluded), with `data.num_workers` set and `data.prefetch_batches` 2 (0 with 0 workers);
 - free loop: the same loop with an (almost) free train step that only reads one value of each batch
   array: a stand-in for an accelerator much faster than the input, so the loop's own overhead shows.
@@ -135,6 +135,7 @@ def _free_jit_train_step(self, grad_accum_steps=None):
 
 def time_loop(config, num_workers: int, steps: int, free_step: bool) -> float:
   """examples/s of `train_and_evaluate` as it logs them, after a first window that is left out."""
+  from vlfusion import experiment
   from vlfusion.training import trainer
 
   window = 2 * num_workers + 3
@@ -147,7 +148,7 @@ def time_loop(config, num_workers: int, steps: int, free_step: bool) -> float:
     trainer.Setup.jit_train_step = _free_jit_train_step
   try:
     with tempfile.TemporaryDirectory() as workdir:
-      trainer.train_and_evaluate(config, workdir)
+      experiment.train_and_evaluate(config, workdir)
       with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f if "examples_per_sec" in line]
   finally:

@@ -31,7 +31,7 @@ from benchmarks.train_step import FAMILIES, RESULTS_DIR, load_config, measure  #
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def family_config(family: str, size: str, batch_size: int, regions: int, text_len: int):
+def regions_config(family: str, size: str, batch_size: int, regions: int, text_len: int):
   """`family`'s config at `size` over `regions` region features and `text_len` tokens, MLM + ITM."""
   config = load_config(f"{FAMILIES[family]}:{size}")
   m = config.model
@@ -62,7 +62,7 @@ def _dashed(draw, xy, fill, dash: float = 6.0) -> None:
                 fill=fill, width=2)
 
 
-def _panel(series: dict, key: str, xlabel: str, ylabel: str, predict: bool):
+def _scaling_chart(series: dict, key: str, xlabel: str, ylabel: str, predict: bool):
   """One chart: x = tokens (log2 axis), y = `key` of each point, a line per family."""
   import math
 
@@ -118,8 +118,8 @@ def plot(results: dict, out: str, title: str) -> None:
   sheet = Image.new("RGB", (2 * PANEL_W, 2 * PANEL_H + 24), "white")
   ImageDraw.Draw(sheet).text((8, 6), title, fill="black", font=ImageFont.load_default())
   for col, (axis, label) in enumerate((("image", "image tokens"), ("text", "text tokens"))):
-    sheet.paste(_panel(results[axis], "step_s", label, "step time, s", True), (col * PANEL_W, 24))
-    sheet.paste(_panel(results[axis], "peak_bytes", label, "peak memory, MiB (XLA)", False),
+    sheet.paste(_scaling_chart(results[axis], "step_s", label, "step time, s", True), (col * PANEL_W, 24))
+    sheet.paste(_scaling_chart(results[axis], "peak_bytes", label, "peak memory, MiB (XLA)", False),
                 (col * PANEL_W, 24 + PANEL_H))
   sheet.save(out)
 
@@ -145,7 +145,7 @@ def main() -> None:
       points = []
       for n in (int(v) for v in values.split(",")):
         regions, text = (n, args.fixed_text) if axis == "image" else (args.fixed_image, n)
-        config = family_config(family, args.size, args.batch_size, regions, text)
+        config = regions_config(family, args.size, args.batch_size, regions, text)
         point = {"tokens": n, **measure(config, args.rounds, args.steps)}
         points.append(point)
         print(f"{family:16s} {axis} {n:4d}: {point['step_s']:.3f} s/step, "

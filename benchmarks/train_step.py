@@ -40,16 +40,10 @@ from vlfusion.training import partitioning, reporting, trainer  # noqa: E402
 
 
 def load_config(spec: str):
-  """`path[:arg]` -> the config its `get_config(arg)` returns, unlocked."""
-  import importlib.util
+  """`path[:arg]` (from the current directory) -> the config its `get_config(arg)` returns, unlocked."""
+  from vlfusion import configuration
 
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  config.unlock()
-  return config
+  return configuration.load_config_file(spec, root=os.getcwd())
 
 
 def synthetic_batch(config, seed: int) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from configs.finetune import common
+from configs.finetune import common, vqa
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream, vilbert
 from vlfusion import configuration
 
@@ -53,6 +53,9 @@ INERT = [
     (co_attention, {"train.best_mode": "min"}, "config.train.best_mode"),
     (co_attention, {"train.inject_nan_objective": "itm"}, "config.train.inject_nan_objective"),
     (co_attention, {"eval.retrieval_rerank_k": 4}, "config.eval.retrieval_rerank_k"),
+    # The visual-entailment scenes have no questions; only the name's prefix is the shapes world's.
+    (vqa, {"data.name": "shapes_world_ve/tiny", "data.question_type_weights": "relation:0"},
+     "config.data.question_type_weights"),
 ]
 
 

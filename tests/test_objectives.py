@@ -12,9 +12,9 @@ import pytest
 
 from configs.pretrain import albef, co_attention, lxmert, vilt
 from tests.conftest import tiny_config
+from vlfusion import experiment
 from vlfusion.data import questions
 from vlfusion.evaluation import evaluator
-from vlfusion.training import trainer
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_objective_trains_on_shapes_world(case, data_dir, tmp_path):
   module, overrides, losses = CASES[case]
   config = tiny_config(module, data_dir, **dict(STEPS, **overrides))
   workdir = str(tmp_path / case)
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   assert [r["step"] for r in records] == [1, 2, 3]

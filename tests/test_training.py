@@ -11,6 +11,7 @@ import pytest
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from tests.scaling.small_configs import small_config
+from vlfusion import experiment
 from vlfusion.configuration import ConfigError
 from vlfusion.training import checkpointing, trainer
 
@@ -28,7 +29,7 @@ def trained(data_dir, tmp_path_factory):
       **{"train.num_steps": 60, "train.log_every_steps": 5, "train.checkpoint_every_steps": 30,
          "optimizer.warmup_steps": 5, "train.profile_steps": 2},
   )
-  state = trainer.train_and_evaluate(config, workdir)
+  state = experiment.train_and_evaluate(config, workdir)
   return config, workdir, state
 
 
@@ -66,11 +67,40 @@ def test_checkpoint_round_trip_restores_identical_parameters(trained):
 def test_run_resumes_from_latest_checkpoint(trained):
   config, workdir, _ = trained
   config.train.num_steps = 70
-  state = trainer.train_and_evaluate(config, workdir)
+  state = experiment.train_and_evaluate(config, workdir)
   steps = [r["step"] for r in _metrics(workdir)]
   assert steps[-3:] == [60, 65, 70]  # continued from 60; steps 1..60 were not trained again.
   assert steps.count(5) == 1
   assert int(state.step) == 70
+
+
+def test_the_loop_evaluates_through_its_callback(data_dir, tmp_path):
+  """Training calls the evaluation it is given every eval.every_steps and at the last step, and records
+  its scalars with the step's; a config that asks for evaluation without one is refused before the
+  workdir is touched."""
+  config = small_config(
+      "co_attention",
+      **{"data.data_dir": data_dir, "train.num_steps": 5, "train.log_every_steps": 5,
+         "train.checkpoint_every_steps": 100, "eval.every_steps": 2})
+  calls = []
+
+  def evaluation(setup, evaluated_config):
+    assert evaluated_config is config and setup.config is config
+
+    def evaluate(params, step, workdir):
+      calls.append((step, workdir))
+      return {}, {"eval/fake": float(step)}
+
+    return evaluate
+
+  workdir = str(tmp_path / "run")
+  trainer.train(config, workdir, devices=jax.devices()[:1], evaluation=evaluation)
+  assert calls == [(2, workdir), (4, workdir), (5, workdir)]
+  recorded = {r["step"]: r["eval/fake"] for r in _metrics(workdir) if "eval/fake" in r}
+  assert recorded == {2: 2.0, 4: 4.0, 5: 5.0}
+  with pytest.raises(ConfigError, match=r"config.eval.every_steps=2 but this training was given no eval"):
+    trainer.train(config, str(tmp_path / "refused"), devices=jax.devices()[:1])
+  assert not os.path.exists(tmp_path / "refused")
 
 
 def _eval_values(workdir, name):
@@ -92,9 +122,9 @@ def test_keep_best_keeps_the_best_checkpoint(data_dir, tmp_path, mode):
          "eval.tasks": ("mlm",), "eval.batch_size": 128, "optimizer.learning_rate": 3e-3,
          "optimizer.warmup_steps": 1, "optimizer.schedule": "constant"})
   config.train.num_steps = 4
-  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  experiment.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   config.train.num_steps = 6  # the resumed run must still know how steps 2 and 4 ranked.
-  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  experiment.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   values = _eval_values(workdir, "mlm_accuracy")
   assert sorted(values) == [2, 4, 6] and len(set(values.values())) == 3, values
   best = (max if mode == "max" else min)(values, key=values.get)

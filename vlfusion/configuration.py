@@ -1,30 +1,40 @@
 """Run configuration: the defaults every config file starts from, model sizes, and validation.
 
-A config file under `configs/` calls `base_config()`, applies a size with `apply_size`, sets what makes
-its family, and returns the result locked. `validate` checks the resolved config before anything is built or
-compiled, and raises `ConfigError` naming the field at fault.
+A pretraining config file under `configs/` starts from `sized_config(arg)` (the defaults with a size and
+its data applied), sets what makes its family, and returns the result locked; a fine-tuning file starts
+from a pretraining file's config and applies its recipe as dotted overrides (`override`). `validate` checks the resolved config before anything is built or
+compiled, and raises `ConfigError` naming the field at fault. What each field is (default, type, checks,
+when it is read, resume rules) is declared once in `config_fields`; this module reads it from there and
+holds the checks across fields. `load_config_file` and `override` are the one loader of `path:arg` config
+files and the one typed setter of dotted fields.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-import re
+import os
+import sys
 from typing import Any
 
 import ml_collections
 
+from vlfusion import config_fields
+from vlfusion.config_fields import (  # noqa: F401  (re-exported: the names callers import from here)
+    BASE_REGIONS,
+    COMPUTE_DTYPES,
+    CROSS_ORDERS,
+    DTYPES,
+    FUSION_FAMILIES,
+    IMAGE_EMBEDDINGS,
+    IMAGE_INPUTS,
+    IMAGE_STEMS,
+    POOLERS,
+    REMAT_POLICIES,
+)
 from vlfusion.errors import ConfigError  # raised here, and caught by callers as configuration.ConfigError.
 
-FUSION_FAMILIES = (
-    "single_stream",
-    "co_attention",
-    "merged_attention",
-    "one_way",
-    "dual_encoder",
-)
-IMAGE_INPUTS = ("regions", "patches")
-IMAGE_STEMS = ("linear", "conv")  # how `patches` input becomes tokens (model.image.stem).
 OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
 EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc", "retrieval")
 # The head each evaluation task reads (retrieval: every caption of every image, by ITC, re-ranked by ITM).
@@ -35,11 +45,7 @@ def evaluated_tasks(tasks, heads) -> list[str]:
   """The `tasks` an evaluator runs: those whose head (`EVAL_TASK_HEADS`, else the task's own) is in
   `heads`."""
   return [t for t in tasks if EVAL_TASK_HEADS.get(t, t) in heads]
-POOLERS = ("text", "concat", "product")
-CROSS_ORDERS = ("cross_self_ffn", "self_cross_ffn", "coattn_ffn_self")
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
-DTYPES = ("float32", "bfloat16", "float16")
-COMPUTE_DTYPES = ("auto", *DTYPES)  # model.dtype: "auto" = bfloat16 on TPU/GPU, float32 on CPU.
+
 
 # Sizes shared by every family: text stream, image stream and fusion depth.
 SIZES = {
@@ -50,171 +56,12 @@ SIZES = {
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Returns the defaults shared by every run (DESIGN.md section 4), unlocked."""
-  c = ml_collections.ConfigDict()
-
-  c.model = ml_collections.ConfigDict()
-  c.model.fusion = "single_stream"
-  c.model.heads = ("mlm", "itm")
-  # `pre_norm`/`layer_norm_eps` of a stream (None: the model-wide value) apply to its unimodal layers;
-  # ALBEF and METER pair a pre-LN ViT (eps 1e-6 / 1e-5) with a post-LN BERT.
-  c.model.text = dict(
-      hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, vocab_size=512, max_len=40,
-      type_vocab_size=2, init_from="", pre_norm=None, layer_norm_eps=None,
-  )
-  c.model.image = dict(
-      input="regions", hidden_size=64, num_layers=1, num_heads=4, mlp_dim=128,
-      feature_dim=64, num_regions=8, box_dim=4, image_size=64, patch_size=8, init_from="",
-      # How image inputs become tokens: "" = the input's default; regions: "lxmert" (LN(fc(feature)) and
-      # LN(fc(box)) averaged) or "visualbert" (fc(feature) + type + position, LN; no boxes);
-      # patches: "vilt" (conv patches, [CLS], interpolated positions).
-      embedding="",
-      # patches: "linear" (one strided convolution, ViT/ViLT) or "conv" (stride-2 3x3 convolutions with
-      # LayerNorm and ReLU down to the patch grid; learns small objects from little data).
-      stem="linear",
-      # patches: the position table starts at normal(0, initializer_range) ("normal") or at 2-D
-      # sine-cosine positions ("sincos"; still learned), which spatial questions learn from far sooner.
-      position_init="normal",
-      pre_norm=None, layer_norm_eps=None,
-  )
-  c.model.fusion_layers = 2
-  # hidden_size / num_heads of cross-attention (0: the query stream's); ViLBERT: 1024 wide, 8 heads.
-  c.model.cross = dict(direction="both", share_weights=False, order="cross_self_ffn", hidden_size=0,
-                       num_heads=0)
-  c.model.pooler = "text"  # text | concat (METER) | product (ViLBERT, dual encoder); see heads.Pooler.
-  # Head settings (a head exists iff named in model.heads; objectives only weight the losses).
-  c.model.mrm = dict(num_labels=0, regression=True)  # num_labels 0: no object-label classification.
-  c.model.itc = dict(embed_dim=256, temperature=0.07, min_temperature=0.001, max_temperature=0.5)
-  # The answer vocabulary size; 0 takes the size of the data's answer vocabulary when the run is set up.
-  c.model.vqa = dict(num_answers=0)
-  c.model.pre_norm = False
-  c.model.layer_norm_eps = 1e-12
-  # Standard deviation of every kernel and embedding table at initialisation (BERT: 0.02; narrow
-  # models trained from scratch learn from pixels much sooner near 1/sqrt(width), docs/recipes.md).
-  c.model.initializer_range = 0.02
-  c.model.dropout = 0.1
-  c.model.attention_dropout = 0.0
-  c.model.dtype = "auto"  # bfloat16 on TPU/GPU, float32 on CPU (models.attention.compute_dtype).
-  c.model.param_dtype = "float32"
-  c.model.remat_policy = "none"
-  c.model.scan_layers = False
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "shapes_world/tiny"
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  c.data.train_split = "train"
-  c.data.eval_split = "validation"
-  c.data.global_batch_size = 32
-  c.data.max_text_len = 24
-  # Data order, ITM negatives, masks and augmentation; None follows config.train.seed (`data_seed`).
-  c.data.seed = ml_collections.FieldReference(None, field_type=int)
-  c.data.itm_negative_rate = 0.5
-  # Weights of ITM negative kinds (random, attribute, relation) over those a caption's form allows: its
-  # own edit (attribute, or relation for a relation caption) or a same-form caption of another scene.
-  c.data.itm_negative_mix = (1.0, 1.0, 1.0)
-  c.data.mlm_probability = 0.15
-  c.data.mlm_whole_word = False  # mask every wordpiece of a chosen word together.
-  c.data.mrm_probability = 0.15  # share of regions masked for masked region modelling.
-  # Shapes-world VQA training rows: sampling weights of question types, e.g. "direction:4,relation:0"
-  # (types not named weigh 1; "" = each scene asks one of its questions uniformly). Evaluation keeps
-  # the uniform draw.
-  c.data.question_type_weights = ""
-  # Real data (coco_captions, vqa_v2, image_text_jsonl): their files, and a BERT vocab.txt.
-  c.data.manual_dir = ""
-  c.data.vocab_path = ""  # "" = the shapes-world vocab.
-  c.data.vqa_min_answer_count = 9  # VQA v2 answer vocabulary: train answers given at least this often.
-  # Input ahead of the step (vlfusion.data.prefetch): worker processes building batches (0 = in the
-  # training process) and batches kept waiting on the devices (0 or 1 = none). Batches do not change.
-  c.data.num_workers = 0
-  c.data.prefetch_batches = 2
-  # Patch input (vlfusion.data.images): "square" stretches, "pad" keeps the aspect ratio and adds
-  # `image_mask` (ViLT); RandAugment on training batches only (0 operations = off; magnitude 0-10).
-  c.data.image_resize = "square"
-  # Training on a weighted mixture (vlfusion.data.mixture): {label: {data fields..., "weight": w}};
-  # empty = config.data.name alone.
-  c.data.mixture = {}
-  c.data.randaugment_num_ops = 0
-  c.data.randaugment_magnitude = 9
-
-  c.objectives = dict(mlm=1.0, itm=1.0, mrm=0.0, itc=0.0, vqa=0.0, pairs=0.0)
-
-  c.optimizer = dict(
-      learning_rate=1e-3, schedule="cosine", warmup_steps=50, weight_decay=0.01,
-      b1=0.9, b2=0.999, eps=1e-6, grad_clip_norm=1.0, grad_accum_steps=1,
-      # Weight decay applies to kernels, never to biases or LayerNorm; embedding tables only if set.
-      decay_embeddings=False,
-      # Per-module learning rates: "regex:factor,..." (first re.search match on the parameter path
-      # wins, e.g. "text_layers:0.1,image:0.5"); "" = none.
-      lr_multipliers="",
-      # Length of the warmup + decay schedule; 0 = train.num_steps. Set it to keep a schedule fixed when a
-      # resumed run changes num_steps (otherwise the schedule is re-stretched to the new length).
-      schedule_steps=0,
-  )
-
-  # Mesh axis sizes; -1 takes the devices left over. Rules map logical axis names to mesh axes.
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
-  # Several TPU slices over the data-centre network (DCN): how many slices split each axis (a hybrid mesh;
-  # data/fsdp/tensor stay the totals). Put DCN on `data`: it needs one gradient all-reduce per step.
-  c.mesh.dcn_data = 1
-  c.mesh.dcn_fsdp = 1
-  c.mesh.dcn_tensor = 1
-  c.mesh.rules = (
-      ("batch", ("data", "fsdp")),
-      ("vocab", "tensor"),
-      ("heads", "tensor"),
-      ("mlp", "tensor"),
-      ("embed", "fsdp"),
-      ("kv", None),
-      ("length", None),
-      ("layers", None),  # the leading axis of scanned layer stacks (model.scan_layers).
-      ("stem", None),  # channels inside the convolutional image stem (model.image.stem='conv').
-  )
-
-  c.train = dict(
-      num_steps=600, log_every_steps=50, checkpoint_every_steps=200, keep_checkpoints=3, seed=0,
-      # Also keep the best `keep_best_checkpoints` by this eval metric (e.g. "itm_accuracy").
-      best_metric="", best_mode="max", keep_best_checkpoints=1,
-      # A non-finite loss or gradient skips the update; `stop` ends the run at once, `skip` after
-      # `max_consecutive_nonfinite` bad steps in a row.
-      nonfinite_policy="skip", max_consecutive_nonfinite=5,
-      # ... or when more than this fraction of the steps since the last checkpoint were skipped (and at
-      # least max_consecutive_nonfinite): a state that keeps producing non-finite values is suspect and
-      # is never saved.
-      max_nonfinite_fraction=0.5,
-      # Testing aid: multiply this objective's logits by NaN at this step (-1: never).
-      inject_nan_at_step=-1, inject_nan_objective="mlm",
-      # Peak FLOP/s of one device, for MFU; 0 = known bf16 peaks by device kind (none on CPU).
-      peak_flops_per_device=0.0,
-      # Several processes without JAX's preemption service agree on a SIGTERM every this many steps.
-      preemption_check_every_steps=10,
-      # Trace this many steps (after the first) with jax.profiler into workdir/tensorboard; 0 = none.
-      profile_steps=0,
-  )
-  # Evaluated when the model has the head: ITM/MLM/pair accuracy, VQA accuracy (soft score), ITC
-  # retrieval R@K.
-  # `retrieval` (the standard protocol: every caption of every image) is opt-in, it costs more; a
-  # fusion model with an ITM head re-ranks each query's top `retrieval_rerank_k` by ITC (0: ITC only).
-  c.eval = dict(every_steps=0, tasks=("itm", "mlm", "vqa", "pairs", "itc"), batch_size=64,
-                retrieval_rerank_k=16)
-  # Named evaluators, each over its own data, run by eval.py and every eval.every_steps in training:
-  # {name: {data: {name, split, <other config.data fields>}, tasks, batch_size}}; a field left out takes
-  # config.data / config.eval's. Empty: one evaluator, "default", over config.data.eval_split.
-  c.evals = ml_collections.ConfigDict()
-  # Where a run's parameters start (vlfusion.training.initialization): a vlfusion workdir or one
-  # checkpoints/<step> directory, or a local HF directory (BERT, LXMERT, VisualBERT, ViLT); matching
-  # paths and shapes are restored. Only the new task head (the heads the source lacks) may stay fresh:
-  # a source of another model (fresh or unused parameters beyond the heads, or model fields that differ,
-  # `model_differences`) is refused unless `allow_fresh` (a regex of parameters that may stay fresh or
-  # unused) names the rest; `exclude` (a regex) leaves parameters fresh on purpose. Once the run's own
-  # workdir has a checkpoint, that is resumed instead.
-  c.init = dict(checkpoint="", huggingface="", exclude="", allow_fresh="")
-  return c
+  """Returns the defaults shared by every run (DESIGN.md section 4), unlocked: every field declared in
+  `config_fields.FIELDS` at its default (docs/config.md lists them)."""
+  return config_fields.base_config()
 
 
-def apply_size(config: ml_collections.ConfigDict, size: str) -> None:
+def _apply_size(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets hidden sizes, depths and heads of both streams from `SIZES[size]`."""
   if size not in SIZES:
     raise ConfigError(f"unknown size {size!r} in the config argument; choose one of {sorted(SIZES)}")
@@ -239,11 +86,7 @@ TRAIN_DEFAULTS = {
 }
 
 
-# Detector regions of the base-size data (COCO, 36 regions of 2048 features).
-BASE_REGIONS = dict(feature_dim=2048, num_regions=36)
-
-
-def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
+def _apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   """Sets the data, batch size, run length and learning rate of the pretraining run for `size`.
 
   tiny and small train on the shapes world; base is a pod run, so it names real data: COCO captions
@@ -264,14 +107,75 @@ def apply_data_defaults(config: ml_collections.ConfigDict, size: str) -> None:
   config.optimizer.warmup_steps = d["warmup_steps"]
 
 
-def override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """Sets each dotted path of `overrides` ("model.fusion_layers": 2, ...) on an unlocked `config`."""
+def override(config: ml_collections.ConfigDict, overrides: dict[str, Any], *, flags: bool = False,
+             source: str = "the config") -> ml_collections.ConfigDict:
+  """Sets each dotted field of `overrides` ("model.fusion_layers": 2, ...) on an unlocked `config`, checked
+  as a `--config.<field>=` flag is; returns `config`.
+
+  The one typed override: the field must exist (an entry of an open section, `config.evals.<name>` or
+  `config.data.mixture.<label>`, may be new), and the value must have the field's type: a bool is no
+  number, an int for a float field becomes a float, a list for a tuple field a tuple. With `flags` (the
+  overrides become `--config.` flags, as a sweep prints them), what the command line cannot do is
+  refused too: a new entry, or a None field it cannot type. Errors are `ConfigError`s naming the field
+  and `source` (where the config came from).
+  """
+  open_sections = config_fields.open_sections()
   for dotted, value in overrides.items():
-    node = config
     *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    present, node = field_value(config, ".".join(parents)) if parents else (True, config)
+    if not present or not hasattr(node, "keys") or (leaf not in node and (
+        flags or not any(dotted.startswith(f"{s}.") for s in open_sections))):
+      raise ConfigError(f"override {dotted}={value!r}: {source} has no field config.{dotted}")
+    if leaf not in node:
+      node[leaf] = value
+      continue
+    current = node[leaf]
+    if flags and current is None and _field_type(node, leaf) is type(None):
+      raise ConfigError(f"override {dotted}={value!r}: config.{dotted} is None in {source}, and a None "
+                        "field cannot be set with --config.<field>=; set it in a config file instead")
+    number = isinstance(current, (int, float)) and not isinstance(current, bool)
+    if isinstance(current, bool) != isinstance(value, bool) and current is not None or (
+        number and not isinstance(value, (int, float))):
+      raise ConfigError(f"override {dotted}={value!r} has the wrong type for config.{dotted}={current!r}")
+    if isinstance(current, float) and isinstance(value, int):
+      value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise ConfigError(f"override {dotted}={value!r} has the wrong type for config.{dotted}="
+                        f"{current!r}") from None
+  return config
+
+
+def _field_type(node: ml_collections.ConfigDict, leaf: str) -> type:
+  """The type the command line parses a field as: a None default without a typed reference has none."""
+  field = getattr(node, "_fields", {}).get(leaf)
+  if isinstance(field, ml_collections.FieldReference):
+    return field.get_type()
+  return type(node[leaf])
+
+
+def load_config_file(spec: str, root: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file `path[:arg]`, unlocked: the one loader of config files.
+
+  A relative path is taken from `root` (default: the repository, where `configs/` lives); the
+  repository is put on `sys.path`, as config files import `configs.*` and `vlfusion`.
+  """
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path, _, arg = spec.partition(":")
+  full = path if os.path.isabs(path) else os.path.join(root or repo, path)
+  if not os.path.isfile(full):
+    raise ConfigError(f"config file {path!r} does not exist")
+  if repo not in sys.path:
+    sys.path.insert(0, repo)
+  name = "_config_file_" + hashlib.sha256(os.path.abspath(full).encode()).hexdigest()[:16]
+  module_spec = importlib.util.spec_from_file_location(name, full)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config.unlock()
   return config
 
 
@@ -280,8 +184,8 @@ def sized_config(arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
   defaults) applied, unlocked, and that size."""
   size = parse_arg(arg)["size"]
   config = base_config()
-  apply_size(config, size)
-  apply_data_defaults(config, size)
+  _apply_size(config, size)
+  _apply_data_defaults(config, size)
   return config, size
 
 
@@ -314,37 +218,254 @@ def _check(cond: bool, message: str) -> None:
     raise ConfigError(message)
 
 
-def _check_stream(stream: Any, name: str) -> None:
-  for field in ("hidden_size", "num_heads", "mlp_dim"):
-    _check(int(stream[field]) > 0, f"config.model.{name}.{field}={stream[field]} must be positive")
-  _check(
-      stream.hidden_size % stream.num_heads == 0,
-      f"config.model.{name}.num_heads={stream.num_heads} does not divide "
-      f"config.model.{name}.hidden_size={stream.hidden_size}",
-  )
-  _check(stream.num_layers >= 0, f"config.model.{name}.num_layers={stream.num_layers} is negative")
+def field_value(config: Any, dotted: str) -> tuple[bool, Any]:
+  """(present, value) of a dotted field of a ConfigDict or dict."""
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False, None
+    node = node[part]
+  return True, node
 
 
-# model.image.embedding -> the image input it embeds ("" = the input's default).
-IMAGE_EMBEDDINGS = {"lxmert": "regions", "visualbert": "regions", "vilt": "patches"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False",
+               tuple: "a tuple", dict: "a dict"}
+
+
+def has_type(value: Any, kind: type) -> bool:
+  """A float field takes an int, a tuple field a list (as a saved config reads back); bool is no number."""
+  if kind in (int, float):
+    return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+  if kind is tuple:
+    return isinstance(value, (tuple, list))
+  if kind is dict:
+    return isinstance(value, (dict, ml_collections.ConfigDict))
+  return isinstance(value, kind)
+
+
+def check_fields(config: Any) -> None:
+  """Each declared field's type and checks (`config_fields.FIELDS`), in declaration order; a field the
+  config lacks is not checked, and None passes where the default is None."""
+  for name, field in config_fields.FIELDS.items():
+    present, value = field_value(config, name)
+    if not present or (value is None and field.default is None):
+      continue
+    _check(has_type(value, field.type),
+           f"config.{name}={value!r} must be {_TYPE_NAMES.get(field.type, field.type.__name__)}")
+    for check in field.checks:
+      problem = check(value)
+      _check(problem is None, f"config.{name}={value!r} {problem}")
+
+
+# Checks across fields, in the order `validate` runs them; each names the fields it reads (a section
+# name stands for every field in it), and tests/test_config_fields.py holds each name to a declaration.
+CROSS_FIELD_CHECKS: list[tuple[tuple[str, ...], Any]] = []
+
+
+def _reads(*fields: str):
+  def register(check):
+    CROSS_FIELD_CHECKS.append((fields, check))
+    return check
+  return register
+
+
+@_reads("data.max_text_len", "model.text.max_len")
+def _text_fits_positions(config: Any) -> None:
+  _check(config.data.max_text_len <= config.model.text.max_len,
+         f"config.data.max_text_len={config.data.max_text_len} exceeds the position table "
+         f"config.model.text.max_len={config.model.text.max_len}")
+
+
+@_reads("model.text.hidden_size", "model.text.num_heads", "model.image.hidden_size", "model.image.num_heads")
+def _heads_divide_width(config: Any) -> None:
+  for name in ("text", "image"):
+    stream = config.model[name]
+    _check(stream.hidden_size % stream.num_heads == 0,
+           f"config.model.{name}.num_heads={stream.num_heads} does not divide "
+           f"config.model.{name}.hidden_size={stream.hidden_size}")
+
+
+@_reads("model.image.embedding", "model.image.input")
+def _embedding_fits_input(config: Any) -> None:
+  image = config.model.image
+  if image.embedding:
+    _check(IMAGE_EMBEDDINGS[image.embedding] == image.input,
+           f"config.model.image.embedding={image.embedding!r} embeds {IMAGE_EMBEDDINGS[image.embedding]}, "
+           f"but config.model.image.input={image.input!r}")
+
+
+@_reads("model.fusion", "model.text.hidden_size", "model.image.hidden_size", "model.cross.share_weights")
+def _one_width(config: Any) -> None:
+  m = config.model
+  if m.fusion in ("single_stream", "merged_attention"):
+    _check(m.text.hidden_size == m.image.hidden_size,
+           f"config.model.fusion={m.fusion!r} needs one width: config.model.text.hidden_size="
+           f"{m.text.hidden_size} differs from config.model.image.hidden_size={m.image.hidden_size}")
+  if m.cross.share_weights:
+    _check(m.text.hidden_size == m.image.hidden_size,
+           "config.model.cross.share_weights=True needs config.model.text.hidden_size == "
+           "config.model.image.hidden_size")
+
+
+@_reads("model.cross.hidden_size", "model.cross.num_heads", "model.text.num_heads", "model.image.num_heads")
+def _cross_heads_divide_width(config: Any) -> None:
+  m = config.model
+  if m.cross.hidden_size > 0:
+    heads = m.cross.num_heads or min(m.text.num_heads, m.image.num_heads)
+    _check(m.cross.hidden_size % heads == 0,
+           f"config.model.cross.num_heads={heads} does not divide "
+           f"config.model.cross.hidden_size={m.cross.hidden_size}")
+
+
+@_reads("model.heads")
+def _known_heads(config: Any) -> None:
+  for head in config.model.heads:
+    _check(head in OBJECTIVES, f"config.model.heads has {head!r}, not a head; known: {OBJECTIVES}")
+
+
+@_reads("model.fusion", "model.fusion_layers", "model.heads", "model.pooler")
+def _dual_encoder(config: Any) -> None:
+  m = config.model
+  if m.fusion == "dual_encoder":
+    _check(m.fusion_layers == 0,
+           f"config.model.fusion_layers={m.fusion_layers}: the dual encoder has no fusion layers; set 0")
+    needs_both = sorted(set(m.heads) & {"itm", "vqa", "pairs"})
+    _check(not needs_both or m.pooler != "text",
+           f"config.model.pooler='text' sees no image in a dual encoder, but heads {needs_both} read "
+           "the pooled output; use 'product' or 'concat'")
+
+
+@_reads("model.heads", "model.image.input", "model.mrm.regression", "model.mrm.num_labels")
+def _mrm_head(config: Any) -> None:
+  m = config.model
+  if "mrm" in m.heads:
+    _check(m.image.input == "regions",
+           f"config.model.heads has 'mrm' but config.model.image.input={m.image.input!r}; masked "
+           "region modelling needs 'regions'")
+    _check(m.mrm.regression or m.mrm.num_labels > 0,
+           "config.model.heads has 'mrm' but config.model.mrm.regression=False and "
+           "config.model.mrm.num_labels=0: nothing to predict")
+
+
+@_reads("model.heads", "model.itc.temperature", "model.itc.min_temperature", "model.itc.max_temperature")
+def _itc_temperatures(config: Any) -> None:
+  itc = config.model.itc
+  if "itc" in config.model.heads:
+    _check(0 < itc.min_temperature <= itc.temperature <= itc.max_temperature,
+           f"config.model.itc.temperature={itc.temperature} must lie in [config.model.itc."
+           f"min_temperature={itc.min_temperature}, config.model.itc.max_temperature="
+           f"{itc.max_temperature}] with a positive minimum")
+
+
+@_reads("model.text.init_from", "model.image.init_from", "model.scan_layers")
+def _init_from_unrolled(config: Any) -> None:
+  m = config.model
+  for stream in ("text", "image"):
+    _check(not (m[stream].init_from and m.scan_layers),
+           f"config.model.{stream}.init_from={m[stream].init_from!r} with "
+           "config.model.scan_layers=True is not supported: checkpoints load into unrolled layers; "
+           "set scan_layers=False")
+
+
+@_reads("model.image.position_init", "model.image.input", "model.image.hidden_size")
+def _sincos_positions(config: Any) -> None:
+  image = config.model.image
+  _check(image.position_init == "normal" or (image.input == "patches" and image.hidden_size % 4 == 0),
+         f"config.model.image.position_init='sincos' needs config.model.image.input='patches' and "
+         f"config.model.image.hidden_size={image.hidden_size} divisible by 4")
+
+
+@_reads("model.image.input", "model.image.stem", "model.image.image_size", "model.image.patch_size",
+        "model.image.hidden_size")
+def _patch_grid(config: Any) -> None:
+  image = config.model.image
+  stem = image.stem
+  if image.input != "patches":
+    _check(stem == "linear",
+           f"config.model.image.stem={stem!r} applies to pixels, but config.model.image.input="
+           f"{image.input!r}; leave it 'linear' or use input='patches'")
+    return
+  _check(image.image_size % image.patch_size == 0,
+         f"config.model.image.patch_size={image.patch_size} does not divide "
+         f"config.model.image.image_size={image.image_size}")
+  p = image.patch_size
+  _check(stem != "conv" or (p >= 2 and p & (p - 1) == 0),
+         f"config.model.image.stem='conv' halves the image per convolution, so "
+         f"config.model.image.patch_size={p} must be a power of two (>= 2)")
+  if stem == "conv":
+    # The stem's channels per stage, as `embeddings.ConvStem` sets them; GroupNorm splits each into
+    # groups of 8, which must divide it (flax would fail while tracing the model).
+    stages = p.bit_length() - 1
+    channels = [max(image.hidden_size // 2 ** (stages - 1 - i), 16) for i in range(stages)]
+    bad = [c for c in channels if c % max(c // 8, 1)]
+    _check(not bad, f"config.model.image.stem='conv' with config.model.image.hidden_size="
+           f"{image.hidden_size}: the stem's stages of {channels} channels cannot be cut into "
+           f"GroupNorm groups of 8 ({bad}); a multiple of {8 * 2 ** (stages - 1)} works")
+
+
+@_reads("objectives", "model.heads")
+def _objectives(config: Any) -> None:
+  for name in config.objectives:
+    _check(name in OBJECTIVES, f"config.objectives.{name} is not an objective; known: {OBJECTIVES}")
+    weight = config.objectives[name]
+    _check(weight >= 0, f"config.objectives.{name}={weight} must be >= 0")
+    if weight > 0:
+      _check(name in config.model.heads,
+             f"config.objectives.{name}={weight} needs the head {name!r} in config.model.heads="
+             f"{config.model.heads}")
+  _check(any(config.objectives[n] > 0 for n in config.objectives),
+         "every weight in config.objectives is 0: nothing to train")
+
+
+@_reads("eval.tasks", "evals", "model.heads")
+def _eval_tasks(config: Any) -> None:
+  m = config.model
+  for task in config.eval.tasks:
+    _check(task in EVAL_TASKS, f"config.eval.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
+  if not config.get("evals"):  # the default evaluator: eval.py must be able to evaluate what train.py ran.
+    _check(any(EVAL_TASK_HEADS.get(t, t) in m.heads for t in config.eval.tasks),
+           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
+           f"(config.model.heads={tuple(m.heads)}); evaluable tasks: {EVAL_TASKS}")
+
+
+@_reads("init", "model.text.init_from", "model.image.init_from")
+def _validate_init(config: ml_collections.ConfigDict) -> None:
+  init = config.init
+  checkpoint, hf = init.checkpoint, init.huggingface
+  _check(not (checkpoint and hf), f"config.init.checkpoint={checkpoint!r} and config.init.huggingface="
+         f"{hf!r} are both set; choose one")
+  for name in ("exclude", "allow_fresh"):
+    if init[name]:
+      _check(bool(checkpoint or hf), f"config.init.{name}={init[name]!r} is set but neither "
+             "config.init.checkpoint nor config.init.huggingface names a source")
+  if checkpoint or hf:
+    for stream in ("text", "image"):
+      _check(not config.model[stream].init_from,
+             f"config.model.{stream}.init_from={config.model[stream].init_from!r} and config.init "
+             "both set parameters; use one")
+
+
+@_reads("data.question_type_weights", "train.num_steps")
+def _question_phases_in_run(config: Any) -> None:
+  weights, num_steps = config.data.question_type_weights, config.train.num_steps
+  if weights:
+    from vlfusion.data import questions  # numpy only.
+
+    last_start = questions.parse_type_weight_schedule(weights)[-1][0]
+    _check(last_start < num_steps, f"config.data.question_type_weights={weights!r}: its "
+           f"last phase starts at step {last_start}, after the run's config.train.num_steps="
+           f"{num_steps}")
+
+
+@_reads("data.global_batch_size", "optimizer.grad_accum_steps")
+def _batch_splits_into_micro_batches(config: Any) -> None:
+  b, accum = config.data.global_batch_size, config.optimizer.grad_accum_steps
+  _check(b % accum == 0, f"config.data.global_batch_size={b} is not divisible by "
+         f"config.optimizer.grad_accum_steps={accum}")
+
+
 # model.image.input -> the embedding "" stands for.
 DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
-
-
-def _check_image_embedding(image: Any) -> None:
-  name = image.embedding
-  if not name:
-    return
-  _check(
-      name in IMAGE_EMBEDDINGS,
-      f"config.model.image.embedding={name!r} must be '' (the input's default) or one of "
-      f"{sorted(IMAGE_EMBEDDINGS)}",
-  )
-  _check(
-      IMAGE_EMBEDDINGS[name] == image.input,
-      f"config.model.image.embedding={name!r} embeds {IMAGE_EMBEDDINGS[name]}, but "
-      f"config.model.image.input={image.input!r}",
-  )
 
 
 def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
@@ -374,401 +495,76 @@ def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
   return sizes
 
 
-# Size fields that must be positive integers before any arithmetic divides by them or shapes an array.
-POSITIVE_SIZES = ("model.text.vocab_size", "model.text.max_len", "model.image.feature_dim",
-                  "model.image.num_regions", "model.image.image_size", "model.image.patch_size",
-                  "model.image.box_dim", "data.max_text_len")
-# [CLS], at least one word piece, [SEP].
-MIN_TEXT_LEN = 3
-
-
-def _check_positive_sizes(config: ml_collections.ConfigDict) -> None:
-  for dotted in POSITIVE_SIZES:
-    node = config
-    for part in dotted.split("."):
-      node = node.get(part) if node is not None and part in node else None
-    if node is None:
-      continue
-    _check(isinstance(node, int) and not isinstance(node, bool) and node > 0,
-           f"config.{dotted}={node!r} must be a positive integer")
+def _check_device_batches(config: ml_collections.ConfigDict, num_devices: int) -> int:
+  """The mesh fits `num_devices` and each batch splits over its data-parallel size, which it returns.
+  Reads config.mesh, config.data.global_batch_size, config.optimizer.grad_accum_steps and
+  config.eval.batch_size."""
+  sizes = resolve_mesh_shape(config.mesh, num_devices)
+  batch_shards = sizes["data"] * sizes["fsdp"]
+  b, accum = config.data.global_batch_size, config.optimizer.grad_accum_steps
+  _check((b // accum) % batch_shards == 0,
+         f"config.data.global_batch_size={b} (per micro-batch {b // accum}) is not "
+         f"divisible by the data-parallel size config.mesh.data x config.mesh.fsdp = {batch_shards}")
+  e = config.eval.batch_size
+  _check(e >= 1 and e % batch_shards == 0,
+         f"config.eval.batch_size={e} is not divisible by the data-parallel size "
+         f"config.mesh.data x config.mesh.fsdp = {batch_shards}")
+  return batch_shards
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises `ConfigError` naming the field when the config cannot work; builds and compiles nothing."""
-  m = config.model
-  _check_positive_sizes(config)
-  _check(config.data.max_text_len >= MIN_TEXT_LEN,
-         f"config.data.max_text_len={config.data.max_text_len} leaves no room for a word between [CLS] "
-         f"and [SEP]; it must be >= {MIN_TEXT_LEN}")
-  _check(
-      m.fusion in FUSION_FAMILIES,
-      f"config.model.fusion={m.fusion!r} is not a fusion family; choose one of {FUSION_FAMILIES}",
-  )
-  _check(
-      m.image.input in IMAGE_INPUTS,
-      f"config.model.image.input={m.image.input!r} must be one of {IMAGE_INPUTS}",
-  )
-  _check_image_embedding(m.image)
-  _check_stream(m.text, "text")
-  _check_stream(m.image, "image")
-  if m.fusion in ("single_stream", "merged_attention"):
-    _check(
-        m.text.hidden_size == m.image.hidden_size,
-        f"config.model.fusion={m.fusion!r} needs one width: config.model.text.hidden_size="
-        f"{m.text.hidden_size} differs from config.model.image.hidden_size={m.image.hidden_size}",
-    )
-  _check(m.fusion_layers >= 0, f"config.model.fusion_layers={m.fusion_layers} is negative")
-  _validate_model_extras(m)
-  for stream in ("text", "image"):
-    _check(not (m[stream].init_from and m.scan_layers),
-           f"config.model.{stream}.init_from={m[stream].init_from!r} with "
-           "config.model.scan_layers=True is not supported: checkpoints load into unrolled layers; "
-           "set scan_layers=False")
-  _check(
-      m.cross.direction in ("both", "text_to_image"),
-      f"config.model.cross.direction={m.cross.direction!r} must be 'both' or 'text_to_image'",
-  )
-  _check(
-      m.cross.order in CROSS_ORDERS,
-      f"config.model.cross.order={m.cross.order!r} must be one of "
-      "'cross_self_ffn' (LXMERT), 'self_cross_ffn' (METER), 'coattn_ffn_self' (ViLBERT)",
-  )
-  if m.cross.share_weights:
-    _check(
-        m.text.hidden_size == m.image.hidden_size,
-        "config.model.cross.share_weights=True needs config.model.text.hidden_size == "
-        "config.model.image.hidden_size",
-    )
-  _check(m.dtype in COMPUTE_DTYPES, f"config.model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
-  _check(m.param_dtype in DTYPES, f"config.model.param_dtype={m.param_dtype!r} must be one of {DTYPES}")
-  _check(
-      m.remat_policy in REMAT_POLICIES,
-      f"config.model.remat_policy={m.remat_policy!r} must be one of {REMAT_POLICIES}",
-  )
-  for rate in ("dropout", "attention_dropout"):
-    _check(0.0 <= m[rate] < 1.0, f"config.model.{rate}={m[rate]} must be in [0, 1)")
-  stem = m.image.stem
-  _check(stem in IMAGE_STEMS, f"config.model.image.stem={stem!r} must be one of {IMAGE_STEMS}")
-  position_init = m.image.position_init
-  _check(position_init in ("normal", "sincos"),
-         f"config.model.image.position_init={position_init!r} must be 'normal' or 'sincos'")
-  _check(position_init == "normal" or (m.image.input == "patches" and m.image.hidden_size % 4 == 0),
-         f"config.model.image.position_init='sincos' needs config.model.image.input='patches' and "
-         f"config.model.image.hidden_size={m.image.hidden_size} divisible by 4")
-  if m.image.input == "patches":
-    _check(
-        m.image.image_size % m.image.patch_size == 0,
-        f"config.model.image.patch_size={m.image.patch_size} does not divide "
-        f"config.model.image.image_size={m.image.image_size}",
-    )
-    p = m.image.patch_size
-    _check(stem != "conv" or (p >= 2 and p & (p - 1) == 0),
-           f"config.model.image.stem='conv' halves the image per convolution, so "
-           f"config.model.image.patch_size={p} must be a power of two (>= 2)")
-    if stem == "conv":
-      # The stem's channels per stage, as `embeddings.ConvStem` sets them; GroupNorm splits each into
-      # groups of 8, which must divide it (flax would fail while tracing the model).
-      stages = p.bit_length() - 1
-      channels = [max(m.image.hidden_size // 2 ** (stages - 1 - i), 16) for i in range(stages)]
-      bad = [c for c in channels if c % max(c // 8, 1)]
-      _check(not bad, f"config.model.image.stem='conv' with config.model.image.hidden_size="
-             f"{m.image.hidden_size}: the stem's stages of {channels} channels cannot be cut into "
-             f"GroupNorm groups of 8 ({bad}); a multiple of {8 * 2 ** (stages - 1)} works")
-  else:
-    _check(stem == "linear",
-           f"config.model.image.stem={stem!r} applies to pixels, but config.model.image.input="
-           f"{m.image.input!r}; leave it 'linear' or use input='patches'")
-  _check(
-      config.data.max_text_len <= m.text.max_len,
-      f"config.data.max_text_len={config.data.max_text_len} exceeds the position table "
-      f"config.model.text.max_len={m.text.max_len}",
-  )
+  """Raises `ConfigError` naming the field when the config cannot work; builds and compiles nothing.
 
-  for name in config.objectives:
-    _check(name in OBJECTIVES, f"config.objectives.{name} is not an objective; known: {OBJECTIVES}")
-    weight = config.objectives[name]
-    _check(weight >= 0, f"config.objectives.{name}={weight} must be >= 0")
-    if weight > 0:
-      _check(
-          name in m.heads,
-          f"config.objectives.{name}={weight} needs the head {name!r} in config.model.heads={m.heads}",
-      )
-  _check(
-      any(config.objectives[n] > 0 for n in config.objectives),
-      "every weight in config.objectives is 0: nothing to train",
-  )
-  for task in config.eval.tasks:
-    _check(task in EVAL_TASKS, f"config.eval.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
-  if not config.get("evals"):  # the default evaluator: eval.py must be able to evaluate what train.py ran.
-    _check(any(EVAL_TASK_HEADS.get(t, t) in m.heads for t in config.eval.tasks),
-           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
-           f"(config.model.heads={tuple(m.heads)}); evaluable tasks: {EVAL_TASKS}")
-
-  o = config.optimizer
-  _check(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate} must be positive")
-  _check(
-      o.schedule in ("cosine", "linear", "constant"),
-      f"config.optimizer.schedule={o.schedule!r} must be 'cosine', 'linear' or 'constant'",
-  )
-  _check(o.warmup_steps >= 0, f"config.optimizer.warmup_steps={o.warmup_steps} is negative")
-  _check(o.grad_accum_steps >= 1, f"config.optimizer.grad_accum_steps={o.grad_accum_steps} < 1")
-  _check(o.weight_decay >= 0, f"config.optimizer.weight_decay={o.weight_decay} is negative")
-  _check(o.grad_clip_norm >= 0, f"config.optimizer.grad_clip_norm={o.grad_clip_norm} is negative "
-         "(0 turns clipping off)")
-  if "lr_multipliers" in o:
-    from vlfusion.training.optimizer import parse_lr_multipliers  # imports optax; raises ConfigError.
-
-    parse_lr_multipliers(o.lr_multipliers)
-
-  t = config.train
-  _check(t.num_steps >= 1, f"config.train.num_steps={t.num_steps} must be >= 1")
-  _check(t.log_every_steps >= 1, f"config.train.log_every_steps={t.log_every_steps} must be >= 1")
-  _check(
-      t.nonfinite_policy in ("skip", "stop"),
-      f"config.train.nonfinite_policy={t.nonfinite_policy!r} must be 'skip' or 'stop'",
-  )
-  _check(
-      t.max_consecutive_nonfinite >= 1,
-      f"config.train.max_consecutive_nonfinite={t.max_consecutive_nonfinite} must be >= 1",
-  )
-  fraction = t.max_nonfinite_fraction
-  _check(0.0 < fraction <= 1.0, f"config.train.max_nonfinite_fraction={fraction} must be in (0, 1]")
-  _check(t.peak_flops_per_device >= 0,
-         f"config.train.peak_flops_per_device={t.peak_flops_per_device} is negative")
-  _check(
-      t.checkpoint_every_steps >= 1,
-      f"config.train.checkpoint_every_steps={t.checkpoint_every_steps} must be >= 1",
-  )
-  # orbax deletes every checkpoint with max_to_keep < 1: a setting must never cost the run its state.
-  _check(isinstance(t.keep_checkpoints, int) and t.keep_checkpoints >= 1,
-         f"config.train.keep_checkpoints={t.keep_checkpoints!r} must be >= 1 (the latest checkpoints kept; "
-         "fewer would delete every checkpoint, and a restart would begin at step 0)")
-  keep_best = t.keep_best_checkpoints
-  _check(isinstance(keep_best, int) and keep_best >= 1,
-         f"config.train.keep_best_checkpoints={keep_best!r} must be >= 1")
-
-  _validate_init(config)
-  _validate_data(config.data, config.train.num_steps)
-  b = config.data.global_batch_size
-  _check(b >= 1, f"config.data.global_batch_size={b} must be >= 1")
-  _check(
-      b % o.grad_accum_steps == 0,
-      f"config.data.global_batch_size={b} is not divisible by "
-      f"config.optimizer.grad_accum_steps={o.grad_accum_steps}",
-  )
-  if num_devices is not None:
-    sizes = resolve_mesh_shape(config.mesh, num_devices)
-    batch_shards = sizes["data"] * sizes["fsdp"]
-    _check(
-        (b // o.grad_accum_steps) % batch_shards == 0,
-        f"config.data.global_batch_size={b} (per micro-batch {b // o.grad_accum_steps}) is not "
-        f"divisible by the data-parallel size config.mesh.data x config.mesh.fsdp = {batch_shards}",
-    )
-    e = config.eval.batch_size
-    _check(
-        e >= 1 and e % batch_shards == 0,
-        f"config.eval.batch_size={e} is not divisible by the data-parallel size "
-        f"config.mesh.data x config.mesh.fsdp = {batch_shards}",
-    )
-  _validate_evals(config, batch_shards if num_devices is not None else 1)
+  First each declared field alone (`check_fields`: its type and checks), then the checks across fields
+  (`CROSS_FIELD_CHECKS`), the mesh and batch sizes over `num_devices` (when given), the named
+  evaluators, and last the fields set where nothing reads them (`_refuse_inert_fields`).
+  """
+  check_fields(config)
+  for _, check in CROSS_FIELD_CHECKS:
+    check(config)
+  batch_shards = 1 if num_devices is None else _check_device_batches(config, num_devices)
+  _validate_evals(config, batch_shards)
   _refuse_inert_fields(config)  # last: a value that cannot work is the first thing to hear about.
-
-
-def _validate_model_extras(m: Any) -> None:
-  """Per-stream norms, cross-attention sizes, pooler, family constraints and head settings."""
-  for stream in ("text", "image"):
-    s = m[stream]
-    if s.pre_norm is not None:
-      _check(isinstance(s.pre_norm, bool),
-             f"config.model.{stream}.pre_norm={s.pre_norm!r} must be True, False or None")
-    if s.layer_norm_eps is not None:
-      _check(s.layer_norm_eps > 0, f"config.model.{stream}.layer_norm_eps={s.layer_norm_eps} must be > 0")
-  _check(m.layer_norm_eps > 0, f"config.model.layer_norm_eps={m.layer_norm_eps} must be > 0")
-  _check(m.initializer_range > 0, f"config.model.initializer_range={m.initializer_range} must be > 0")
-  cross = m.cross
-  _check(cross.hidden_size >= 0 and cross.num_heads >= 0,
-         f"config.model.cross.hidden_size={cross.hidden_size} and config.model.cross.num_heads="
-         f"{cross.num_heads} must be >= 0 (0: the query stream's)")
-  if cross.hidden_size > 0:
-    heads = cross.num_heads or min(m.text.num_heads, m.image.num_heads)
-    _check(cross.hidden_size % heads == 0,
-           f"config.model.cross.num_heads={heads} does not divide "
-           f"config.model.cross.hidden_size={cross.hidden_size}")
-  pooler = m.pooler
-  _check(pooler in POOLERS, f"config.model.pooler={pooler!r} must be one of {POOLERS}")
-  for head in m.heads:
-    _check(head in OBJECTIVES, f"config.model.heads has {head!r}, not a head; known: {OBJECTIVES}")
-  if m.fusion == "dual_encoder":
-    _check(m.fusion_layers == 0,
-           f"config.model.fusion_layers={m.fusion_layers}: the dual encoder has no fusion layers; set 0")
-    needs_both = sorted(set(m.heads) & {"itm", "vqa", "pairs"})
-    _check(not needs_both or pooler != "text",
-           f"config.model.pooler='text' sees no image in a dual encoder, but heads {needs_both} read "
-           "the pooled output; use 'product' or 'concat'")
-  if "mrm" in m.heads:
-    _check(m.image.input == "regions",
-           f"config.model.heads has 'mrm' but config.model.image.input={m.image.input!r}; masked "
-           "region modelling needs 'regions'")
-    _check(m.mrm.num_labels >= 0, f"config.model.mrm.num_labels={m.mrm.num_labels} must be >= 0")
-    _check(m.mrm.regression or m.mrm.num_labels > 0,
-           "config.model.heads has 'mrm' but config.model.mrm.regression=False and "
-           "config.model.mrm.num_labels=0: nothing to predict")
-  if "itc" in m.heads:
-    itc = m.itc
-    _check(itc.embed_dim > 0, f"config.model.itc.embed_dim={itc.embed_dim} must be positive")
-    _check(0 < itc.min_temperature <= itc.temperature <= itc.max_temperature,
-           f"config.model.itc.temperature={itc.temperature} must lie in [config.model.itc."
-           f"min_temperature={itc.min_temperature}, config.model.itc.max_temperature="
-           f"{itc.max_temperature}] with a positive minimum")
-  if "vqa" in m.heads:
-    _check(m.vqa.num_answers >= 0,
-           f"config.model.vqa.num_answers={m.vqa.num_answers} must be the size of the answer "
-           "vocabulary, or 0 to take it from the data")
-
-
-# Families whose encoder has cross-attention sized by model.cross.hidden_size / num_heads.
-_CROSS_SIZED = ("co_attention", "one_way")
 
 
 def _refuse_inert_fields(config: ml_collections.ConfigDict) -> None:
   """Refuses a field set to a value that the configured model or run would never read.
 
   A knob that silently does nothing is worse than an error: an ablation over it compares identical
-  runs. A field counts as set when it differs from its neutral value (`base_config()`'s default, or the
-  value that means "not used"); head settings (model.mrm/itc/vqa) stay free, as a fine-tuning config
-  carries the pretraining family's model over to other heads.
+  runs. Derived from the declarations: where one of a field's `read_when` conditions fails, its value
+  must be one of its neutral values (its default, or what means "not used"). Head settings
+  (model.mrm/itc/vqa) declare no condition, as a fine-tuning config carries the pretraining family's
+  model over to other heads.
   """
-  m, defaults = config.model, base_config().model
-  fusion = m.fusion
-  # model.cross: the co-attention layer's knobs; one_way reads only the cross-attention sizes.
-  if fusion != "co_attention":
-    for field in ("order", "direction", "share_weights"):
-      _check(m.cross[field] == defaults.cross[field],
-             f"config.model.cross.{field}={m.cross[field]!r} does nothing: only "
-             f"config.model.fusion='co_attention' reads it (this model is {fusion!r}); leave it "
-             f"{defaults.cross[field]!r}")
-  if fusion not in _CROSS_SIZED:
-    for field in ("hidden_size", "num_heads"):
-      _check(not m.cross[field],
-             f"config.model.cross.{field}={m.cross[field]} does nothing: {fusion!r} has no "
-             "cross-attention; leave it 0")
-  if m.cross.share_weights:
-    _check(m.cross.order == "cross_self_ffn",
-           f"config.model.cross.share_weights=True does nothing with config.model.cross.order="
-           f"{m.cross.order!r}: only 'cross_self_ffn' (LXMERT) has one cross-attention per direction to "
-           "share; set share_weights=False or order='cross_self_ffn'")
-    _check(m.cross.direction == "both",
-           "config.model.cross.share_weights=True does nothing with config.model.cross.direction="
-           "'text_to_image': only one direction attends, so there is nothing to share")
-  # Unimodal layers and their per-stream settings.
-  if fusion == "single_stream":
-    for stream in ("text", "image"):
-      _check(m[stream].num_layers == 0,
-             f"config.model.{stream}.num_layers={m[stream].num_layers} does nothing: single_stream has "
-             "no unimodal layers (its depth is config.model.fusion_layers); set it to 0, or use "
-             "fusion='merged_attention' for unimodal layers before the joint stack")
-  if fusion in ("single_stream", "merged_attention"):
-    joint = "the joint stack" if fusion == "single_stream" else "the joint stack and the text layers"
-    for field in ("num_heads", "mlp_dim"):
-      if fusion == "merged_attention" and m.image.num_layers > 0:
-        break
-      _check(m.image[field] == m.text[field],
-             f"config.model.image.{field}={m.image[field]} does nothing: {fusion!r} with no image "
-             f"layers uses config.model.text.{field}={m.text[field]} for {joint}; set them equal")
-  for stream in ("text", "image"):
-    if m[stream].num_layers == 0 or fusion == "single_stream":
-      for field in ("pre_norm", "layer_norm_eps"):
-        _check(m[stream][field] is None,
-               f"config.model.{stream}.{field}={m[stream][field]} does nothing: it applies to the "
-               f"{stream} stream's unimodal layers and this model has none; leave it None (the "
-               f"model-wide config.model.{field} applies)")
-  # The image input: fields of the other input are never read.
-  # (Neutral values: the defaults of every size, so a pixel family at base keeps the regions' sizes.)
-  unused = (("image_size", "patch_size") if m.image.input == "regions" else
-            ("feature_dim", "num_regions", "box_dim"))
-  for field in unused:
-    _check(m.image[field] in (defaults.image[field], BASE_REGIONS.get(field, defaults.image[field])),
-           f"config.model.image.{field}={m.image[field]} does nothing with config.model.image.input="
-           f"{m.image.input!r}; leave it {defaults.image[field]}")
-  d, data_defaults = config.data, base_config().data
-  if m.image.input == "regions":
-    for field in ("image_resize", "randaugment_num_ops"):
-      _check(d[field] == data_defaults[field],
-             f"config.data.{field}={d[field]!r} does nothing: it acts on pixels and "
-             "config.model.image.input='regions'")
-  # Data and run knobs that belong to a head or a feature that is off.
-  weights = d.question_type_weights
-  _check(not weights or (str(d.name).startswith("shapes_world") and config.objectives.vqa > 0),
-         f"config.data.question_type_weights={weights!r} does nothing: it weighs the shapes world's VQA "
-         f"question types, and this run has config.data.name={d.name!r} with "
-         f"config.objectives.vqa={config.objectives.vqa}")
-  for head, fields in (("mlm", ("mlm_probability", "mlm_whole_word")), ("mrm", ("mrm_probability",))):
-    if head not in m.heads:
-      for field in fields:
-        _check(d[field] == data_defaults[field],
-               f"config.data.{field}={d[field]!r} does nothing: config.model.heads={tuple(m.heads)} "
-               f"has no {head!r} head")
-  o = config.optimizer
-  _check(not (o.decay_embeddings and o.weight_decay == 0),
-         "config.optimizer.decay_embeddings=True does nothing with config.optimizer.weight_decay=0")
-  t, train_defaults = config.train, base_config().train
-  if not t.best_metric:
-    for field in ("best_mode", "keep_best_checkpoints"):
-      _check(t[field] == train_defaults[field],
-             f"config.train.{field}={t[field]!r} does nothing without config.train.best_metric")
-  if t.inject_nan_at_step < 0:
-    _check(t.inject_nan_objective == train_defaults.inject_nan_objective,
-           f"config.train.inject_nan_objective={t.inject_nan_objective!r} does nothing with "
-           "config.train.inject_nan_at_step=-1")
-  tasks = set(config.eval.tasks) | {task for entry in (config.get("evals") or {}).values()
-                                    if isinstance(entry, (dict, ml_collections.ConfigDict))
-                                    for task in entry.get("tasks", ())}
-  if "retrieval" not in tasks:
-    rerank = config.eval.retrieval_rerank_k
-    _check(rerank == base_config().eval.retrieval_rerank_k,
-           f"config.eval.retrieval_rerank_k={rerank} does nothing: no evaluator has the 'retrieval' task")
-
-
-def _validate_init(config: ml_collections.ConfigDict) -> None:
-  init = config.init
-  checkpoint, hf = init.checkpoint, init.huggingface
-  _check(not (checkpoint and hf), f"config.init.checkpoint={checkpoint!r} and config.init.huggingface="
-         f"{hf!r} are both set; choose one")
-  for name in ("exclude", "allow_fresh"):
-    pattern = init[name]
-    if not pattern:
+  for name, field in config_fields.FIELDS.items():
+    unread = next((when for when in field.read_when if not when.test(config)), None)
+    if unread is None:
       continue
-    _check(bool(checkpoint or hf), f"config.init.{name}={pattern!r} is set but neither "
-           "config.init.checkpoint nor config.init.huggingface names a source")
-    try:
-      re.compile(pattern)
-    except re.error as e:
-      raise ConfigError(f"config.init.{name}={pattern!r} is not a regular expression: {e}") from e
-  if checkpoint or hf:
-    for stream in ("text", "image"):
-      _check(not config.model[stream].init_from,
-             f"config.model.{stream}.init_from={config.model[stream].init_from!r} and config.init "
-             "both set parameters; use one")
+    present, value = field_value(config, name)
+    neutral = field.neutral_values(config)
+    _check(not present or value in neutral,
+           f"config.{name}={value!r} does nothing: {unread.reason(config, name.rsplit('.', 1)[-1])}; "
+           f"leave it {neutral[0]!r}")
 
 
 # Model fields a run started from another's parameters may set differently: head settings, and fields
-# that change neither parameter shapes nor what they compute (an init only draws parameters left fresh).
-NON_STRUCTURAL = ("heads", "mrm", "itc", "vqa", "dropout", "attention_dropout", "initializer_range",
-                  "image.position_init", "dtype", "remat_policy", "scan_layers", "text.init_from",
-                  "image.init_from")
+# that change neither parameter shapes nor what they compute (an init only draws parameters left fresh);
+# the model fields declared `structural=False`.
+NON_STRUCTURAL = config_fields.non_structural()
 
 
 def model_differences(source: Any, model: Any) -> list[str]:
   """`model.<field>: <source's> vs <model's>` for each structural model field the two set differently.
 
   Both are `config.model` sections (ConfigDicts, or dicts as read back from a workdir's config.json);
-  `NON_STRUCTURAL` fields and fields only one side has (a config saved before the field existed) are
-  not compared. The one check of whether a checkpoint of `source` describes the model `model` builds:
+  only fields declared structural (`config_fields.FIELDS`) that both sides have are compared, so
+  `NON_STRUCTURAL` fields, fields a config saved before they existed lacks, and fields no longer declared
+  are not. The one check of whether a checkpoint of `source` describes the model `model` builds:
   training's `config.init` and the sweep's stages share it.
   """
   a, b = _flat_fields(source), _flat_fields(model)
-  return [f"model.{k}: {a[k]!r} vs {b[k]!r}" for k in sorted(set(a) & set(b))
-          if a[k] != b[k] and not any(k == n or k.startswith(n + ".") for n in NON_STRUCTURAL)]
+  compared = set(config_fields.structural())
+  return [f"model.{k}: {a[k]!r} vs {b[k]!r}" for k in sorted(set(a) & set(b) & compared) if a[k] != b[k]]
 
 
 def _flat_fields(model: Any) -> dict[str, Any]:
@@ -818,41 +614,6 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
     _check(isinstance(size, int) and size >= 1 and size % batch_shards == 0,
            f"{where}.batch_size={size} must be a positive multiple of the data-parallel size "
            f"config.mesh.data x config.mesh.fsdp = {batch_shards}")
-
-
-def _validate_data(d: Any, num_steps: int) -> None:
-  seed = d.seed
-  _check(seed is None or (isinstance(seed, int) and seed >= 0), f"config.data.seed={seed} must be an "
-         "integer >= 0, or None to follow config.train.seed")
-  if "image_resize" in d:
-    _check(d.image_resize in ("square", "pad"), f"config.data.image_resize={d.image_resize!r} must be "
-           "'square' or 'pad'")
-  if "randaugment_magnitude" in d:
-    _check(0 <= d.randaugment_magnitude <= 10, f"config.data.randaugment_magnitude="
-           f"{d.randaugment_magnitude} must be in [0, 10]")
-  for name in ("num_workers", "prefetch_batches", "randaugment_num_ops"):
-    if name in d:
-      _check(isinstance(d[name], int) and d[name] >= 0, f"config.data.{name}={d[name]} must be an "
-             "integer >= 0")
-  for name in ("itm_negative_rate", "mlm_probability", "mrm_probability"):
-    if name in d:
-      _check(0.0 <= d[name] <= 1.0, f"config.data.{name}={d[name]} must be in [0, 1]")
-  weights = d.question_type_weights
-  if weights:
-    from vlfusion.data import questions  # numpy only.
-
-    try:
-      last_start = questions.parse_type_weight_schedule(weights)[-1][0]
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    _check(last_start < num_steps, f"config.data.question_type_weights={weights!r}: its "
-           f"last phase starts at step {last_start}, after the run's config.train.num_steps="
-           f"{num_steps}")
-  if "itm_negative_mix" in d:
-    mix = tuple(d.itm_negative_mix)
-    _check(len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0,
-           f"config.data.itm_negative_mix={mix} must be 3 non-negative weights (random, attribute, "
-           "relation) with a positive sum")
 
 
 def data_seed(config: Any) -> int:

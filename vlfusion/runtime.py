@@ -73,7 +73,7 @@ def unknown_override(argv: list[str], flag: str = "config") -> str | None:
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
   if spec is None:
     return None
-  from vlfusion.analysis.sweep import load_config_file  # only on an error: it imports the config file.
+  from vlfusion.configuration import load_config_file  # only on an error: it imports the config file.
 
   config = load_config_file(spec)
   for arg in argv:

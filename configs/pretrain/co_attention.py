@@ -13,13 +13,10 @@ PAPER = "generic co-attention, LXMERT layer order (Tan & Bansal, 2019)"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  config = configuration.base_config()
-  configuration.apply_size(config, args["size"])
+  config, _ = configuration.sized_config(arg)
   config.model.fusion = "co_attention"
   config.model.cross.order = "cross_self_ffn"
   config.model.cross.direction = "both"
   config.model.cross.share_weights = False
-  configuration.apply_data_defaults(config, args["size"])
   config.lock()
   return config

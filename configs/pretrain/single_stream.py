@@ -12,14 +12,11 @@ PAPER = "generic single stream, VisualBERT/UNITER-style"
 
 
 def get_config(arg=None):
-  args = configuration.parse_arg(arg)
-  config = configuration.base_config()
-  configuration.apply_size(config, args["size"])
+  config, _ = configuration.sized_config(arg)
   config.model.fusion = "single_stream"
   # One joint stack: its depth is fusion_layers; there are no unimodal layers.
   config.model.fusion_layers = config.model.text.num_layers
   config.model.text.num_layers = 0
   config.model.image.num_layers = 0
-  configuration.apply_data_defaults(config, args["size"])
   config.lock()
   return config

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vlfusion import configuration
-from vlfusion.analysis import report
+from vlfusion.analysis import plots, report
 
 
 def _eval(step, itm, relation, vqa=None, colour=None, r1=None):
@@ -113,7 +113,7 @@ def test_report_tables_means_spreads_and_plots(tmp_path):
 
   for key in ("curves", "accuracy_vs_flops"):
     image = np.asarray(Image.open(paths[key]).convert("RGB"))
-    assert image.shape[0] >= report.PANEL_H and image.shape[1] >= report.PANEL_W
+    assert image.shape[0] >= plots.PANEL_H and image.shape[1] >= plots.PANEL_W
     for colour in report.COLOURS[:2]:  # both variants are drawn in their colours.
       assert np.any(np.all(image == colour, axis=-1)), (key, colour)
 

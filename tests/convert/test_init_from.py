@@ -10,7 +10,7 @@ from flax import traverse_util
 
 from configs.pretrain import co_attention, single_stream
 from vlfusion.configuration import ConfigError
-from vlfusion.convert import checkpoint, init_from
+from vlfusion.convert import hf_files, init_from
 from vlfusion.models import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -111,7 +111,7 @@ def test_image_stream_from_vit_or_clip(tmp_path, bert_dir, kind):
     cfg = transformers.ViTConfig(num_hidden_layers=2, image_size=32, patch_size=8, **WIDTHS)
     path, vit = _save(transformers.ViTModel(cfg), tmp_path / "vit")
     # transformers 5 names ViT's modules unlike the files it saves; both read alike.
-    from_object, from_dir = checkpoint.load(vit).tensors, checkpoint.load(path).tensors
+    from_object, from_dir = hf_files.load(vit).tensors, hf_files.load(path).tensors
     assert sorted(from_object) == sorted(from_dir)
     np.testing.assert_array_equal(from_object["encoder.layer.1.output.dense.weight"],
                                   from_dir["encoder.layer.1.output.dense.weight"])
@@ -165,7 +165,7 @@ def test_bfloat16_checkpoints_are_read_as_float32(tmp_path):
   cfg = transformers.BertConfig(num_hidden_layers=1, vocab_size=60, max_position_embeddings=16, **WIDTHS)
   hf = transformers.BertModel(cfg).to(torch.bfloat16)
   hf.save_pretrained(tmp_path, safe_serialization=True)
-  ck = checkpoint.load_directory(str(tmp_path))
+  ck = hf_files.load_directory(str(tmp_path))
   table = ck.tensors["embeddings.word_embeddings.weight"]
   assert table.dtype == np.float32
   np.testing.assert_array_equal(table, hf.embeddings.word_embeddings.weight.float().detach().numpy())

@@ -4,13 +4,13 @@ their scenes, and 6.0.0 still built byte for byte."""
 import numpy as np
 import pytest
 
-from vlfusion.data import questions, rendering, scenes, shapes_world
+from vlfusion.data import questions, rendering, scene_examples, scenes, shapes_world
 
 STYLES = rendering.STYLES
 
 
 def _example(index, style, image_size=64, max_objects=4):
-  return scenes.make_example(np.random.default_rng([5, index]), image_size, max_objects, style=style)
+  return scene_examples.make_example(np.random.default_rng([5, index]), image_size, max_objects, style=style)
 
 
 def _objects(index, image_size=64, max_objects=4):
@@ -29,7 +29,7 @@ def _mask_answer(question, objects, masks):
     return None if relation is None else relation.split()[0]
   a, b = by_name[tuple(words[2:4])], by_name[tuple(words[-2:])]  # is the C S <rel> the C S
   relation = " ".join(words[4:-3])
-  return "yes" if scenes._holds_relation(a, b, relation) else "no"
+  return "yes" if scenes.holds_relation(a, b, relation) else "no"
 
 
 def test_relation_answers_recomputed_from_drawn_masks_agree_with_the_scene():

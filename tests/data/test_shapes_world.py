@@ -8,12 +8,12 @@ import pytest
 from configs.pretrain import co_attention, single_stream
 from tests.conftest import tiny_config
 from vlfusion.configuration import ConfigError
-from vlfusion.data import masking, pipeline, questions, scenes
+from vlfusion.data import masking, pipeline, questions, scene_examples, scenes
 from vlfusion.data.tokenizer import WordPieceTokenizer
 
 
 def _scene(index, image_size=64, max_objects=4):
-  return scenes.make_example(np.random.default_rng([7, 0, index]), image_size, max_objects)
+  return scene_examples.make_example(np.random.default_rng([7, 0, index]), image_size, max_objects)
 
 
 def test_scene_is_deterministic_in_its_key():

@@ -11,7 +11,7 @@ import pytest
 
 from configs.pretrain import single_stream
 from tests.conftest import FAST_XLA, tiny_config
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.data import pipeline
 from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
@@ -39,7 +39,7 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
   pipeline.make_batch_source(config, "train")  # prepared once, not by both processes at the same time.
   # Started before the run exists: it waits for config.json, then evaluates each checkpoint.
   watch = _eval(workdir, "--watch", "--watch_poll_seconds=0.5", "--watch_timeout_seconds=540")
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
   _, err = watch.communicate(timeout=600)
   assert watch.returncode == 0, err[-3000:]
   first = {step: _read(workdir, step) for step in (2, 4)}
@@ -72,20 +72,20 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
 def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_path):
   """Results are keyed by the evaluator that produced them: the run's own stay in eval/step_<N>.json,
   another config's go beside them, and --all re-evaluates a step evaluated under another config."""
-  from vlfusion.evaluation import checkpoints, results
+  from vlfusion.evaluation import job, results
 
   workdir = str(tmp_path / "run")
   config = tiny_config(single_stream, data_dir, **{
       "train.num_steps": 2, "train.checkpoint_every_steps": 2, "train.log_every_steps": 2,
       "eval.every_steps": 2, "data.global_batch_size": 8, "eval.batch_size": 128})
-  trainer.train_and_evaluate(config, workdir)  # training evaluates its final step itself.
+  experiment.train_and_evaluate(config, workdir)  # training evaluates its final step itself.
   own = _read(workdir, 2)
   assert own["evaluator_digest"] == configuration.evaluator_digest(config)
 
   other = configuration.override(config.copy_and_resolve_references(), {"eval.tasks": ("itm",)})
   other_digest = configuration.evaluator_digest(other)
   assert other_digest != own["evaluator_digest"]
-  done = checkpoints.CheckpointEvaluator(other, workdir).evaluate_all()  # not skipped: no result of its own.
+  done = job.CheckpointEvaluator(other, workdir).evaluate_all()  # not skipped: no result of its own.
   assert [r["step"] for r in done] == [2]
   assert _read(workdir, 2) == own  # the run's own result is untouched.
   path = os.path.join(workdir, results.relative_path(2, other_digest, own["evaluator_digest"]))
@@ -93,7 +93,7 @@ def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_pat
     theirs = json.load(f)
   assert theirs["evaluator_digest"] == other_digest and set(theirs["default"]) == {"dataset", "split", "itm"}
   assert theirs["params_digest"] == own["params_digest"]
-  assert checkpoints.CheckpointEvaluator(other, workdir).evaluate_all() == []  # now it is evaluated.
+  assert job.CheckpointEvaluator(other, workdir).evaluate_all() == []  # now it is evaluated.
 
   # A step whose own result came from another evaluator (an eval.py of old, or of other tasks) is evaluated
   # again by --all; the result it held is kept under its evaluator's folder.

@@ -7,9 +7,8 @@ import pytest
 
 from configs.pretrain import single_stream
 from tests.conftest import tiny_config
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.data import questions
-from vlfusion.training import trainer
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,7 @@ def test_a_model_trained_on_vqa_reports_and_loses_accuracy_with_shuffled_images(
   config.evals = {"val": {"data": {"split": "validation"}, "tasks": ("vqa",), "batch_size": 128},
                   "test": {"data": {"split": "test"}, "tasks": ("vqa", "itm"), "batch_size": 256}}
   workdir = str(tmp_path / "vqa")
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "eval", f"step_{STEPS}.json")) as f:
     result = json.load(f)
   assert result["step"] == STEPS and result["config_digest"] == configuration.digest(config)

@@ -10,7 +10,7 @@ import pytest
 from flax import traverse_util
 
 from configs.finetune import vqa
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.convert import from_huggingface
 from vlfusion.data import questions
 from vlfusion.training import trainer
@@ -57,7 +57,7 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
     path = tuple(name.split("/"))
     np.testing.assert_allclose(start[path], converted[path], err_msg=name)
 
-  state = trainer.train_and_evaluate(config, workdir)
+  state = experiment.train_and_evaluate(config, workdir)
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   losses = [r["vqa_loss"] for r in records if "vqa_loss" in r]
   assert len(losses) == 3 and np.isfinite(losses).all()
@@ -70,7 +70,7 @@ def test_vqa_from_converted_lxmert_trains_and_evaluates(data_dir, tmp_path):
   # Resuming reads the run's own checkpoint: the HF directory is no longer needed.
   shutil.rmtree(hf_dir)
   config.model.vqa.num_answers = 0
-  resumed = trainer.train_and_evaluate(config, workdir)
+  resumed = experiment.train_and_evaluate(config, workdir)
   assert int(resumed.step) == 3
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                state.params, resumed.params)

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from configs.finetune import pairs, vqa
 from configs.pretrain import co_attention
 from tests.finetune.checkpoints import save_random_checkpoint
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.configuration import ConfigError
 from vlfusion.training import initialization, trainer
 
@@ -150,7 +150,7 @@ def test_another_model_is_refused_before_the_workdir_is_touched(pretrained, data
   workdir = str(tmp_path / "vqa")
   config = _vqa_config(data_dir, **{"init.checkpoint": pretrained})
   with pytest.raises(ConfigError) as refusal:
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   message = str(refusal.value)
   for part in ("config.init.checkpoint=", "model.pre_norm: False vs True",
                "model.image.input: 'regions' vs 'patches'", "model.image.stem: 'linear' vs 'conv'",
@@ -191,10 +191,10 @@ def test_a_mistyped_checkpoint_leaves_the_workdir_reusable(pretrained, data_dir,
   configuration.override(config, {"data.data_dir": data_dir, "train.num_steps": 1, "eval.every_steps": 0,
                                   "init.checkpoint": pretrained + "_typo"})
   with pytest.raises(ConfigError, match="config.init.checkpoint=.*_typo'?: no such file or directory"):
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   assert not os.path.exists(workdir)  # no config.json, no checkpoints, not even the directory.
   config.init.checkpoint = pretrained
-  state = trainer.train_and_evaluate(config, workdir)
+  state = experiment.train_and_evaluate(config, workdir)
   assert int(state.step) == 1
   report = json.load(open(os.path.join(workdir, initialization.REPORT_FILE)))
   assert report["fresh"] and all(n.startswith("heads_pairs/") for n in report["fresh"])

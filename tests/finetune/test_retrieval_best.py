@@ -9,6 +9,7 @@ import jax
 from configs.finetune import retrieval
 from tests.conftest import tiny_config
 from tests.data import fixtures as fx
+from vlfusion import experiment
 from vlfusion.training import checkpointing, trainer
 
 
@@ -24,7 +25,7 @@ def test_retrieval_accuracy_can_be_the_best_metric(tmp_path):
       "optimizer.warmup_steps": 1})
   assert "retrieval_accuracy" in trainer.eval_metric_names(config)
   workdir = str(tmp_path / "run")
-  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  experiment.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     scores = {r["step"]: r["eval/default/retrieval_accuracy"] for r in map(json.loads, f)
               if "eval/default/retrieval_accuracy" in r}

@@ -10,7 +10,7 @@ from vlfusion import configuration
 from vlfusion.models import build_model
 
 
-def family_config(fusion, **model):
+def tiny_fusion_config(fusion, **model):
   """A tiny config of `fusion` with every head that reads regions on (so padding reaches them all)."""
   config = configuration.base_config()
   m = config.model
@@ -37,20 +37,20 @@ def family_config(fusion, **model):
 
 
 CASES = {
-    "single_stream": family_config("single_stream"),
+    "single_stream": tiny_fusion_config("single_stream"),
     # ViLBERT's shape: a wider image stream, co-attention at its own width and heads, ReLU product pooler.
-    "co_attention_vilbert": family_config(
+    "co_attention_vilbert": tiny_fusion_config(
         "co_attention", cross__order="coattn_ffn_self", image__hidden_size=96, image__mlp_dim=96,
         cross__hidden_size=96, cross__num_heads=2, pooler="product"),
-    "co_attention_lxmert_shared": family_config(
+    "co_attention_lxmert_shared": tiny_fusion_config(
         "co_attention", cross__order="cross_self_ffn", cross__share_weights=True),
-    "co_attention_meter": family_config(
+    "co_attention_meter": tiny_fusion_config(
         "co_attention", cross__order="self_cross_ffn", image__pre_norm=True, image__layer_norm_eps=1e-5,
         pooler="concat"),
-    "merged_attention": family_config("merged_attention", image__pre_norm=True),
-    "one_way": family_config("one_way", image__hidden_size=48, image__mlp_dim=96,
+    "merged_attention": tiny_fusion_config("merged_attention", image__pre_norm=True),
+    "one_way": tiny_fusion_config("one_way", image__hidden_size=48, image__mlp_dim=96,
                              image__pre_norm=True),
-    "dual_encoder": family_config("dual_encoder", pre_norm=True),
+    "dual_encoder": tiny_fusion_config("dual_encoder", pre_norm=True),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from configs.pretrain import co_attention, single_stream
 from tests.conftest import tiny_config
+from vlfusion import experiment
 from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
 from vlfusion.training.workdir import IncompatibleWorkdirError
@@ -36,7 +37,7 @@ def _assert_trees_equal(a, b):
 def run(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("faults"))
   config = tiny_config(co_attention, data_dir, **STEPS)
-  trainer.train_and_evaluate(config, workdir)
+  experiment.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -96,7 +97,7 @@ def test_incompatible_workdir_config_is_refused_and_listed(run):
   changed.model.fusion_layers = 3
   changed.optimizer.learning_rate = 0.5
   with pytest.raises(IncompatibleWorkdirError) as info:
-    trainer.train_and_evaluate(changed, workdir)
+    experiment.train_and_evaluate(changed, workdir)
   message = str(info.value)
   assert "config.model.fusion_layers: saved 2, given 3" in message
   assert "config.optimizer.learning_rate" in message
@@ -110,7 +111,7 @@ def test_unwritable_workdir_is_named(data_dir, tmp_path):
   blocker.write_text("not a directory")
   config = tiny_config(co_attention, data_dir, **STEPS)
   with pytest.raises(OSError, match="a_file.*not writable"):
-    trainer.train_and_evaluate(config, str(blocker / "workdir"))
+    experiment.train_and_evaluate(config, str(blocker / "workdir"))
 
 
 def test_full_disk_at_save_keeps_earlier_checkpoints(data_dir, tmp_path, monkeypatch):
@@ -125,7 +126,7 @@ def test_full_disk_at_save_keeps_earlier_checkpoints(data_dir, tmp_path, monkeyp
 
   monkeypatch.setattr(checkpointing.ocp.CheckpointManager, "save", save_until_full)
   with pytest.raises(OSError, match="step 4.*No space left.*intact"):
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   monkeypatch.undo()
   _, _, step = _restore(config, workdir)
   assert step == 2
@@ -140,12 +141,12 @@ def test_nonfinite_step_is_skipped_or_stops(data_dir, tmp_path, policy, caplog):
                        "train.inject_nan_objective": "mlm", "train.nonfinite_policy": policy}))
   if policy == "stop":
     with pytest.raises(trainer.NonFiniteError, match="stopping at step 4: non-finite mlm"):
-      trainer.train_and_evaluate(config, workdir)
+      experiment.train_and_evaluate(config, workdir)
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")))
     assert steps == [1, 2, 3]  # nothing saved at or after the bad step.
     return
   with caplog.at_level("WARNING"):
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   assert "step 4: non-finite mlm" in caplog.text
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = {r["step"]: r for r in map(json.loads, f)}

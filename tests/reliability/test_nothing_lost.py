@@ -10,8 +10,9 @@ import pytest
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
-from vlfusion.evaluation import checkpoints as eval_checkpoints
+from vlfusion import experiment
 from vlfusion.evaluation import evaluator
+from vlfusion.evaluation import job as eval_job
 from vlfusion.training import checkpointing, trainer, window
 
 STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
@@ -21,7 +22,7 @@ STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_eve
 @pytest.fixture(scope="module")
 def run(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("lost") / "run")
-  trainer.train_and_evaluate(tiny_config(co_attention, data_dir, **STEPS), workdir)
+  experiment.train_and_evaluate(tiny_config(co_attention, data_dir, **STEPS), workdir)
   return workdir
 
 
@@ -45,7 +46,7 @@ def test_resuming_with_a_changed_optimizer_stops_and_changes_nothing(run, data_d
   with pytest.raises(checkpointing.CheckpointMismatchError,
                      match=r"checkpoints/6 holds a train state of another structure .*grad_clip_norm.*"
                            r"/opt_state: checkpoint 2 entries, config 1 entries.*Nothing was changed"):
-    trainer.train_and_evaluate(config, workdir, allow_config_change=True)
+    experiment.train_and_evaluate(config, workdir, allow_config_change=True)
   # Every checkpoint, every logged step and the saved config are as they were.
   assert _snapshot(workdir) == before
   assert json.loads(before[2])["optimizer"]["grad_clip_norm"] == 1.0
@@ -71,7 +72,7 @@ def test_a_torn_latest_step_is_moved_aside_and_saved_again(run, data_dir, tmp_pa
   tear(os.path.join(ckpts, "6"))
   config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
   with caplog.at_level("WARNING"):
-    trainer.train_and_evaluate(config, workdir)  # used to fail with StepAlreadyExistsError at step 6.
+    experiment.train_and_evaluate(config, workdir)  # used to fail with StepAlreadyExistsError at step 6.
   aside = [n for n in os.listdir(ckpts) if n.startswith("6.torn-")]
   assert len(aside) == 1, os.listdir(ckpts)
   assert f"Moved checkpoint {ckpts}/6 aside to {aside[0]}" in caplog.text
@@ -104,7 +105,7 @@ def test_flipped_bytes_in_a_checkpoint_are_detected_and_the_run_goes_back_a_step
   _flip_bytes(os.path.join(ckpts, "6"))
   config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
   with caplog.at_level("WARNING"):
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   assert any(n.startswith("6.torn-") for n in os.listdir(ckpts))
   assert re.search(r"checkpoints/6 is damaged: 1 of its arrays differ from the checksums saved with it "
                    r"\(\['(params|opt_state)'\]", caplog.text), caplog.text
@@ -131,7 +132,7 @@ def test_evaluation_names_a_damaged_or_unreadable_checkpoint(run, data_dir, tmp_
 def test_watching_beside_training_skips_a_step_rotated_out(run, data_dir, tmp_path, monkeypatch, caplog):
   workdir = _copy(run, tmp_path)
   config = tiny_config(co_attention, data_dir, **{**STEPS, "eval.tasks": ("itm",), "eval.batch_size": 64})
-  job = eval_checkpoints.CheckpointEvaluator(config, workdir)
+  job = eval_job.CheckpointEvaluator(config, workdir)
   evaluate = job.evaluate
 
   def rotate_then_evaluate(step=None):  # training deletes step 2 between the listing and the restore.
@@ -188,7 +189,7 @@ def test_a_truncated_data_file_is_moved_aside_and_the_run_goes_back_a_step(run, 
   os.truncate(largest, os.path.getsize(largest) // 2)
   config = tiny_config(co_attention, data_dir, **{**STEPS, "train.num_steps": 8})
   with caplog.at_level("WARNING"):
-    trainer.train_and_evaluate(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
   assert re.search(rf"Moved checkpoint {ckpts}/6 aside to 6\.torn-\S+ \(it could not be read", caplog.text)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:  # resumed from step 4: 5 and 6 ran again.
     assert [json.loads(line)["step"] for line in f] == list(range(1, 9))

@@ -20,13 +20,14 @@ key projections (`capture_intermediates`), so the model code is unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
 
 import numpy as np
 from absl import app, flags
+
+from vlfusion.rundir import Workdir, as_path
 
 PANEL = 128  # pixels per panel side.
 LABEL = 26  # pixels of text under a panel.
@@ -93,7 +94,7 @@ def _font():
   return ImageFont.load_default()
 
 
-def _panel(pixels: np.ndarray, weights: np.ndarray, boxes: np.ndarray | None, label: str):
+def _token_panel(pixels: np.ndarray, weights: np.ndarray, boxes: np.ndarray | None, label: str):
   """One token's panel: the image with its attention drawn over it."""
   from PIL import Image, ImageDraw
 
@@ -137,19 +138,19 @@ def render_layer(pixels: np.ndarray, weights: np.ndarray, share: np.ndarray, tok
         f"  on image {share[i]:.2f}" if share[i] < 0.999 else "")
     r, c = divmod(i, columns)
     where = (4 + c * (PANEL + 4), head + r * (PANEL + LABEL + 4))
-    sheet.paste(_panel(pixels, weights[i], boxes, label), where)
+    sheet.paste(_token_panel(pixels, weights[i], boxes, label), where)
   return sheet
 
 
 def _load_run(workdir: str, step: int | None):
-  from vlfusion import configuration
   from vlfusion.training import initialization
 
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = configuration.complete(json.load(f))
-  checkpoint = os.path.join(workdir, "checkpoints", str(step)) if step is not None else workdir
-  step_dir = initialization.checkpoint_step_dir(checkpoint, field="--workdir/--step")
-  params = initialization.unroll(initialization.read_params(step_dir, field="--workdir"))
+  run = Workdir(workdir)
+  config = run.read_config()
+  if config is None:
+    raise FileNotFoundError(f"{run.config_path} does not exist: --workdir names no training run")
+  step_dir = run.checkpoint(step, field="--workdir/--step")
+  params = initialization.unroll(run.restore_params(int(step_dir.name), field="--workdir"))
   config.model.scan_layers = False  # captured per layer; the unrolled parameters fit.
   return config, step_dir, params
 
@@ -203,13 +204,13 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
   tokens = [source.tokenizer.decode([int(i)]) or "?" for i in ids]
   tokens = [t if t.strip() else source.tokenizer._id_to_token.get(int(i), "?")  # noqa: SLF001
             for t, i in zip(tokens, ids, strict=True)]
-  title = f"{workdir}  step {os.path.basename(step_dir)}  example {example}: " + source.tokenizer.decode(ids)
+  title = f"{workdir}  step {step_dir.name}  example {example}: " + source.tokenizer.decode(ids)
   if "vqa_logits" in outputs and source.answer_vocab:
     answer = source.answer_vocab[int(np.argmax(outputs["vqa_logits"][0]))]
     truth = source.answer_vocab[int(np.argmax(batch["vqa_scores"][0]))]
     title += f"\npredicted {answer!r}, answer {truth!r}"
-  out = out or os.path.join(workdir, "attention_maps", f"example_{example}")
-  os.makedirs(out, exist_ok=True)
+  out_dir = as_path(out) if out else Workdir(workdir).path / "attention_maps" / f"example_{example}"
+  out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for name in sorted(maps, key=_layer_key):
     weights, share = maps[name]
@@ -221,9 +222,10 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
     elif w.shape[1] == int(round((w.shape[1] - 1) ** 0.5)) ** 2 + 1:
       w = w[:, 1:]  # the image [CLS] token has no place on the grid.
     sheet = render_layer(pixels, w, s, tokens, region_boxes, f"{title}\n{name} (mean over heads)")
-    path = os.path.join(out, name.replace("/", "__") + ".png")
-    sheet.save(path)
-    written.append(path)
+    path = out_dir / (name.replace("/", "__") + ".png")
+    with path.open("wb") as f:
+      sheet.save(f, format="PNG")
+    written.append(os.fspath(path))
   return written
 
 

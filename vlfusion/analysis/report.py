@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
 import os
 import statistics
 from typing import Any
 
-from vlfusion.analysis import intervals
+from vlfusion.analysis import intervals, plots
 from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
 from vlfusion.evaluation import results
+from vlfusion.rundir import Workdir, as_path
 
 PLAN = "sweep.json"
 NEGATIVE_KINDS = ("positive", "random", "attribute", "relation")
@@ -43,9 +43,8 @@ COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
-def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+def _read_json(path: Any) -> Any:
+  return json.loads(as_path(path).read_text())
 
 
 def metrics_of_result(result: dict[str, Any]) -> dict[str, float]:
@@ -94,36 +93,21 @@ def counted_metrics(result: dict[str, Any]) -> dict[str, tuple[float, int | None
 
 def eval_results(workdir: str) -> dict[int, dict[str, Any]]:
   """{step: result} of every `eval/step_<N>.json` of `workdir`."""
-  out = {}
-  for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
-    name = os.path.basename(path)[len("step_"):-len(".json")]
-    if name.isdigit():
-      out[int(name)] = _read_json(path)
-  return dict(sorted(out.items()))
+  return Workdir(workdir).eval_results()
 
 
 def training_scalars(workdir: str) -> dict[str, float]:
   """Training examples/s (median over the logged windows) and FLOPs per example (XLA's count of the
   train step divided by the global batch) from `metrics.jsonl` and `config.json`."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  run = Workdir(workdir)
   out: dict[str, float] = {}
-  if not os.path.isfile(path):
-    return out
-  records = []
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          continue  # a line cut short by a crash.
+  records = run.read_metrics()  # a line cut short by a crash is left out.
   rates = [r["examples_per_sec"] for r in records if "examples_per_sec" in r]
   if rates:
     out["examples/s"] = float(statistics.median(rates))
   flops = [r["flops_per_step"] for r in records if "flops_per_step" in r]
-  config_path = os.path.join(workdir, "config.json")
-  if flops and os.path.isfile(config_path):
-    out["GFLOPs/example"] = flops[0] / _read_json(config_path)["data"]["global_batch_size"] / 1e9
+  if flops and run.has_config():
+    out["GFLOPs/example"] = flops[0] / run.read_raw_config()["data"]["global_batch_size"] / 1e9
   return out
 
 
@@ -162,8 +146,8 @@ def collect(root: str) -> dict[str, Any]:
   evaluator config than the run's own (`evaluation.results`); a result of another evaluator config at
   an earlier step is left out of the curve.
   """
-  plan_path = os.path.join(root, PLAN)
-  if not os.path.isfile(plan_path):
+  plan_path = as_path(root) / PLAN
+  if not plan_path.is_file():
     raise FileNotFoundError(f"{plan_path} does not exist: run vlfusion.analysis.sweep (or its "
                             "--print_commands) with this --root first")
   plan = _read_json(plan_path)
@@ -171,19 +155,19 @@ def collect(root: str) -> dict[str, Any]:
   runs = []
   for r in plan["runs"]:
     workdir = os.path.join(root, r["workdir"])
+    run = Workdir(workdir)
     v = variants[r["variant"]]
-    config_path = os.path.join(workdir, "config.json")
-    config = _read_json(config_path) if os.path.isfile(config_path) else None
+    config = run.read_raw_config()
     final = config["train"]["num_steps"] if config is not None else None
     if config is not None:
-      _check_overrides(r, config, config_path)
-    found = eval_results(workdir)
+      _check_overrides(r, config, os.fspath(run.config_path))
+    found = run.eval_results()
     own = {step: res for step, res in found.items()
            if config is not None and results.produced_by(res, config)}
     if final in found and final not in own:
       raise StaleResultError(
           f"stage {r['variant']}/{r['stage']}: "
-          + results.mismatch(found[final], config, os.path.join(workdir, "eval", f"step_{final}.json"))
+          + results.mismatch(found[final], config, os.fspath(run.eval_result_path(final)))
           + f"; evaluate it with the run's own config: python eval.py --workdir={workdir} --step={final}")
     finished = final is not None and final in own
     runs.append({
@@ -207,16 +191,16 @@ def _parameters(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, f
       continue
     if match.get("by") == "params" and not match.get("count") and "params" in r["count"]:
       out[r["variant"]] = float(r["count"]["params"])
-    elif os.path.isfile(os.path.join(r["workdir"], "config.json")):
-      out[r["variant"]] = _model_table_params(os.path.join(r["workdir"], "config.json"))
+    elif Workdir(r["workdir"]).has_config():
+      out[r["variant"]] = _model_table_params(Workdir(r["workdir"]).read_raw_config())
   return out
 
 
-def _model_table_params(config_path: str) -> float:
+def _model_table_params(saved_config: dict[str, Any]) -> float:
   from vlfusion import configuration
   from vlfusion.analysis import model_table  # imports JAX.
 
-  config = configuration.complete(_read_json(config_path))
+  config = configuration.complete(saved_config)
   return float(model_table.parameter_counts(config)["total"])
 
 
@@ -379,9 +363,6 @@ def write_csv(columns: list[str], rows: list[dict[str, Any]], path: str) -> None
 # ---------------------------------------------------------------------------------------------------
 # Plots.
 
-PANEL_W, PANEL_H, LEFT, BOTTOM, TOP, RIGHT = 460, 320, 56, 46, 28, 28
-
-
 def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tuple[str, str]]:
   """(stage, metric) pairs worth a panel: each task's overall accuracy, ITM on relation captions against
   their swaps."""
@@ -393,17 +374,6 @@ def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tupl
       if metric in present:
         seen[(stage, metric)] = None
   return list(seen)
-
-
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-  """Round values (1, 2 or 5 x 10^k apart) inside [lo, hi], about `n` of them."""
-  raw = (hi - lo) / max(n - 1, 1)
-  if raw <= 0:
-    return [lo]
-  unit = 10 ** math.floor(math.log10(raw))
-  step = next(m * unit for m in (1, 2, 5, 10) if m * unit >= raw)
-  first = math.ceil(lo / step - 1e-9) * step
-  return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy",
@@ -420,63 +390,6 @@ def metric_title(metric: str) -> str:
   if sub:
     name += f", {sub} negatives" if head == "itm" and sub != "positive" else f", {sub}"
   return name
-
-
-def _panel(title: str, xlabel: str, series: dict[str, dict[str, Any]], colours: dict[str, tuple]):
-  """One plot: for each name, `line` [(x, y)] drawn as a line, `points` [(x, y)] as dots, `bars`
-  [(x, lo, hi)] as vertical error bars, `label` placed at the last point."""
-  from PIL import Image, ImageDraw, ImageFont
-
-  font = ImageFont.load_default()
-  image = Image.new("RGB", (PANEL_W, PANEL_H), "white")
-  draw = ImageDraw.Draw(image)
-  xs = [p[0] for s in series.values() for key in ("line", "points") for p in s.get(key, [])]
-  ys = [p[1] for s in series.values() for key in ("line", "points") for p in s.get(key, [])]
-  ys += [v for s in series.values() for b in s.get("bars", []) for v in b[1:]]
-  draw.text((LEFT, 8), title, fill="black", font=font)
-  if not xs:
-    draw.text((LEFT, PANEL_H // 2), "no data", fill="black", font=font)
-    return image
-  x0, x1 = min(xs), max(xs)
-  pad = (x1 - x0) * 0.08 or (abs(x0) * 0.1 or 1.0)
-  x0, x1 = x0 - pad, x1 + pad
-  y0, y1 = min(ys), max(ys)
-  ypad = (y1 - y0) * 0.08 or 0.05
-  y0, y1 = y0 - ypad, y1 + ypad
-  sx = lambda v: LEFT + (v - x0) / (x1 - x0) * (PANEL_W - LEFT - RIGHT)
-  sy = lambda v: PANEL_H - BOTTOM - (v - y0) / (y1 - y0) * (PANEL_H - BOTTOM - TOP)
-  draw.rectangle([LEFT, TOP, PANEL_W - RIGHT, PANEL_H - BOTTOM], outline=(150, 150, 150))
-  for v in _ticks(y0, y1):
-    y = sy(v)
-    draw.line([LEFT - 3, y, LEFT, y], fill="black")
-    draw.line([LEFT + 1, y, PANEL_W - RIGHT - 1, y], fill=(235, 235, 235))
-    draw.text((4, y - 5), f"{v:.3g}", fill="black", font=font)
-  for value in _ticks(x0, x1):
-    x = sx(value)
-    draw.line([x, PANEL_H - BOTTOM, x, PANEL_H - BOTTOM + 3], fill="black")
-    label = f"{value:.3g}"
-    draw.text((x - 3 * len(label), PANEL_H - BOTTOM + 6), label, fill="black", font=font)
-  draw.text((PANEL_W // 2 - 3 * len(xlabel), PANEL_H - 16), xlabel, fill="black", font=font)
-  for name, s in series.items():
-    colour = colours[name]
-    pale = tuple(int(c + (255 - c) * 0.55) for c in colour)
-    for x, y in s.get("points", []):
-      draw.ellipse([sx(x) - 2, sy(y) - 2, sx(x) + 2, sy(y) + 2], fill=pale)
-    line = [(sx(x), sy(y)) for x, y in s.get("line", [])]
-    if len(line) > 1:
-      draw.line(line, fill=colour, width=2)
-    for x, y in line:
-      draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    for x, lo, hi in s.get("bars", []):
-      draw.line([sx(x), sy(lo), sx(x), sy(hi)], fill=colour, width=1)
-      for v in (lo, hi):
-        draw.line([sx(x) - 4, sy(v), sx(x) + 4, sy(v)], fill=colour)
-    if s.get("label") and line:
-      x, y = line[-1]
-      width = draw.textlength(s["label"], font=font)
-      left = x + 5 + width > PANEL_W - RIGHT  # near the right edge: write it on the point's left.
-      draw.text((x - 5 - width if left else x + 5, y - 5), s["label"], fill=colour, font=font)
-  return image
 
 
 def _legend(names: list[str], colours: dict[str, tuple], width: int):
@@ -499,11 +412,11 @@ def _sheet(panels: list, legend, columns: int = 3):
 
   columns = min(columns, max(len(panels), 1))
   rows = math.ceil(len(panels) / columns)
-  width = PANEL_W * columns
-  sheet = Image.new("RGB", (width, PANEL_H * rows + legend.height), "white")
+  width = plots.PANEL_W * columns
+  sheet = Image.new("RGB", (width, plots.PANEL_H * rows + legend.height), "white")
   for i, panel in enumerate(panels):
-    sheet.paste(panel, ((i % columns) * PANEL_W, (i // columns) * PANEL_H))
-  sheet.paste(legend, (0, PANEL_H * rows))
+    sheet.paste(panel, ((i % columns) * plots.PANEL_W, (i // columns) * plots.PANEL_H))
+  sheet.paste(legend, (0, plots.PANEL_H * rows))
   return sheet
 
 
@@ -527,8 +440,8 @@ def plot_curves(data: dict[str, Any], path: str) -> str:
       if by_step:
         series[g] = {"line": [(s, sum(v) / len(v)) for s, v in sorted(by_step.items())],
                      "points": [(s, y) for s, v in by_step.items() for y in v]}
-    panels.append(_panel(f"{stage}: {metric_title(metric)} (validation)", "step", series, colours))
-  sheet = _sheet(panels, _legend(groups, colours, PANEL_W * min(3, max(len(panels), 1))))
+    panels.append(plots.panel(f"{stage}: {metric_title(metric)} (validation)", "step", series, colours))
+  sheet = _sheet(panels, _legend(groups, colours, plots.PANEL_W * min(3, max(len(panels), 1))))
   sheet.save(path)
   return path
 
@@ -552,8 +465,8 @@ def plot_accuracy_vs_flops(data: dict[str, Any], columns: list[str], rows: list[
       series[row["variant"]] = {"line": [(x.mean, cell.mean)], "label": row["variant"],
                                 "bars": [(x.mean, cell.lo, cell.hi)] if cell.lo is not None else []}
     xlabel = f"training GFLOPs per example ({flops_column.split(' ')[0]})" if flops_column else "no FLOPs"
-    panels.append(_panel(f"{stage}: final {metric_title(metric)}", xlabel, series, colours))
-  sheet = _sheet(panels, _legend(groups, colours, PANEL_W * min(3, max(len(panels), 1))))
+    panels.append(plots.panel(f"{stage}: final {metric_title(metric)}", xlabel, series, colours))
+  sheet = _sheet(panels, _legend(groups, colours, plots.PANEL_W * min(3, max(len(panels), 1))))
   sheet.save(path)
   return path
 

@@ -54,6 +54,7 @@ import ml_collections
 from vlfusion import configuration
 from vlfusion.errors import ConfigError
 from vlfusion.evaluation import results
+from vlfusion.rundir import Workdir, config_differences
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = "sweep_stage.json"
@@ -149,55 +150,21 @@ def render_value(value: Any) -> str:
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file `path[:arg]` (relative to the repository), unlocked."""
-  path, _, arg = spec.partition(":")
-  full = path if os.path.isabs(path) else os.path.join(REPO, path)
-  if not os.path.isfile(full):
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path if os.path.isabs(path) else os.path.join(REPO, path)):
     raise SweepError(f"config file {path!r} does not exist")
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)  # config files import `configs.*` and `vlfusion`.
-  module_spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(full))}", full)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  config.unlock()
-  return config
+  return configuration.load_config_file(spec)
 
 
 def build_config(spec: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The config file's config with `overrides` set field by field, as `--config.<field>=` flags would:
-  a field the file lacks, or one the command line cannot set (a None default), is a SweepError."""
+  """The config file's config with `overrides` set field by field, as `--config.<field>=` flags would
+  (`configuration.override` with flags): a field the file lacks, or one the command line cannot set, is a
+  SweepError."""
   config = load_config_file(spec)
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    try:
-      for p in parents:
-        node = node[p]
-      current = node[leaf]
-    except (KeyError, AttributeError, TypeError):
-      raise SweepError(f"override {dotted}={value!r}: {spec} has no field config.{dotted}") from None
-    if current is None and _field_type(node, leaf) is type(None):
-      raise SweepError(f"override {dotted}={value!r}: config.{dotted} is None in {spec}, and a None "
-                       "field cannot be set with --config.<field>=; set it in a config file instead")
-    if isinstance(current, bool) != isinstance(value, bool) or (
-        isinstance(current, (int, float)) and not isinstance(current, bool)
-        and not isinstance(value, (int, float))):
-      raise SweepError(f"override {dotted}={value!r} has the wrong type for config.{dotted}="
-                       f"{current!r}")
-    if isinstance(current, float) and isinstance(value, int):
-      value = float(value)
-    if isinstance(current, tuple):
-      value = tuple(value)
-    node[leaf] = value
-  return config
-
-
-def _field_type(node: ml_collections.ConfigDict, leaf: str) -> type:
-  """The type the command line parses a field as: a None default without a typed reference has none."""
-  field = getattr(node, "_fields", {}).get(leaf)
-  if isinstance(field, ml_collections.FieldReference):
-    return field.get_type()
-  return type(node[leaf])
+  try:
+    return configuration.override(config, overrides, flags=True, source=spec)
+  except ConfigError as e:
+    raise SweepError(str(e)) from None
 
 
 def _check_keys(where: str, given: Any, known: tuple[str, ...]) -> None:
@@ -510,53 +477,40 @@ def _solve_group(count: Callable[[int], float], group: dict[str, Any], target: f
 
 def final_step(workdir: str) -> int | None:
   """`train.num_steps` of the config the run saved, or None before it has started."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return int(configuration.complete(json.load(f)).train.num_steps)
+  config = Workdir(workdir).read_config()
+  return None if config is None else int(config.train.num_steps)
 
 
 def stage_complete(workdir: str, evaluate: bool = True) -> bool:
   """Whether `workdir` holds a complete checkpoint of its final step (and its evaluation)."""
-  from vlfusion.evaluation.checkpoints import complete_steps  # imports orbax.
-
+  run = Workdir(workdir)
   step = final_step(workdir)
-  if step is None or step not in complete_steps(workdir):
+  if step is None or step not in run.complete_steps():
     return False
   if not evaluate:
     return True
   # The run's own evaluation: a result another eval config left there is not the stage's. The digest is
   # of config.json as saved (not completed): it is what the run's evaluation recorded.
-  result = results.read(os.path.join(workdir, "eval", f"step_{step}.json"))
-  with open(os.path.join(workdir, "config.json")) as f:
-    return result is not None and results.produced_by(result, json.load(f))
+  result = run.read_eval_result(step)
+  return result is not None and results.produced_by(result, run.read_raw_config())
 
 
-def config_differences(saved: dict[str, Any], intended: dict[str, Any], prefix: str = "") -> list[str]:
-  """Dotted fields where the run's saved config.json differs from the config asked for; a field the
-  run resolves when it starts (`model.vqa.num_answers=0`) matches any value."""
-  out = []
-  for key in sorted(set(saved) | set(intended)):
-    a, b, name = saved.get(key), intended.get(key), f"{prefix}{key}"
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += config_differences(a, b, name + ".")
-    elif name == "model.vqa.num_answers" and b == 0:
-      continue
-    elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-      out.append(name)
-  return out
+def differing_fields(saved: dict[str, Any], intended: dict[str, Any]) -> list[str]:
+  """Dotted fields where the run's saved config.json differs from the config asked for
+  (`rundir.config_differences`); a field the run resolves when it starts (`model.vqa.num_answers=0`)
+  matches any value."""
+  return [name for name, (_, b) in config_differences(saved, intended).items()
+          if not (name == "model.vqa.num_answers" and b == 0)]
 
 
 def check_workdir_config(run: Run) -> None:
   """Raises SweepError when the run's workdir was started with another config than this sweep asks."""
-  path = os.path.join(run.workdir, "config.json")
-  if not os.path.isfile(path):
+  saved = Workdir(run.workdir).read_config()  # completed: fields added since have today's defaults.
+  if saved is None:
     return
-  with open(path) as f:
-    saved = json.loads(configuration.to_json(configuration.complete(json.load(f))))  # fields added since.
+  saved = json.loads(configuration.to_json(saved))
   intended = json.loads(configuration.to_json(run.config()))
-  differ = config_differences(configuration.seeds_resolved(saved), configuration.seeds_resolved(intended))
+  differ = differing_fields(configuration.seeds_resolved(saved), configuration.seeds_resolved(intended))
   if differ:
     raise SweepError(f"{run.workdir} was started with another config than the sweep's stage "
                      f"{run.label} (fields {differ[:8]}); delete that workdir or use another --root")
@@ -566,7 +520,7 @@ def is_finished(run: Run) -> bool:
   """A finished stage, from its workdir alone: the marker, or a complete final checkpoint + eval (e.g.
   run from the printed commands), either way with the config this sweep asks for."""
   check_workdir_config(run)
-  return os.path.isfile(os.path.join(run.workdir, MARKER)) or stage_complete(run.workdir, run.stage.evaluate)
+  return (Workdir(run.workdir).path / MARKER).is_file() or stage_complete(run.workdir, run.stage.evaluate)
 
 
 def write_marker(run: Run, seconds: float | None) -> None:
@@ -577,10 +531,10 @@ def write_marker(run: Run, seconds: float | None) -> None:
       "final_step": step, "matched": run.variant.matched, "count": run.variant.count,
       "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
-  tmp = os.path.join(run.workdir, MARKER + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(marker, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, os.path.join(run.workdir, MARKER))
+  path = Workdir(run.workdir).path / MARKER
+  tmp = path.with_name(MARKER + ".tmp")
+  tmp.write_text(json.dumps(marker, indent=2, sort_keys=True, default=str))
+  tmp.replace(path)
 
 
 class SubprocessLauncher:
@@ -618,16 +572,16 @@ class InProcessLauncher:
   """Runs each stage in this process: the same config as the command line would build."""
 
   def train(self, run: Run) -> None:
-    from vlfusion.training import trainer
+    from vlfusion import experiment
 
     config = run.config()
     config.lock()
-    trainer.train_and_evaluate(config, run.workdir)
+    experiment.train_and_evaluate(config, run.workdir)
 
   def evaluate(self, run: Run) -> None:
-    from vlfusion.evaluation import checkpoints
+    from vlfusion.evaluation import job
 
-    checkpoints.CheckpointEvaluator(checkpoints.saved_config(run.workdir), run.workdir).evaluate_all()
+    job.CheckpointEvaluator(job.saved_config(run.workdir), run.workdir).evaluate_all()
 
 
 def write_plan(sweep: Sweep, runs: list[Run], root: str) -> str:
@@ -675,13 +629,13 @@ def run(sweep: Sweep, root: str, launcher: Any, log: Callable[[str], None] = pri
     if only and only not in r.variant.name:
       continue
     if is_finished(r):
-      if not os.path.isfile(os.path.join(r.workdir, MARKER)):
+      if not (Workdir(r.workdir).path / MARKER).is_file():
         write_marker(r, None)
       log(f"{r.label}: finished, skipped")
       continue
     if r.stage.init_from:
       source = next(x for x in runs if x.variant is r.variant and x.stage.name == r.stage.init_from)
-      if not os.path.isfile(os.path.join(source.workdir, MARKER)):
+      if not (Workdir(source.workdir).path / MARKER).is_file():
         raise SweepError(f"{r.label} starts from {source.label}, which has not finished")
     start = time.time()
     started.append(r)

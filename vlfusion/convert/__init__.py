@@ -5,7 +5,7 @@ vlfusion `(model_config, params)`; `init_from.apply(config, params)` initialises
 checkpoint and the image stream from a ViT or CLIP vision checkpoint (`model.{text,image}.init_from`).
 """
 
-from vlfusion.convert.checkpoint import CheckpointError
+from vlfusion.convert.hf_files import CheckpointError
 from vlfusion.convert.huggingface import from_huggingface
 
 __all__ = ["CheckpointError", "from_huggingface"]

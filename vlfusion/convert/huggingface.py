@@ -25,7 +25,7 @@ from flax import traverse_util
 
 from vlfusion import configuration
 from vlfusion.convert import layouts
-from vlfusion.convert.checkpoint import CheckpointError, HfCheckpoint, load
+from vlfusion.convert.hf_files import CheckpointError, HfCheckpoint, load
 from vlfusion.convert.layouts import Params, prefixed
 
 log = logging.getLogger(__name__)

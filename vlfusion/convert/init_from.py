@@ -28,7 +28,7 @@ from flax import traverse_util
 
 from vlfusion.configuration import ConfigError
 from vlfusion.convert import layouts
-from vlfusion.convert.checkpoint import CheckpointError, HfCheckpoint, load_directory
+from vlfusion.convert.hf_files import CheckpointError, HfCheckpoint, load_directory
 from vlfusion.convert.huggingface import place
 from vlfusion.convert.layouts import Params, prefixed
 

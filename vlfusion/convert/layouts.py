@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlfusion.convert.checkpoint import HfCheckpoint
+from vlfusion.convert.hf_files import HfCheckpoint
 
 Params = dict[tuple[str, ...], np.ndarray]
 

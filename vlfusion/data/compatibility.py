@@ -47,9 +47,10 @@ def check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer:
     if m.image.feature_dim != feature_dim:
       raise ConfigError(f"config.model.image.feature_dim={m.image.feature_dim} but {name} has region "
                         f"features of dimension {feature_dim}")
-    if hasattr(bc, "max_objects") and m.image.num_regions < bc.max_objects:
+    most = getattr(bc, "max_regions", getattr(bc, "max_objects", None))  # an occluder is a region too.
+    if most is not None and m.image.num_regions < most:
       raise ConfigError(f"config.model.image.num_regions={m.image.num_regions} but scenes of {name} "
-                        f"have up to {bc.max_objects} objects")
+                        f"have up to {most} regions")
     if m.image.box_dim != 4:
       raise ConfigError(f"config.model.image.box_dim={m.image.box_dim}: {name} has 4-number boxes")
   elif "image_bytes" not in features and "image" not in features:

@@ -14,8 +14,9 @@ from vlfusion.data import questions
 from vlfusion.data.tokenizer import WordPieceTokenizer
 from vlfusion.errors import ConfigError
 
-LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "nlvr2")
-DATASETS = ("shapes_world", *LOCAL_DATASETS)
+LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "nlvr2", "snli_ve")
+GENERATED_DATASETS = ("shapes_world", "shapes_world_ve")
+DATASETS = (*GENERATED_DATASETS, *LOCAL_DATASETS)
 
 
 def _sync(name: str, process_count: int) -> None:
@@ -41,11 +42,19 @@ def open_dataset(config: ml_collections.ConfigDict, split: str, process_index: i
       from vlfusion.data import nlvr2
 
       make = lambda: nlvr2.make_builder(name, config.data.data_dir)
+    if family == "snli_ve":
+      from vlfusion.data import snli_ve
+
+      make = lambda: snli_ve.make_builder(name, config.data.data_dir)
     write = lambda b: local_datasets.prepare(b, manual_dir(config))
   else:
-    from vlfusion.data import shapes_world
+    import tensorflow_datasets as tfds
 
-    make = lambda: shapes_world.make_builder(name, config.data.data_dir)
+    from vlfusion.data import shapes_world, visual_entailment  # noqa: F401  (register the builders)
+
+    make = lambda: tfds.builder(name, data_dir=config.data.data_dir)
+    if family == "shapes_world":  # a versioned name opens this code's builder (`make_builder`).
+      make = lambda: shapes_world.make_builder(name, config.data.data_dir)
     write = lambda b: b.download_and_prepare(file_format="array_record")
   try:
     builder = make()

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 from vlfusion.data import local_files
 from vlfusion.data.local_files import DataFileError, field
-from vlfusion.evaluation.metrics import normalize_answer, soft_score  # the official VQA definitions.
+from vlfusion.data.vqa_answers import normalize_answer, soft_score  # the official VQA definitions.
 
 Example = tuple[str, dict[str, Any]]
 # Longest text kept at preparation, in characters. A row holds at most 512 tokens (BERT's position
@@ -45,17 +45,17 @@ class LocalConfig(tfds.core.BuilderConfig):
   feature_dim: int = 2048
 
 
-_CONFIGS = [
+LOCAL_CONFIGS = [
     LocalConfig(name="images", description="Encoded image bytes.", source="images"),
     LocalConfig(name="regions", description="2048-d detector region features from manual_dir/regions.",
                 source="regions", feature_dim=2048),
 ]
 
 
-class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """What the local builders share: the image or region features of an example, and skip counting."""
 
-  BUILDER_CONFIGS = _CONFIGS
+  BUILDER_CONFIGS = LOCAL_CONFIGS
 
   def _media_features(self) -> dict[str, Any]:
     f = tfds.features
@@ -142,7 +142,7 @@ def _image_root(manual_dir: str) -> str:
   return images if local_files.is_dir(images) else manual_dir
 
 
-class CocoCaptions(_LocalBuilder):
+class CocoCaptions(LocalBuilder):
   """COCO captions on the Karpathy split (train = train + restval, validation = val, test = test)."""
 
   name = "vlf_coco_captions"
@@ -214,7 +214,7 @@ def _bad(where: str):
   raise DataFileError(f"{where}: expected an object")
 
 
-class ImageTextJsonl(_LocalBuilder):
+class ImageTextJsonl(LocalBuilder):
   """Generic image-text pairs: `<split>.jsonl` files of {"image": path, "text": str or [str, ...]}.
 
   Image paths are relative to manual_dir (or absolute); an optional "image_id" field names the image for
@@ -286,7 +286,7 @@ def _object(entry: Any, where: str) -> dict[str, Any]:
   return entry
 
 
-class VqaV2(_LocalBuilder):
+class VqaV2(LocalBuilder):
   """VQA v2 questions with soft-scored answers (train = train2014, validation = val2014).
 
   Each image (or its region features) is stored once, in the split `<split>_images` (one record per image,
@@ -475,7 +475,7 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def fingerprint(builder: _LocalBuilder, manual_dir: str, hashes: bool = True) -> dict[str, Any]:
+def fingerprint(builder: LocalBuilder, manual_dir: str, hashes: bool = True) -> dict[str, Any]:
   """What a prepared dataset was made from: the resolved `manual_dir`, its annotation files (size, mtime
   and, with `hashes`, SHA-256) and, for the `regions` config, its feature files (size, mtime). Image files
   are not listed (stat-ing a hundred thousand images on every start would cost more than it protects): an
@@ -504,7 +504,7 @@ def _same_file(saved: dict[str, Any], now: dict[str, Any], path: str) -> bool:
   return saved["sha256"] == _sha256(path)  # touched or copied: the content decides.
 
 
-def input_changes(builder: _LocalBuilder, manual_dir: str) -> list[str]:
+def input_changes(builder: LocalBuilder, manual_dir: str) -> list[str]:
   """How `manual_dir` differs from what the prepared `builder` was made from ([] when it does not).
 
   Files are compared by size and modification time, annotation files by content when only the time

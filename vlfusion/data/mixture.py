@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from vlfusion.configuration import ConfigError, data_seed
+from vlfusion.data.batch_source import BatchSource, collate
 
 _MIXTURE_STREAM = 2_000_003  # keeps the dataset draw apart from any row's own random choices.
 
@@ -55,8 +56,6 @@ class MixtureSource:
 
   def __init__(self, config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int,
                prepare: bool = True):
-    from vlfusion.data.pipeline import BatchSource
-
     self.config = config
     self.split = split
     self.process_index = process_index
@@ -86,8 +85,6 @@ class MixtureSource:
         self.sources[k].num_examples)
 
   def get_batch(self, step: int) -> dict[str, Any]:
-    from vlfusion.data.pipeline import collate
-
     components = self.components(step)
     local = self.global_batch_size // self.process_count
     examples = []

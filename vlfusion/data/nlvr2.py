@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vlfusion.data import local_files
-from vlfusion.data.local_datasets import _CONFIGS, MAX_TEXT_CHARS, Example, _LocalBuilder
+from vlfusion.data.local_datasets import LOCAL_CONFIGS, MAX_TEXT_CHARS, Example, LocalBuilder
 from vlfusion.data.local_files import DataFileError, field
 
 SPLITS = {"train": "train", "validation": "dev", "test": "test1"}
@@ -36,7 +36,7 @@ def image_names(identifier: str) -> tuple[str, str]:
   return f"{stem}-img0.png", f"{stem}-img1.png"
 
 
-class Nlvr2(_LocalBuilder):
+class Nlvr2(LocalBuilder):
   """NLVR2 statements about pairs of images, true or false."""
 
   name = "vlf_nlvr2"
@@ -44,7 +44,7 @@ class Nlvr2(_LocalBuilder):
   RELEASE_NOTES = {"1.0.0": "train, dev and test-P statements with both images.",
                    "1.1.0": f"Blank sentences skipped, sentences over {MAX_TEXT_CHARS} characters cut; "
                             "a repeated identifier refused."}
-  BUILDER_CONFIGS = [c for c in _CONFIGS if c.source == "images"]
+  BUILDER_CONFIGS = [c for c in LOCAL_CONFIGS if c.source == "images"]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """manual_dir holds the release's train.json, dev.json, test1.json (or
   under data/) and the images under images/{train/<directory>,dev,test1}/ (or {train,dev,test1}/)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vlfusion.data import scenes
-from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, _holds_relation, _unique, relation
+from vlfusion.data.scenes import COLOURS, NUMBERS, SHAPES, SIZES, Obj, relation
 
 QUESTION_TYPES = ("colour", "shape", "count", "existence", "relation", "direction")
 # A direction question's answer is its relation's first word: "left of" -> "left", "above" -> "above".
@@ -135,7 +135,7 @@ def _existence_question(objects: Sequence[Obj], rng: np.random.Generator) -> tup
 def _related_pair(objects: Sequence[Obj], rng: np.random.Generator) -> tuple[Obj, Obj, str] | None:
   """Two objects that no other object shares colour and shape with, and the clear relation of the first
   to the second; None when the scene has no such pair."""
-  unique = _unique(objects)
+  unique = scenes.unique_objects(objects)
   pairs = [(a, b, relation(a, b)) for a in unique for b in unique if a is not b]
   pairs = [p for p in pairs if p[2] is not None]
   return _pick(pairs, rng) if pairs else None
@@ -146,9 +146,9 @@ def _relation_question(objects: Sequence[Obj], rng: np.random.Generator) -> tupl
   if pair is None:
     return None
   a, b, rel = pair
-  if rng.random() < 0.5 and not _holds_relation(b, a, rel):  # swapped subject and object: false.
+  if rng.random() < 0.5 and not scenes.holds_relation(b, a, rel):  # swapped subject and object: false.
     a, b = b, a
-  answer = "yes" if _holds_relation(a, b, rel) else "no"
+  answer = "yes" if scenes.holds_relation(a, b, rel) else "no"
   return f"is the {a.colour} {a.shape} {rel} the {b.colour} {b.shape}?", answer
 
 
@@ -208,7 +208,7 @@ def answer_holds(question: str, answer: str, objects: Sequence[Obj]) -> bool:
     return False
   if words[0] == "where":
     return _DIRECTION_OF.get(relation(a[0], b[0]) or "") == answer
-  return _holds_relation(a[0], b[0], " ".join(words[4:-3])) == (answer == "yes")
+  return scenes.holds_relation(a[0], b[0], " ".join(words[4:-3])) == (answer == "yes")
 
 
 def _statement(template: str, left: Sequence[Obj], right: Sequence[Obj],

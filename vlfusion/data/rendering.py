@@ -138,7 +138,7 @@ def _agrees(objects: Sequence[Obj], masks: np.ndarray, image_size: int) -> bool:
         continue
       if scenes.relation(a, b) != scenes.relation(da, db):
         return False
-      if any(scenes._holds_relation(a, b, r) != scenes._holds_relation(da, db, r)
+      if any(scenes.holds_relation(a, b, r) != scenes.holds_relation(da, db, r)
              for r in scenes.RELATIONS):
         return False
   return True

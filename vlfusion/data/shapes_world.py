@@ -1,8 +1,9 @@
 """The shapes world as a tensorflow-datasets builder (`shapes_world/<size>`), written as ArrayRecord.
 
-Example i of split s is `scenes.make_example(default_rng([SEED, s, i]), style=STYLES[s])`: the same on
-every machine and every run, so a dataset prepared twice is the same dataset. Example i is also the left
-image of a pair whose right image is example `pair_index(s, i)`, with an NLVR2-style statement about both.
+Example i of split s is `scene_examples.make_example(default_rng([SEED, s, i]), style=STYLES[s])`: the
+same on every machine and every run, so a dataset prepared twice is the same dataset. Example i is also
+the left image of a pair whose right image is example `pair_index(s, i)`, with an NLVR2-style statement
+about both.
 
 From 7.0.0 scenes are drawn by `rendering` in a style per split: train, validation and test in
 "varied", and `validation_style` (validation's scenes and questions, key for key) in "textured", a style
@@ -18,7 +19,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vlfusion.data import questions, rendering, scenes
+from vlfusion.data import questions, rendering, scene_examples, scenes
 
 SEED = 20261124
 # validation_style has validation's key: the same scenes, drawn in another style.
@@ -143,8 +144,8 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
       partner_objects = sample(
           np.random.default_rng([SEED, SPLIT_IDS[split], partner]), cfg.image_size, cfg.max_objects)
       rng = np.random.default_rng([SEED, SPLIT_IDS[split], index])
-      example = scenes.make_example(rng, cfg.image_size, cfg.max_objects, partner=partner_objects,
-                                    style=style)
+      example = scene_examples.make_example(rng, cfg.image_size, cfg.max_objects,
+                                            partner=partner_objects, style=style)
       yield index, dict(example, pair_index=np.int32(partner))
 
 

@@ -12,31 +12,19 @@ No JAX here: the sweep report reads results with it.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from vlfusion import configuration
+from vlfusion.rundir import EVAL, FOLDER_DIGITS, UNKEYED  # noqa: F401 - re-exported.
+from vlfusion.rundir import eval_relative_path as relative_path  # noqa: F401 - re-exported.
 
 KEY = "evaluator_digest"
-FOLDER_DIGITS = 16
-# Where the run's own result of a step goes when it is moved aside and records no evaluator (written
-# before results were keyed, by another config than the run's).
-UNKEYED = "unkeyed"
-
-
-def relative_path(step: int, digest: str | None, own_digest: str | None) -> str:
-  """`eval/step_<step>.json` for the run's own evaluators (`digest == own_digest`, or either unknown),
-  else `eval/<digest[:16]>/step_<step>.json`."""
-  name = f"step_{int(step)}.json"
-  if digest is None or own_digest is None or digest == own_digest:
-    return os.path.join("eval", name)
-  return os.path.join("eval", digest[:FOLDER_DIGITS], name)
 
 
 def aside_path(result: dict[str, Any]) -> str:
   """Where a result that sits in the run's own `eval/step_<N>.json` but is not the run's own moves to."""
   folder = str(result[KEY])[:FOLDER_DIGITS] if result.get(KEY) else UNKEYED
-  return os.path.join("eval", folder, f"step_{int(result['step'])}.json")
+  return f"{EVAL}/{folder}/step_{int(result['step'])}.json"
 
 
 def produced_by(result: dict[str, Any], config: Any) -> bool:

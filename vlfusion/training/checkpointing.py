@@ -17,10 +17,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from vlfusion.training.workdir import workdir_path
+from vlfusion.rundir import COMMIT_MARKER, Workdir, incomplete_checkpoints  # noqa: F401 - re-exported.
 
 ITEMS = ("state", "data", "config")
-COMMIT_MARKER = "commit_success.txt"
 
 
 class CheckpointMismatchError(ValueError):
@@ -80,40 +79,13 @@ def verify_checksums(tree: Any, saved: dict[str, int] | None, where: str) -> Non
 
 def checkpoint_dir(workdir: Any) -> epath.Path:
   """`workdir/checkpoints`; a local workdir is made absolute, a `gs://...` one is left as it is."""
-  return workdir_path(workdir) / "checkpoints"
-
-
-def incomplete_checkpoints(directory: Any) -> dict[str, str]:
-  """Entries of `directory` that a crash left incomplete, each with the reason."""
-  found = {}
-  directory = epath.Path(directory)
-  if not directory.is_dir():
-    return found
-  for path in sorted(directory.iterdir(), key=lambda p: p.name):
-    name = path.name
-    if not path.is_dir():
-      continue
-    if ".orbax-checkpoint-tmp" in name:
-      found[name] = "temporary directory of a save that never finished"
-    elif name.isdigit():
-      if not (path / COMMIT_MARKER).exists():
-        found[name] = f"no {COMMIT_MARKER}: the save did not complete"
-      else:
-        missing = [i for i in ("state", "data") if not (path / i).is_dir()]
-        if missing:
-          found[name] = f"missing items {missing}"
-  return found
+  return Workdir(workdir).checkpoints_dir
 
 
 def complete_steps(workdir: Any) -> list[int]:
   """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one); reads
   only, creates nothing."""
-  directory = checkpoint_dir(workdir)
-  if not directory.is_dir():
-    return []
-  incomplete = incomplete_checkpoints(directory)
-  return sorted(int(path.name) for path in directory.iterdir()
-                if path.name.isdigit() and path.name not in incomplete and path.is_dir())
+  return Workdir(workdir).complete_steps()
 
 
 def move_aside(directory: Any, name: str, reason: str) -> epath.Path | None:

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from vlfusion import configuration
+from vlfusion import configuration, rundir
 from vlfusion.configuration import ConfigError
 
 Path = tuple[str, ...]
@@ -123,76 +123,21 @@ def _name(path: Path) -> str:
 # -- sources ----------------------------------------------------------------------------------------
 
 
-def _is_step_dir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "state")) and os.path.basename(os.path.normpath(path)).isdigit()
-
-
 def checkpoint_step_dir(path: str, field: str = "config.init.checkpoint") -> str:
-  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir.
-
-  `field` names the setting in errors."""
-  if not os.path.exists(path):
-    raise ConfigError(f"{field}={path!r}: no such file or directory")
-  if not os.path.isdir(path):
-    raise ConfigError(f"{field}={path!r} is a file; give a vlfusion workdir or one of its "
-                      "checkpoints/<step> directories")
-  if _is_step_dir(path):
-    from vlfusion.training.checkpointing import COMMIT_MARKER
-
-    if not os.path.exists(os.path.join(path, COMMIT_MARKER)):
-      raise ConfigError(f"{field}={path!r}: this checkpoint is incomplete (no {COMMIT_MARKER}: its save "
-                        "did not finish); give another step or the workdir")
-    return path
-  from vlfusion.training.checkpointing import incomplete_checkpoints
-
-  for directory in (os.path.join(path, "checkpoints"), path):
-    steps = [n for n in os.listdir(directory) if n.isdigit() and os.path.isdir(os.path.join(directory, n))] \
-        if os.path.isdir(directory) else []
-    if steps:
-      bad = incomplete_checkpoints(directory)
-      complete = sorted((int(s) for s in steps if s not in bad), reverse=True)
-      if not complete:
-        raise ConfigError(f"{field}={path!r}: no complete checkpoint in {directory} "
-                          f"(incomplete: {sorted(bad)})")
-      return os.path.join(directory, str(complete[0]))
-  hint = ""
-  if os.path.isfile(os.path.join(path, "config.json")) and any(
-      n.endswith(".safetensors") for n in os.listdir(path)):
-    hint = " It looks like an HF checkpoint: set config.init.huggingface instead."
-  raise ConfigError(f"{field}={path!r} is not a vlfusion checkpoint: expected a workdir holding "
-                    f"checkpoints/<step>/state or a checkpoints/<step> directory.{hint}")
+  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir (local
+  or on a bucket: `rundir.find_step_dir`). `field` names the setting in errors."""
+  return os.fspath(rundir.find_step_dir(path, field))
 
 
 def read_params(step_dir: str, field: str = "config.init.checkpoint") -> dict[Path, np.ndarray]:
   """The parameters of a checkpoint step, to host memory; the optimizer state is not read."""
-  import orbax.checkpoint as ocp
-
-  state_dir = os.path.join(step_dir, "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    metadata = checkpointer.metadata(state_dir)
-    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata
-    if hasattr(tree, "tree"):
-      tree = tree.tree
-    params_meta = tree["params"]
-  except Exception as e:  # noqa: BLE001 - any unreadable metadata: say which directory.
-    raise ConfigError(f"{field}: {state_dir} cannot be read as a vlfusion train state "
-                      f"({e!r})") from e
-  is_leaf = lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
-  item = jax.tree.map(lambda m: np.zeros((), m.dtype), params_meta, is_leaf=is_leaf)
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"params": item}, restore_args={"params": args}, partial_restore=True))
-  return traverse_util.flatten_dict(restored["params"])
+  return rundir.read_step_params(step_dir, field)
 
 
 def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
-  for candidate in (os.path.join(os.path.dirname(os.path.dirname(os.path.normpath(step_dir))),
-                                 "config.json"),):
-    if os.path.isfile(candidate):
-      with open(candidate) as f:
-        return configuration.complete(json.load(f)).model.to_dict()  # fields added since: today's defaults.
-  return None
+  """The model config the step's run saved (fields added since: today's defaults), or None."""
+  saved = rundir.Workdir(rundir.as_path(step_dir).parent.parent)
+  return saved.read_config().model.to_dict() if saved.has_config() else None
 
 
 def _from_checkpoint(path: str) -> Source:
@@ -202,7 +147,7 @@ def _from_checkpoint(path: str) -> Source:
 
 
 def _from_huggingface(path: str) -> Source:
-  from vlfusion.convert.checkpoint import CheckpointError, load_directory
+  from vlfusion.convert.hf_files import CheckpointError, load_directory
   from vlfusion.convert.huggingface import CONVERTERS
 
   field = "config.init.huggingface"

@@ -13,7 +13,7 @@ from absl import logging
 from clu import metric_writers
 from etils import epath
 
-from vlfusion.training.workdir import workdir_path
+from vlfusion.rundir import Workdir
 
 # Dense bf16 peak FLOP/s per device (one chip; one GPU), by a substring of `device.device_kind`.
 # Checked in order, so the more specific names come first.
@@ -87,14 +87,14 @@ class MetricsReporter:
 
   def __init__(self, workdir: Any, start_step: int = 0):
     self.is_lead = jax.process_index() == 0
-    self.path = workdir_path(workdir) / "metrics.jsonl"
+    self.path = Workdir(workdir).metrics_path
     if self.is_lead:
       dropped = drop_records_after(self.path, start_step)
       if dropped:
         logging.info("Dropped %d records after step %d from %s: those steps run again.", dropped,
                      start_step, self.path)
     self.writer = metric_writers.create_default_writer(
-        os.fspath(workdir_path(workdir) / "tensorboard"), just_logging=not self.is_lead,
+        os.fspath(Workdir(workdir).tensorboard_dir), just_logging=not self.is_lead,
         asynchronous=False
     )
 

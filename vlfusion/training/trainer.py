@@ -1,6 +1,9 @@
-"""The pretraining loop, `train_and_evaluate`, in named steps: restore or initialise, compile and measure,
-then per step: fetch the batch, update, and at logging/evaluation/checkpoint steps read the window of
-metrics (non-finite policy), evaluate and save.
+"""The pretraining loop, `train`, in named steps: restore or initialise, compile and measure, then per
+step: fetch the batch, update, and at logging/evaluation/checkpoint steps read the window of metrics
+(non-finite policy), evaluate and save.
+
+Evaluation comes in as a callback (`MakeEvaluation`): training knows when to evaluate and where the
+result goes in its record, not how (`vlfusion.experiment.train_and_evaluate` passes the evaluators).
 
 Only logging, evaluation and checkpoint steps wait for the device: between them the host queues steps
 as fast as it can fetch batches, and each step's scalars are summed on the device (`window`).
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +24,8 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.data import pipeline, prefetch
+from vlfusion.errors import ConfigError
+from vlfusion.rundir import Workdir
 from vlfusion.training import checkpointing, partitioning, reporting, window
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.optimizer import explain_schedule_change
@@ -27,6 +33,12 @@ from vlfusion.training.preemption import Preemption
 from vlfusion.training.setup import Setup, check_best_metric, eval_metric_names  # noqa: F401 - re-exported.
 from vlfusion.training.train_state import TrainState
 from vlfusion.training.train_step import train_step  # noqa: F401 - re-exported.
+
+# (params, step, workdir) -> (the accuracies `train.best_metric` may name, every scalar for TensorBoard and
+# metrics.jsonl); it also writes the step's result into the workdir.
+EvaluateFn = Callable[[Any, int, str], tuple[dict[str, float], dict[str, float]]]
+# Builds the run's `EvaluateFn` from its setup and config, once the workdir has accepted the config.
+MakeEvaluation = Callable[[Setup, ml_collections.ConfigDict], EvaluateFn]
 
 
 class NonFiniteError(FloatingPointError):
@@ -130,23 +142,26 @@ def apply_nonfinite_policy(summary: window.Summary, step: int, train_config: Any
     )
 
 
-def evaluate(evaluators: Any, state: TrainState, step: int, workdir: Any
+def evaluate(evaluate_fn: EvaluateFn, state: TrainState, step: int, workdir: Any
              ) -> tuple[dict[str, float], dict[str, float]]:
   """Evaluates the current parameters and writes `eval/step_<N>.json`; returns (the accuracies
   `train.best_metric` may name, every scalar for TensorBoard and metrics.jsonl)."""
-  return evaluators.run_and_write(state.params, step, workdir)
+  return evaluate_fn(state.params, step, workdir)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       allow_config_change: bool = False,
-                       devices: list[jax.Device] | None = None) -> TrainState:
+def train(config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False,
+          devices: list[jax.Device] | None = None, evaluation: MakeEvaluation | None = None) -> TrainState:
   """Trains for `config.train.num_steps`, resuming from the latest complete checkpoint in `workdir`.
 
   Resume is exact: the batches, dropout keys and optimizer state of a resumed run are those an
   uninterrupted run would have used. SIGTERM saves a checkpoint at the current step and returns.
-  `devices` (default: all) are the devices the mesh spans.
+  `devices` (default: all) are the devices the mesh spans. Every `config.eval.every_steps` the run
+  evaluates with what `evaluation` builds; a config that asks for evaluation without one is refused.
   """
   setup = Setup(config, devices)  # validates before anything is built or compiled.
+  if config.eval.every_steps > 0 and evaluation is None:
+    raise ConfigError(f"config.eval.every_steps={config.eval.every_steps} but this training was given "
+                      "no evaluation: train through vlfusion.experiment.train_and_evaluate, or set it to 0")
   # A new run's `config.init` is read and matched before the workdir is touched: a mistyped path or a
   # checkpoint of another model leaves nothing behind, and the corrected command starts there cleanly.
   init_source = None if checkpointing.complete_steps(workdir) else setup.check_init()
@@ -167,11 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if note:
       logging.warning("%s", note)
 
-  evaluator = None
-  if config.eval.every_steps > 0:
-    from vlfusion.evaluation.evaluator import Evaluators  # evaluation imports this module.
-
-    evaluator = Evaluators(setup, config)
+  evaluate_fn = evaluation(setup, config) if config.eval.every_steps > 0 else None
   config_dict = json.loads(configuration.to_json(config))
   reporter = reporting.MetricsReporter(workdir, start)
   t = config.train
@@ -181,8 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules)):
       step = start
       step_fn = metrics_window = throughput = None
-      profile = _Profile(t.profile_steps, workdir_lib.workdir_path(workdir) / "tensorboard",
-                         start)
+      profile = _Profile(t.profile_steps, Workdir(workdir).tensorboard_dir, start)
       once: dict[str, float] = {}  # reported with the first logged step only.
       since_save = NonfiniteSinceSave()
       while step < t.num_steps:
@@ -199,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
         stop = preemption.agreed(step)
         log_now = step % t.log_every_steps == 0 or step == t.num_steps
-        eval_now = evaluator is not None and (step % config.eval.every_steps == 0
+        eval_now = evaluate_fn is not None and (step % config.eval.every_steps == 0
                                               or step == t.num_steps)
         save_now = (step % t.checkpoint_every_steps == 0 or step == t.num_steps or stop
                     or eval_now and bool(t.best_metric))
@@ -218,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 f"{k}={v:.4g}" for k, v in sorted(record.items())))
         eval_metrics = None
         if eval_now:
-          eval_metrics, eval_record = evaluate(evaluator, state, step, workdir)
+          eval_metrics, eval_record = evaluate(evaluate_fn, state, step, workdir)
           record.update(eval_record)
           throughput.reset(step)  # evaluation time is not training throughput.
         if record:  # one record per step: training scalars and evaluation together.

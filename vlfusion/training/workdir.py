@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 from etils import epath
 
-from vlfusion import configuration
+from vlfusion import config_fields, configuration
+from vlfusion.rundir import Workdir, config_differences
 
 # Fields a resumed run may change freely: run length, logging, checkpoint cadence, evaluation,
-# device layout and where data lives. Anything else changes what the saved state means.
-RESUMABLE_CHANGES = (
-    "train.num_steps", "train.log_every_steps", "train.checkpoint_every_steps",
-    "train.keep_checkpoints", "train.keep_best_checkpoints", "train.nonfinite_policy",
-    "train.max_consecutive_nonfinite", "train.max_nonfinite_fraction", "train.inject_nan_at_step",
-    "train.inject_nan_objective",
-    "train.peak_flops_per_device", "train.preemption_check_every_steps", "train.best_metric",
-    "train.best_mode", "train.profile_steps", "optimizer.schedule_steps",
-    "eval.", "evals.", "mesh.", "data.data_dir", "data.num_workers", "data.prefetch_batches",
-)
+# device layout and where data lives, as declared (`resumable=True`) in config_fields. Anything else
+# changes what the saved state means.
+RESUMABLE_CHANGES = config_fields.resumable_changes()
 
 
 def workdir_path(workdir: Any) -> epath.Path:
@@ -30,41 +23,18 @@ def workdir_path(workdir: Any) -> epath.Path:
   Every file of a run goes through this path type, so a workdir on a bucket is written to the bucket
   by every host, never to a local folder named after it.
   """
-  text = os.fspath(workdir)
-  if "://" in text:
-    return epath.Path(text)
-  return epath.Path(os.path.abspath(text))
+  return Workdir(workdir).path
 
 
 def eval_results_path(workdir: Any, step: int) -> epath.Path:
   """`workdir/eval/step_<step>.json` (its folder created), where evaluation writes its results."""
-  directory = workdir_path(workdir) / "eval"
-  directory.mkdir(parents=True, exist_ok=True)
-  return directory / f"step_{step}.json"
+  path = Workdir(workdir).eval_result_path(step)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return path
 
 
 class IncompatibleWorkdirError(ValueError):
   """The workdir holds a run whose config differs in fields that change what its state means."""
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  """{'a.b.c': value} for a nested dict."""
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(flatten(value, name + "."))
-    else:
-      out[name] = value
-  return out
-
-
-def config_differences(saved: dict, given: dict) -> dict[str, tuple[Any, Any]]:
-  """Fields whose values differ (or exist on one side only), as {field: (saved, given)}."""
-  a, b = flatten(saved), flatten(given)
-  missing = "<absent>"
-  return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
-          if a.get(k, missing) != b.get(k, missing)}
 
 
 def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write: bool = True
@@ -110,7 +80,7 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write:
 def write_config(workdir: Any, config: Any) -> None:
   """Writes the resolved config to `workdir/config.json` atomically (process 0)."""
   if jax.process_index() == 0:
-    path = workdir_path(workdir) / "config.json"
+    path = Workdir(workdir).config_path
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(configuration.to_json(config))
     tmp.replace(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -11,19 +10,19 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.evaluation import evaluator, results
+from vlfusion.rundir import Workdir
 from vlfusion.training.checkpointing import complete_steps  # noqa: F401 - re-exported.
 from vlfusion.training.setup import Setup
-from vlfusion.training.workdir import workdir_path
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config the run saved in `workdir/config.json`, completed with today's defaults for
   fields added since (`configuration.complete`), locked."""
-  path = workdir_path(workdir) / "config.json"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist: pass --config, or a --workdir that a training "
-                            "run has written")
-  config = configuration.complete(json.loads(path.read_text()))
+  run = Workdir(workdir)
+  config = run.read_config()
+  if config is None:
+    raise FileNotFoundError(f"{run.config_path} does not exist: pass --config, or a --workdir that a "
+                            "training run has written")
   config.lock()
   return config
 
@@ -85,7 +84,7 @@ class CheckpointEvaluator:
 def wait_for_config(workdir: str, poll_seconds: float, timeout_seconds: float) -> None:
   """Waits until the run has written `workdir/config.json` (eval --watch started before training)."""
   start = time.monotonic()
-  while not (workdir_path(workdir) / "config.json").is_file():
+  while not Workdir(workdir).has_config():
     if timeout_seconds and time.monotonic() - start > timeout_seconds:
       raise TimeoutError(f"--watch: {workdir}/config.json did not appear within {timeout_seconds:.0f}s")
     time.sleep(poll_seconds)

@@ -1,12 +1,12 @@
 """Run configuration: the defaults every config file starts from, model sizes, and validation.
 
-A pretraining config file under `configs/` starts from `sized_config(arg)` (the defaults with a size and
-its data applied), sets what makes its family, and returns the result locked; a fine-tuning file starts
-from a pretraining file's config and applies its recipe as dotted overrides (`override`). `validate` checks the resolved config before anything is built or
-compiled, and raises `ConfigError` naming the field at fault. What each field is (default, type, checks,
-when it is read, resume rules) is declared once in `config_fields`; this module reads it from there and
-holds the checks across fields. `load_config_file` and `override` are the one loader of `path:arg` config
-files and the one typed setter of dotted fields.
+A pretraining config file under `configs/` starts from `sized_config(arg)` (the defaults with a size and its
+data applied), sets what makes its family, and returns the result locked; a fine-tuning file starts from a
+pretraining file's config and applies its recipe as dotted overrides (`override`). `validate` checks the
+resolved config before anything is built or compiled, and raises `ConfigError` naming the field at fault.
+What each field is (default, type, checks, when it is read, resume rules) is declared once in
+`config_fields`; this module reads it from there and holds the checks across fields. `load_config_file` and
+`override` are the one loader of `path:arg` config files and the one typed setter of dotted fields.
 """
 
 from __future__ import annotations

@@ -119,11 +119,13 @@ def test_vqa_v2_rows_get_type_ids_and_text_prior_answers():
   prior = text_prior.fit([("what color is the bus?", "what color is the", {"red": 1.0}),
                           ("is it raining?", "is it", {"no": 1.0}),
                           ("is it sunny?", "is it", {"yes": 0.3})], ["yes", "no", "red", "blue"])
+  from vlfusion.tasks import EvalHost
+  from vlfusion.tasks import vqa
+
+  host = vqa.VqaHost(prior, ["yes", "no", "red", "blue"], named_types=True)
+  assert host.question_types == ("is it", "what color is the")  # the types seen in training.
   ev = object.__new__(evaluator.Evaluator)
-  ev.prior, ev._named_types = prior, True
-  ev.question_types = tuple(prior.question_types)  # ("is it", "what color is the")
-  ev._type_index = {t: i for i, t in enumerate(ev.question_types)}
-  ev._answer_index = {"yes": 0, "no": 1, "red": 2, "blue": 3}
+  ev.hosts = {"vqa": EvalHost(keep_text=True, context=host.question_types, inputs=host)}
   local = {"text": np.array(["What color is the bus?", "is it cold?", "why?"]),
            "vqa_question_type_name": np.array(["what color is the", "is it", "why"]),
            "vqa_question_type": np.full(3, -1, np.int32)}

@@ -38,6 +38,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 COMPUTE_DTYPES = ("auto", *DTYPES)  # model.dtype: "auto" = bfloat16 on TPU/GPU, float32 on CPU.
 # model.image.embedding -> the image input it embeds ("" = the input's default).
 IMAGE_EMBEDDINGS = {"lxmert": "regions", "visualbert": "regions", "vilt": "patches"}
+# model.image.input -> the embedding "" stands for.
+DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
 # Detector regions of the base-size data (COCO, 36 regions of 2048 features).
 BASE_REGIONS = dict(feature_dim=2048, num_regions=36)
 # Families whose encoder has cross-attention sized by model.cross.hidden_size / num_heads.

@@ -21,30 +21,34 @@ from typing import Any
 import ml_collections
 
 from vlfusion import config_fields
+from vlfusion import tasks as task_registry
 from vlfusion.config_fields import (  # noqa: F401  (re-exported: the names callers import from here)
-    BASE_REGIONS,
-    COMPUTE_DTYPES,
-    CROSS_ORDERS,
-    DTYPES,
-    FUSION_FAMILIES,
-    IMAGE_EMBEDDINGS,
-    IMAGE_INPUTS,
-    IMAGE_STEMS,
-    POOLERS,
-    REMAT_POLICIES,
+  BASE_REGIONS,
+  COMPUTE_DTYPES,
+  CROSS_ORDERS,
+  DEFAULT_IMAGE_EMBEDDING,
+  DTYPES,
+  FUSION_FAMILIES,
+  IMAGE_EMBEDDINGS,
+  IMAGE_INPUTS,
+  IMAGE_STEMS,
+  POOLERS,
+  REMAT_POLICIES,
 )
 from vlfusion.errors import ConfigError  # raised here, and caught by callers as configuration.ConfigError.
 
-OBJECTIVES = ("mlm", "itm", "mrm", "itc", "vqa", "pairs")
-EVAL_TASKS = ("itm", "mlm", "vqa", "pairs", "itc", "retrieval")
-# The head each evaluation task reads (retrieval: every caption of every image, by ITC, re-ranked by ITM).
-EVAL_TASK_HEADS = {"retrieval": "itc"}
+# The tasks (objectives, heads, evaluations) are declared in vlfusion/tasks, one file each; these are
+# their names when this module was imported (validation asks the registry itself, so a task registered
+# later is known to it too).
+OBJECTIVES = task_registry.objectives()
+EVAL_TASKS = task_registry.eval_tasks()
+# The head each evaluation task reads where it is not its own (retrieval: ITC, re-ranked by ITM).
+EVAL_TASK_HEADS = {n: t.head_name for n, t in task_registry.REGISTRY.items() if t.head_name != n}
 
 
-def evaluated_tasks(tasks, heads) -> list[str]:
-  """The `tasks` an evaluator runs: those whose head (`EVAL_TASK_HEADS`, else the task's own) is in
-  `heads`."""
-  return [t for t in tasks if EVAL_TASK_HEADS.get(t, t) in heads]
+def evaluated_tasks(names, heads) -> list[str]:
+  """The tasks of `names` an evaluator runs: those whose head (`Task.head_name`) is in `heads`."""
+  return task_registry.evaluated(names, heads)
 
 
 # Sizes shared by every family: text stream, image stream and fusion depth.
@@ -319,8 +323,9 @@ def _cross_heads_divide_width(config: Any) -> None:
 
 @_reads("model.heads")
 def _known_heads(config: Any) -> None:
+  heads = tuple(n for n, t in task_registry.REGISTRY.items() if t.head is not None)
   for head in config.model.heads:
-    _check(head in OBJECTIVES, f"config.model.heads has {head!r}, not a head; known: {OBJECTIVES}")
+    _check(head in heads, f"config.model.heads has {head!r}, not a head; known: {heads}")
 
 
 @_reads("model.fusion", "model.fusion_layers", "model.heads", "model.pooler")
@@ -329,7 +334,7 @@ def _dual_encoder(config: Any) -> None:
   if m.fusion == "dual_encoder":
     _check(m.fusion_layers == 0,
            f"config.model.fusion_layers={m.fusion_layers}: the dual encoder has no fusion layers; set 0")
-    needs_both = sorted(set(m.heads) & {"itm", "vqa", "pairs"})
+    needs_both = sorted(h for h in m.heads if task_registry.get(h).reads_pooled)
     _check(not needs_both or m.pooler != "text",
            f"config.model.pooler='text' sees no image in a dual encoder, but heads {needs_both} read "
            "the pooled output; use 'product' or 'concat'")
@@ -405,8 +410,9 @@ def _patch_grid(config: Any) -> None:
 
 @_reads("objectives", "model.heads")
 def _objectives(config: Any) -> None:
+  objectives = task_registry.objectives()
   for name in config.objectives:
-    _check(name in OBJECTIVES, f"config.objectives.{name} is not an objective; known: {OBJECTIVES}")
+    _check(name in objectives, f"config.objectives.{name} is not an objective; known: {objectives}")
     weight = config.objectives[name]
     _check(weight >= 0, f"config.objectives.{name}={weight} must be >= 0")
     if weight > 0:
@@ -420,12 +426,13 @@ def _objectives(config: Any) -> None:
 @_reads("eval.tasks", "evals", "model.heads")
 def _eval_tasks(config: Any) -> None:
   m = config.model
+  eval_tasks = task_registry.eval_tasks()
   for task in config.eval.tasks:
-    _check(task in EVAL_TASKS, f"config.eval.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
+    _check(task in eval_tasks, f"config.eval.tasks has {task!r}, not an evaluation task; known: {eval_tasks}")
   if not config.get("evals"):  # the default evaluator: eval.py must be able to evaluate what train.py ran.
-    _check(any(EVAL_TASK_HEADS.get(t, t) in m.heads for t in config.eval.tasks),
+    _check(bool(evaluated_tasks(config.eval.tasks, m.heads)),
            f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
-           f"(config.model.heads={tuple(m.heads)}); evaluable tasks: {EVAL_TASKS}")
+           f"(config.model.heads={tuple(m.heads)}); evaluable tasks: {eval_tasks}")
 
 
 @_reads("init", "model.text.init_from", "model.image.init_from")
@@ -462,10 +469,6 @@ def _batch_splits_into_micro_batches(config: Any) -> None:
   b, accum = config.data.global_batch_size, config.optimizer.grad_accum_steps
   _check(b % accum == 0, f"config.data.global_batch_size={b} is not divisible by "
          f"config.optimizer.grad_accum_steps={accum}")
-
-
-# model.image.input -> the embedding "" stands for.
-DEFAULT_IMAGE_EMBEDDING = {"regions": "lxmert", "patches": "vilt"}
 
 
 def resolve_mesh_shape(mesh_config: Any, num_devices: int) -> dict[str, int]:
@@ -603,13 +606,15 @@ def _validate_evals(config: ml_collections.ConfigDict, batch_shards: int) -> Non
              f"{where}.data.{key} is neither 'split' nor a field of config.data")
     tasks = tuple(entry.get("tasks", config.eval.tasks))
     for task in tasks:
-      _check(task in EVAL_TASKS, f"{where}.tasks has {task!r}, not an evaluation task; known: {EVAL_TASKS}")
+      _check(task in task_registry.eval_tasks(),
+             f"{where}.tasks has {task!r}, not an evaluation task; known: {task_registry.eval_tasks()}")
     heads = evaluated_tasks(tasks, config.model.heads)
     _check(bool(heads), f"{where}.tasks={tasks}: none is a head of this model "
            f"(config.model.heads={tuple(config.model.heads)})")
-    _check(len(set(heads) & {"vqa", "pairs"}) == 0 or len(set(heads)) == 1,
-           f"{where}.tasks={tasks}: vqa and pairs each put their own text in a batch; evaluate them "
-           f"(and {sorted(set(heads) - {'vqa', 'pairs'})}) in separate evaluators")
+    own = set(task_registry.own_text_tasks())
+    _check(len(set(heads) & own) == 0 or len(set(heads)) == 1,
+           f"{where}.tasks={tasks}: {' and '.join(sorted(own))} each put their own text in a batch; "
+           f"evaluate them (and {sorted(set(heads) - own)}) in separate evaluators")
     size = entry.get("batch_size", config.eval.batch_size)
     _check(isinstance(size, int) and size >= 1 and size % batch_shards == 0,
            f"{where}.batch_size={size} must be a positive multiple of the data-parallel size "

@@ -14,16 +14,23 @@ import os
 
 import ml_collections
 
-from vlfusion import configuration
+from vlfusion import configuration, tasks
 
 PRETRAIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrain")
 
-# task -> (heads, objectives with weight 1, eval tasks).
-TASKS = {
-    "vqa": (("vqa",), ("vqa",), ("vqa",)),
+# Fine-tuning recipes over several tasks: name -> (heads, objectives with weight 1, eval tasks). Any
+# other name is a task of `vlfusion.tasks` fine-tuned alone: its head, its objective, its evaluation.
+RECIPE_TASKS = {
     "retrieval": (("itc", "itm"), ("itc", "itm"), ("itc", "itm")),
-    "pairs": (("pairs",), ("pairs",), ("pairs",)),
 }
+
+
+def task_setup(task: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+  """(heads, objectives with weight 1, eval tasks) of fine-tuning `task`."""
+  if task in RECIPE_TASKS:
+    return RECIPE_TASKS[task]
+  t = tasks.get(task)
+  return (t.name,), (t.name,), ((t.name,) if t.evaluated else ())
 
 
 def families() -> list[str]:
@@ -57,12 +64,14 @@ def finetune_config(arg: str | None, task: str, default_family: str = "co_attent
   config, _ = configuration.sized_config(size)
   pretrain = family_config(family, size)
   config.model = copy.deepcopy(pretrain.model)
-  heads, objectives, eval_tasks = TASKS[task]
+  heads, objectives, eval_tasks = task_setup(task)
   m = config.model
   if task == "retrieval" and m.fusion == "dual_encoder":
     heads, objectives, eval_tasks = ("itc",), ("itc",), ("itc",)  # no fused pair to match.
   m.heads = heads
-  config.objectives = {name: (1.0 if name in objectives else 0.0) for name in configuration.OBJECTIVES}
+  # The shared objectives, and the task's own where the shared defaults do not list it.
+  names = list(config.objectives) + [n for n in objectives if n not in config.objectives]
+  config.objectives = {name: (1.0 if name in objectives else 0.0) for name in names}
   config.eval.tasks = eval_tasks
   config.data.name = "shapes_world/tiny"
   return config, size, family

@@ -1,18 +1,18 @@
 """Whether a config and the dataset it reads fit together, checked before anything is compiled: each error
-names the config field. Also the one config field resolved from the data (`model.vqa.num_answers=0`)."""
+names the config field. Also the fields resolved from the data (`Task.resolve`: `model.vqa.num_answers=0`)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import ml_collections
 
-from vlfusion.data import datasets
+from vlfusion import tasks
 from vlfusion.data.tokenizer import WordPieceTokenizer
 from vlfusion.errors import ConfigError
 
-OWN_TEXT = ("vqa", "pairs")  # objectives whose text is a question or a statement, not a caption.
+# Objectives whose text is their own (a question, a statement, a hypothesis), not a caption.
+OWN_TEXT = tasks.own_text_tasks()
 
 
 def active_objectives(config: ml_collections.ConfigDict) -> set[str]:
@@ -28,14 +28,18 @@ def check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer:
         f"config.model.text.vocab_size={m.text.vocab_size} is smaller than the vocab of {name} "
         f"({tokenizer.vocab_size} tokens in {tokenizer.vocab_path})")
   active = active_objectives(config)
-  task = active & set(OWN_TEXT)
-  if task and (len(task) > 1 or active & {"mlm", "itm", "itc"}):
-    raise ConfigError(f"config.objectives: {sorted(active)} cannot share batches; vqa and pairs each "
-                      "put their own text (question, statement) in a row, so train them apart from "
-                      "mlm/itm/itc and from each other")
+  own = set(tasks.own_text_tasks())
+  task = active & own
+  captions = {n for n in active - own if not tasks.get(n).text_free}
+  if task and (len(task) > 1 or captions):
+    caption_tasks = [n for n in tasks.objectives() if n not in own and not tasks.get(n).text_free]
+    raise ConfigError(f"config.objectives: {sorted(active)} cannot share batches; {' and '.join(sorted(own))} "
+                      "each put their own text (question, statement, hypothesis) in a row, so train "
+                      f"them apart from {'/'.join(caption_tasks)} and from each other")
   features = builder.info.features
-  for objective, key in (("vqa", "answers"), ("pairs", "pair_statement")):
-    if objective in active and key not in features:
+  for objective in sorted(active):
+    key = tasks.get(objective).data_feature
+    if key and key not in features:
       raise ConfigError(f"config.objectives.{objective}={config.objectives[objective]} but {name} has "
                         f"no {objective} data")
   bc = builder.builder_config
@@ -62,34 +66,21 @@ def check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer:
 
 
 def check_heads(config: ml_collections.ConfigDict, builder: Any, answer_vocab: list[str]) -> None:
-  """Head sizes that must equal the data's: the VQA answer vocabulary, the object labels."""
-  m, name, active = config.model, config.data.name, active_objectives(config)
-  if "vqa" in active and m.vqa.num_answers != len(answer_vocab):
-    raise ConfigError(f"config.model.vqa.num_answers={m.vqa.num_answers} but {name} has "
-                      f"{len(answer_vocab)} answers in its vocabulary")
-  num_labels = (builder.info.metadata or {}).get("num_labels")
-  if "mrm" in active and m.mrm.num_labels > 0:
-    if num_labels is None:
-      raise ConfigError(f"config.model.mrm.num_labels={m.mrm.num_labels} but {name} has no object "
-                        "labels; set it to 0 (feature regression only)")
-    if m.mrm.num_labels < num_labels:
-      raise ConfigError(f"config.model.mrm.num_labels={m.mrm.num_labels} but {name} has "
-                        f"{num_labels} object labels")
+  """Head sizes that must equal the data's (`Task.check_heads` of each objective trained: the VQA
+  answer vocabulary, the object labels)."""
+  for name in sorted(active_objectives(config)):
+    check = tasks.get(name).check_heads
+    if check is not None:
+      check(config, builder, answer_vocab)
 
 
-def resolve_num_answers(config: ml_collections.ConfigDict) -> None:
-  """Sets `config.model.vqa.num_answers` to the size of the data's answer vocabulary when it is 0.
+def resolve_from_data(config: ml_collections.ConfigDict) -> None:
+  """Sets the fields each task of `config.model.heads` resolves from the data (`Task.resolve`), before
+  the model is built (`Setup`), so that `workdir/config.json` records the resolved values."""
+  for name in config.model.heads:
+    resolve = tasks.get(name).resolve
+    if resolve is not None:
+      resolve(config)
 
-  Runs before the model is built (`Setup`), so the VQA head fits the data and the resolved size is what
-  `workdir/config.json` records. Does nothing without the 'vqa' head or with a size already set.
-  """
-  m = config.model
-  if "vqa" not in m.heads or m.vqa.num_answers:
-    return
-  import jax
 
-  _, builder = datasets.open_dataset(config, config.data.train_split, jax.process_index(),
-                                     jax.process_count())
-  m.vqa.num_answers = len(datasets.answer_vocab(config, builder))
-  logging.info("config.model.vqa.num_answers=0: set to %d, the answer vocabulary of %s.",
-               m.vqa.num_answers, config.data.name)
+resolve_num_answers = resolve_from_data  # the name Setup calls.

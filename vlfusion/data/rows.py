@@ -1,25 +1,26 @@
-"""One row of a batch, by task: a caption (with ITM negative and MLM corruption), a VQA question with its
-soft scores, or a statement about two images (the shapes world's pairs, NLVR2); and the row's image or
-regions (decoded, resized or padded, augmented) with masked-region targets. Every random choice comes
-from the generator given, so a row is a pure function of (example, generator, train)."""
+"""One row of a batch: a caption (with its ITM negative), or the text of a task that brings its own (a VQA
+question, a statement about two images, a hypothesis; `Task.own_text`), with the fields of the tasks
+trained (MLM corruption, masked regions: `Task.text_targets`, `Task.media_targets`); and the row's image
+or regions (decoded, resized or padded, augmented). Every random choice comes from the generator given,
+so a row is a pure function of (example, generator, train)."""
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from vlfusion.data import images, local_files, masking, questions, scenes
+from vlfusion import tasks
+from vlfusion.data import images, local_files, scenes
 from vlfusion.data.compatibility import active_objectives
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
+from vlfusion.tasks.vqa import ANSWER_TYPES  # noqa: F401 - callers import it from here.
 
-# VQA v2 answer types, as `vqa_answer_type` indexes them (-1: none, e.g. the shapes world).
-ANSWER_TYPES = ("yes/no", "number", "other")
-# Host-side strings `example(keep_text=True)` adds to a row; never sent to devices.
-HOST_KEYS = ("text", "vqa_question_type_name")
+# Host-side strings `example(keep_text=True)` adds to a row (the text, and each task's
+# `Task.host_fields`); never sent to devices.
+HOST_KEYS = ("text", *(k for t in tasks.REGISTRY.values() for k in t.host_fields))
 # Keys of a row that hold its image(s): whatever is shown in place of a row's image replaces all of them.
 IMAGE_KEYS = ("image", "image_mask", "regions", "pair_image", "pair_image_mask", "pair_regions")
 # An evaluation row's images of another image of the split (`BatchSource.eval_batches(image_donors=)`),
@@ -58,37 +59,35 @@ class RowBuilder:
     self.tokenizer = tokenizer
     self.objectives = active_objectives(config)
     self.answer_vocab = answer_vocab
-    self._answer_index = {a: i for i, a in enumerate(answer_vocab)}
-    self._random_ids = np.array([i for t, i in tokenizer.vocab.items() if t not in SPECIAL_TOKENS], np.int32)
-    self._special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
+    self.random_ids = np.array([i for t, i in tokenizer.vocab.items() if t not in SPECIAL_TOKENS], np.int32)
+    self.special_ids = np.array([tokenizer.vocab[t] for t in SPECIAL_TOKENS], np.int32)
     mix = np.asarray(config.data.itm_negative_mix, np.float64)
     self._negative_mix = mix / mix.sum()
-    # Shapes-world VQA: the training steps at which each phase of question-type weights starts, and
-    # each phase's weights indexed by type id (None = the uniform draw).
-    phases = questions.parse_type_weight_schedule(config.data.question_type_weights)
-    self._phase_starts = [start for start, _ in phases]
-    self._type_weights = [np.array([named.get(t, 1.0) for t in questions.QUESTION_TYPES])
-                          if named else None for _, named in phases]
+    # The tasks trained, in registry order; the one whose rows hold their own text, if any (data
+    # compatibility allows one, trained apart from the caption objectives).
+    self.tasks = [t for n, t in tasks.REGISTRY.items() if n in self.objectives]
+    own = [t for t in self.tasks if t.own_text is not None]
+    self.text_task = own[0] if own else None
+    self._task_state = {t.name: t.row_state(config, answer_vocab) for t in self.tasks if t.row_state}
+
+  def task_state(self, name: str) -> Any:
+    """What task `name` keeps for its rows (`Task.row_state`)."""
+    return self._task_state[name]
 
   def example(self, index: int, rng: np.random.Generator, keep_text: bool = False,
               train: bool = False, step: int = 0) -> dict[str, Any]:
     """One model input: image or regions, a text, and the targets of the enabled objectives.
 
-    The text is a caption or ITM negative (with its MLM corruption), or with `vqa` a question and its
-    `vqa_scores`, or with `pairs` a statement about this scene and its pair's (`pair_labels`). `train`
-    turns on image augmentation (`config.data.randaugment_num_ops`) and, with the training `step`, the
-    question-type weights; `keep_text` adds the strings of `HOST_KEYS` (the row's text; a VQA v2 row's
-    question type).
+    The text is a caption or ITM negative (with its MLM corruption), or the text of the task trained
+    that brings its own (`Task.own_text`: a question and its `vqa_scores`, a statement about this scene
+    and its pair's with `pair_labels`, ...). `train` turns on image augmentation
+    (`config.data.randaugment_num_ops`) and, with the training `step`, the question-type weights;
+    `keep_text` adds the strings of `HOST_KEYS` (the row's text; a VQA v2 row's question type).
     """
     record = self.data_source[index]
     ex: dict[str, Any] = {"example_mask": np.bool_(True)}
-    if "vqa" in self.objectives:
-      text, positive = self._vqa(record, rng, ex, step if train else None), False
-    elif "pairs" in self.objectives:
-      text, positive = _text(record["pair_statement"]), False
-      ex["pair_labels"] = np.int32(record["pair_label"])
-      pair = self.media(self._partner(record), rng, train)
-      ex.update({f"pair_{k}": v for k, v in pair.items()})
+    if self.text_task is not None:
+      text, positive = self.text_task.own_text(self, record, rng, ex, step if train else None), False
     else:
       text, kind, form = self._caption(record, index, rng)
       positive = kind == 0
@@ -99,29 +98,26 @@ class RowBuilder:
     ex.update(self.media(media, rng, train))
     if keep_text:
       ex["text"] = text
-      if "vqa" in self.objectives:
-        ex["vqa_question_type_name"] = _text(record.get("question_type", ""))
-    if "mrm" in self.objectives and "regions" in ex:
-      ex.update(self._mask_regions(ex["regions"], media, positive, rng))
+      if self.text_task is not None:
+        ex.update({k: value(record) for k, value in self.text_task.host_fields.items()})
+    for task in self.tasks:
+      if task.media_targets is not None:
+        ex.update(task.media_targets(self, ex, media, positive, rng))
     return ex
 
-  def _pairs(self) -> bool:
-    """Whether a row holds a second image (`pairs`, unless `vqa` takes the text)."""
-    return "pairs" in self.objectives and "vqa" not in self.objectives
-
-  def _partner(self, record: dict[str, Any]) -> dict[str, Any]:
-    """The record that holds the second image of a pair row."""
-    if "pair_image_bytes" in record:  # NLVR2
-      return {"image_bytes": record["pair_image_bytes"]}
-    return self.data_source[int(record["pair_index"])]
+  def _second_image(self, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the row's second image (`Task.second_image` of the task whose text it holds)."""
+    second = self.text_task.second_image if self.text_task is not None else None
+    return second(self, record) if second else None
 
   def image_inputs(self, index: int) -> dict[str, Any]:
     """The keys of `IMAGE_KEYS` that an evaluation row of example `index` holds (no augmentation, no
     masked regions): what another row is given when it is shown this example's image."""
     record = self.data_source[index]
     out = self.media(self.media_record(record), None, False)
-    if self._pairs():
-      out.update({f"pair_{k}": v for k, v in self.media(self._partner(record), None, False).items()})
+    partner = self._second_image(record)
+    if partner is not None:
+      out.update({f"pair_{k}": v for k, v in self.media(partner, None, False).items()})
     return out
 
   def image_identity(self, index: int) -> str:
@@ -130,8 +126,9 @@ class RowBuilder:
     equal identity show the same image."""
     record = self.data_source[index]
     identity = _media_identity(self.media_record(record))
-    if self._pairs():
-      identity += "|" + _media_identity(self._partner(record))
+    partner = self._second_image(record)
+    if partner is not None:
+      identity += "|" + _media_identity(partner)
     return identity
 
   def media_record(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -212,69 +209,15 @@ class RowBuilder:
     other_captions = self.data_source[other + (other >= index)]["captions"]
     return _text(other_captions[int(rng.integers(len(other_captions)))])
 
-  def _vqa(self, record: dict[str, Any], rng: np.random.Generator, ex: dict[str, Any],
-           step: int | None = None) -> str:
-    """The text of a VQA row (a question), filling `vqa_scores` [A], `vqa_question_type` (shapes world)
-    and `vqa_answer_type` (VQA v2, index into `ANSWER_TYPES`) in `ex`; -1 where the data has none.
-
-    A shapes-world scene asks one of its questions, uniformly; in the rows of training step `step`
-    with `config.data.question_type_weights`, with probability proportional to its type's weight in
-    the phase `step` is in (a scene whose questions all weigh 0 asks one of them uniformly).
-    Evaluation rows (`step` None) keep the uniform draw."""
-    scores = np.zeros((len(self.answer_vocab),), np.float32)
-    if "question" in record:  # VQA v2: one question per record, soft scores per answer.
-      for answer, score in zip(record["answers"], record["answer_scores"], strict=True):
-        if _text(answer) in self._answer_index:
-          scores[self._answer_index[_text(answer)]] = score
-      ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(-1)
-      answer_type = _text(record.get("answer_type", ""))
-      ex["vqa_answer_type"] = np.int32(ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else -1)
-      return _text(record["question"])
-    q = self._question_index(record["question_types"], rng, step)
-    scores[int(record["answers"][q])] = 1.0
-    ex["vqa_scores"], ex["vqa_question_type"] = scores, np.int32(record["question_types"][q])
-    ex["vqa_answer_type"] = np.int32(-1)
-    return _text(record["questions"][q])
-
-  def _question_index(self, types: Any, rng: np.random.Generator, step: int | None) -> int:
-    weights = None if step is None else self._type_weights[bisect.bisect_right(self._phase_starts, step) - 1]
-    p = None if weights is None else weights[np.asarray(types, int)]
-    if p is None or p.sum() == 0:
-      return int(rng.integers(len(types)))  # the draw every run made before weights existed.
-    return int(rng.choice(len(p), p=p / p.sum()))
-
   def _text_inputs(self, text: str, positive: bool, rng: np.random.Generator) -> dict[str, Any]:
-    """`text_ids` and `text_mask` [Lt], with MLM corruption and its targets when `mlm` is on."""
-    d = self.config.data
-    lt = d.max_text_len
+    """`text_ids` and `text_mask` [Lt], with the trained tasks' corruption and targets
+    (`Task.text_targets`: MLM)."""
+    lt = self.config.data.max_text_len
     ids = self.tokenizer.encode(text, max_len=lt)
     text_ids = np.full((lt,), self.tokenizer.pad_id, np.int32)
     text_ids[: len(ids)] = ids
-    text_mask = np.arange(lt) < len(ids)
-    if "mlm" not in self.objectives:
-      return {"text_ids": text_ids, "text_mask": text_mask}
-    maskable = text_mask & ~np.isin(text_ids, self._special_ids)
-    word_starts = self.tokenizer.word_starts(text_ids) if d.mlm_whole_word else None
-    # Every row is corrupted alike, so that a [MASK] never tells the ITM label (masking only matching
-    # pairs let a model accept any caption with a [MASK] in it, whatever the image); a false caption
-    # would teach the MLM head the wrong words, so only a matching pair's masked words are targets.
-    inputs, targets, weights = masking.mask_tokens(
-        text_ids, maskable, rng, probability=d.mlm_probability, mask_id=self.tokenizer.mask_id,
-        random_ids=self._random_ids, word_starts=word_starts)
-    weights = weights * np.float32(positive)
-    return {"text_ids": inputs, "text_mask": text_mask, "mlm_targets": targets, "mlm_weights": weights}
-
-  def _mask_regions(self, regions: dict[str, np.ndarray], record: dict[str, Any], positive: bool,
-                    rng: np.random.Generator) -> dict[str, Any]:
-    """Masked region modelling: zeroes a `mrm_probability` share of the real regions (in place, on every
-    row) and returns their targets: `mrm_weights` [R] (1 where masked on a matching pair; 0 on a false
-    one), `mrm_targets` [R, F] (the original features) and `mrm_labels` [R] (object labels)."""
-    r = len(regions["mask"])
-    labels = np.zeros((r,), np.int32)
-    n = int(regions["mask"].sum())
-    labels[:n] = np.asarray(record["labels"])[:n]
-    chosen = regions["mask"] & (rng.random(r) < self.config.data.mrm_probability)
-    targets = regions["features"].copy()
-    regions["features"][chosen] = 0.0  # on every row, as MLM's masks: a zeroed region tells no label.
-    return {"mrm_weights": (chosen & positive).astype(np.float32), "mrm_targets": targets,
-            "mrm_labels": labels}
+    out = {"text_ids": text_ids, "text_mask": np.arange(lt) < len(ids)}
+    for task in self.tasks:
+      if task.text_targets is not None:
+        out.update(task.text_targets(self, out["text_ids"], out["text_mask"], positive, rng))
+    return out

@@ -9,6 +9,7 @@ figure is left out, with a warning, when the split holds a single image. VQA als
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -22,151 +23,88 @@ from absl import logging
 
 from vlfusion import configuration
 from vlfusion.data import pipeline
-from vlfusion.data.questions import QUESTION_TYPES
-from vlfusion.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS
-from vlfusion.evaluation import results, shuffled_images, text_prior
+from vlfusion import tasks
+from vlfusion.data.questions import QUESTION_TYPES  # noqa: F401 - callers import it from here.
+from vlfusion.evaluation import results, shuffled_images
 from vlfusion.evaluation.digests import params_digest
 from vlfusion.training import checkpointing, partitioning
 from vlfusion.training import workdir as workdir_lib
+from vlfusion.tasks import base as task_base
+from vlfusion.tasks import itc
 from vlfusion.training.setup import Setup
 
 # Per-row values summed per group: the model's score, with shuffled images, and the text prior's.
-_VALUES = {"correct": "accuracy", "shuffled": "accuracy_shuffled_images", "prior": "text_prior_accuracy"}
-# Tasks whose accuracy depends on the image, and so come with `accuracy_shuffled_images`.
-IMAGE_TASKS = ("itm", "vqa", "pairs")
+_VALUES = task_base.VALUES
+summarize = task_base.summarize
+recall_at_k = itc.recall_at_k
 
 
-def _sums(values: dict[str, jax.Array], weight: jax.Array) -> dict[str, jax.Array]:
-  return {**{k: jnp.sum(v * weight) for k, v in values.items()}, "total": jnp.sum(weight)}
+def image_tasks() -> tuple[str, ...]:
+  """Tasks whose accuracy depends on the image, and so come with `accuracy_shuffled_images`."""
+  return tuple(n for n, t in tasks.REGISTRY.items() if t.image_bound)
+
+
+IMAGE_TASKS = image_tasks()
 
 
 def _eval_counts(model: nn.Module, params: Any, batch: dict[str, Any],
-                 question_types: tuple[str, ...] = QUESTION_TYPES) -> dict[str, dict[str, dict]]:
-  """{task: {group: {value: sum, "total": n}}} on one batch, padding rows excluded.
+                 question_types: tuple[str, ...] | None = None,
+                 contexts: dict[str, Any] | None = None) -> dict[str, dict[str, dict]]:
+  """{task: {group: {value: sum, "total": n}}} on one batch, padding rows excluded (`Task.eval_counts`
+  of each registered task whose outputs the model gives).
 
-  Group "" is the whole task; "type:<t>" a VQA question type (`vqa_question_type` indexes
-  `question_types`), "answer:<a>" a VQA v2 answer type, "kind:<k>" an ITM negative kind. Values:
-  `correct` (the model's accuracy summed; VQA: the soft score of the arg-max answer), `shuffled` (the
-  same with each row shown the images it holds under `pipeline.SHUFFLED_IMAGES`; absent without
-  them), `prior` (VQA: the soft score of `vqa_prior_answer`, -1 scoring 0).
+  Group "" is the whole task; "<kind>:<name>" a slice of its rows (a VQA question type, an ITM negative
+  kind, a true label, ...). Values: `correct` (the model's accuracy summed; VQA: the soft score of the
+  arg-max answer), `shuffled` (the same with each row shown the images it holds under
+  `pipeline.SHUFFLED_IMAGES`; absent without them), `prior` (the text prior's, where the batch holds its
+  answers). `contexts` gives a task the static context of its counts (`EvalHost.context`; VQA: the
+  question types, `question_types` for short).
   """
+  contexts = dict(contexts or {})
+  if question_types is not None:
+    contexts.setdefault("vqa", question_types)
   moved = batch.get(pipeline.SHUFFLED_IMAGES)
   batch = {k: v for k, v in batch.items() if k != pipeline.SHUFFLED_IMAGES}
   outputs = model.apply({"params": params}, batch, train=False)
-  image_heads = {"itm_logits", "vqa_logits", "pairs_logits"} & set(outputs)
+  image_bound = any(t.image_bound and t.output in outputs for t in tasks.REGISTRY.values())
   shuffled = None
-  if image_heads and moved is not None:
+  if image_bound and moved is not None:
     shuffled = model.apply({"params": params}, {**batch, **moved}, train=False)
-  shuffle = lambda values, score: values | ({"shuffled": score(shuffled)} if shuffled is not None else {})
-  example = batch["example_mask"].astype(jnp.float32)
   counts: dict[str, dict[str, dict]] = {}
-  if "itm_logits" in outputs:
-    correct = lambda out: (jnp.argmax(out["itm_logits"], -1) == batch["itm_labels"]).astype(jnp.float32)
-    values = shuffle({"correct": correct(outputs)}, correct)
-    counts["itm"] = {"": _sums(values, example)}
-    if "itm_negative_kind" in batch:  # accuracy on positives and on each kind of negative.
-      for k, kind in enumerate(NEGATIVE_KINDS):
-        counts["itm"][f"kind:{kind}"] = _sums(values, example * (batch["itm_negative_kind"] == k))
-    if "itm_caption_form" in batch:  # by caption form, both labels; relation captions against swaps.
-      form = batch["itm_caption_form"]
-      for k, name in enumerate(CAPTION_KINDS):
-        counts["itm"][f"form:{name}"] = _sums(values, example * (form == k))
-      relation = CAPTION_KINDS.index("relation")
-      counts["itm"]["balanced:positive"] = _sums(values, example * (form == relation) * batch["itm_labels"])
-      counts["itm"]["balanced:swap"] = _sums(
-          values, example * (batch["itm_negative_kind"] == NEGATIVE_KINDS.index("relation")))
-  if "vqa_logits" in outputs and "vqa_scores" in batch:
-    # VQA accuracy: the soft score of the arg-max answer (min(#humans who gave it / 3, 1) on VQA v2).
-    scores = batch["vqa_scores"].astype(jnp.float32)
-    score_of = lambda answer: jnp.take_along_axis(scores, jnp.maximum(answer, 0)[:, None], -1)[:, 0] * (
-        answer >= 0)
-    predicted = lambda out: score_of(jnp.argmax(out["vqa_logits"], -1))
-    values = shuffle({"correct": predicted(outputs)}, predicted)
-    if "vqa_prior_answer" in batch:
-      values["prior"] = score_of(batch["vqa_prior_answer"])
-    counts["vqa"] = {"": _sums(values, example)}
-    if "vqa_question_type" in batch:
-      for k, qtype in enumerate(question_types):
-        counts["vqa"][f"type:{qtype}"] = _sums(values, example * (batch["vqa_question_type"] == k))
-    if "vqa_answer_type" in batch:
-      for k, atype in enumerate(pipeline.ANSWER_TYPES):
-        counts["vqa"][f"answer:{atype}"] = _sums(values, example * (batch["vqa_answer_type"] == k))
-  if "pairs_logits" in outputs and "pair_labels" in batch:
-    correct = lambda out: (jnp.argmax(out["pairs_logits"], -1) == batch["pair_labels"]).astype(jnp.float32)
-    counts["pairs"] = {"": _sums(shuffle({"correct": correct(outputs)}, correct), example)}
-  if "mlm_logits" in outputs and "mlm_weights" in batch:
-    w = batch["mlm_weights"].astype(jnp.float32) * example[:, None]
-    correct = (jnp.argmax(outputs["mlm_logits"], -1) == batch["mlm_targets"]).astype(jnp.float32)
-    counts["mlm"] = {"": _sums({"correct": correct}, w)}
+  for name, task in tasks.REGISTRY.items():
+    if task.eval_counts is None:
+      continue
+    found = task.eval_counts(outputs, shuffled, batch, contexts.get(name))
+    if found is not None:
+      counts[name] = found
   return counts
 
 
-def _itc_embeddings(model: nn.Module, params: Any, batch: dict[str, Any]) -> dict[str, jax.Array]:
-  """The ITC text and image embeddings of one batch and which rows are matching pairs."""
-  outputs = model.apply({"params": params}, batch, train=False)
-  pair = batch["example_mask"].astype(bool)
-  if "itm_labels" in batch:  # an ITM negative's caption does not describe its image.
-    pair = pair & (batch["itm_labels"] == 1)
-  return {"text": outputs["itc_text_embeds"], "image": outputs["itc_image_embeds"], "pair": pair}
-
-
-def recall_at_k(similarity: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-  """R@K of retrieving column i for query row i of `similarity` [N,N] (ties count against)."""
-  diagonal = np.diagonal(similarity)[:, None]
-  rank = np.sum(similarity > diagonal, axis=1) + np.sum(
-      (similarity == diagonal) & ~np.eye(len(similarity), dtype=bool), axis=1)
-  return {f"r{k}": float(np.mean(rank < k)) for k in ks}
-
-
-def summarize(sums: dict[str, float]) -> dict[str, float]:
-  """{"accuracy", "accuracy_shuffled_images", ["text_prior_accuracy"], "count"} of one group's sums."""
-  total = sums["total"]
-  out = {name: sums[value] / max(total, 1.0) for value, name in _VALUES.items() if value in sums}
-  out["count"] = int(round(total))
-  return out
-
-
-def _balanced(positive: dict[str, float], swap: dict[str, float]) -> dict[str, Any]:
-  """ITM on relation captions against their swapped-relation negatives, each label weighing half.
-
-  A relation caption and its swap share every word, so no rule on the text tells them apart: a model
-  that ignores the image, or answers one label, scores 0.5 here whatever the mix of labels.
-  """
-  both = {"positive": summarize(positive), "swap": summarize(swap)}
-  out: dict[str, Any] = {name: (both["positive"][name] + both["swap"][name]) / 2
-                         for name in both["positive"] if name != "count" and name in both["swap"]}
-  out["count"] = both["positive"]["count"] + both["swap"]["count"]
-  for label, values in both.items():  # flat, as TensorBoard scalars want them.
-    out.update({f"{label}_{name}": value for name, value in values.items()})
-  return out
-
-
 def metrics_from_counts(totals: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
-  """The reported metrics of each task from its summed counts; groups with no rows are left out."""
-  metrics: dict[str, dict[str, Any]] = {}
+  """The reported metrics of each task from its summed counts (`Task.metrics`); groups with no rows
+  are left out."""
+  out = {}
   for task, groups in totals.items():
-    metrics[task] = summarize(groups[""])
-    if all(groups.get(f"balanced:{g}", {}).get("total", 0) > 0 for g in ("positive", "swap")):
-      metrics[task]["relation_balanced"] = _balanced(groups["balanced:positive"], groups["balanced:swap"])
-    for group, sums in groups.items():
-      if not group or group.startswith("balanced:") or sums["total"] <= 0:
-        continue
-      kind, name = group.split(":", 1)
-      key = {"type": "by_type", "answer": "by_answer_type", "kind": "by_kind", "form": "by_form"}[kind]
-      name = "positive" if (kind, name) == ("kind", "none") else name
-      metrics[task].setdefault(key, {})[name] = summarize(sums)
-  return metrics
+    metrics = tasks.get(task).metrics
+    out[task] = metrics(groups) if metrics else task_base.summarize(groups[""])
+  return out
+
+
+def _gathered_rows(task: tasks.Task, model: nn.Module, params: Any, batch: dict[str, Any]) -> dict:
+  return task.gather(model.apply({"params": params}, batch, train=False), batch)
 
 
 class Evaluator:
-  """Accuracy of the model's ITM, MLM, VQA and pair predictions over the whole eval split.
+  """Every evaluated task's metrics over the whole eval split.
 
-  Reports each task of `config.eval.tasks` that is a head of the model (`config.model.heads`); VQA
-  accuracy is the soft score of the arg-max answer, also by question type. ITM, VQA and pairs come with
-  `accuracy_shuffled_images`, VQA with `text_prior_accuracy` (module docstring). `itc` is retrieval over
-  the split's matching pairs with the ITC embeddings: R@1/5/10 text-to-image and image-to-text, with
-  `accuracy` = text-to-image R@1. Scenes with identical captions make some ground truths ambiguous, so
-  retrieval on the shapes world is bounded below 1.
+  Reports each task of `config.eval.tasks` whose head the model has (`config.model.heads`), as its task
+  declares (`vlfusion.tasks`): counts summed batch by batch (`Task.eval_counts`, `Task.metrics`), rows
+  gathered and scored at the end (`Task.gather`, `Task.finish`: ITC retrieval over the split's matching
+  pairs), or an evaluator of its own (`Task.evaluator`: retrieval over every caption of every image).
+  Image-bound tasks come with `accuracy_shuffled_images`, and a task with a host side
+  (`Task.eval_host`, e.g. VQA's text prior) with `text_prior_accuracy` (module docstring). Scenes with
+  identical captions make some ground truths ambiguous, so retrieval on the shapes world is bounded
+  below 1.
 
   Shared by eval.py and by evaluation during training (`config.eval.every_steps`).
   """
@@ -179,59 +117,49 @@ class Evaluator:
     if not self.tasks:
       raise configuration.ConfigError(
           f"config.eval.tasks={tuple(config.eval.tasks)}: none is a head of this model "
-          f"(config.model.heads={tuple(config.model.heads)}); evaluable tasks: {configuration.EVAL_TASKS}")
+          f"(config.model.heads={tuple(config.model.heads)}); evaluable tasks: {tasks.eval_tasks()}")
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     self.source = pipeline.make_batch_source(config, config.data.eval_split, **process)
-    self.prior = None
-    self.question_types = QUESTION_TYPES
-    self._named_types = False  # VQA v2: question types are the annotations' strings.
-    if "vqa" in self.tasks and "vqa" in self.source.objectives:
-      self.prior = self._text_prior(config, process)
-      if "question_types" not in (self.source.builder.info.metadata or {}):
-        self._named_types = True  # indexed by the types seen in training.
-        self.question_types = tuple(self.prior.question_types) if self.prior else ()
-    self._answer_index = {a: i for i, a in enumerate(self.source.answer_vocab)}
-    self._type_index = {t: i for i, t in enumerate(self.question_types)}
-    question_types = self.question_types
+
+    def train_source():
+      if config.data.train_split == config.data.eval_split:
+        return self.source
+      return pipeline.make_batch_source(config, config.data.train_split, **process)
+
+    # Each evaluated task's host side (its text prior), built once.
+    self.hosts: dict[str, task_base.EvalHost] = {}
+    for name in self.tasks:
+      make = tasks.get(name).eval_host
+      host = make(config, self.source, train_source) if make else None
+      if host is not None:
+        self.hosts[name] = host
+    contexts = {name: host.context for name, host in self.hosts.items() if host.context is not None}
     self._donors: Any = None  # computed on the first run (one read of the split), then reused.
-    self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, question_types))
-    if "retrieval" in self.tasks:
-      from vlfusion.evaluation.retrieval import RetrievalEvaluator
-
-      self.retrieval = RetrievalEvaluator(setup, config, self.source)
-    if "itc" in self.tasks:
-      self.itc_fn = jax.jit(lambda p, b: _itc_embeddings(setup.model, p, b),
-                            out_shardings=partitioning.replicated(setup.mesh))
-
-  def _text_prior(self, config: ml_collections.ConfigDict, process: dict[str, int]):
-    """The text prior of the dataset's training split (config.data.train_split), or None without one."""
-    try:
-      train = (self.source if config.data.train_split == config.data.eval_split else
-               pipeline.make_batch_source(config, config.data.train_split, **process))
-    except configuration.ConfigError as e:
-      logging.warning("No VQA text prior: %s", e)
-      return None
-    return text_prior.for_split(train.data_source, train.answer_vocab, train.builder.data_dir,
-                                config.data.train_split)
+    self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, contexts=contexts))
+    self.gather_fns = {
+        name: jax.jit(lambda p, b, task=tasks.get(name): _gathered_rows(task, setup.model, p, b),
+                      out_shardings=partitioning.replicated(setup.mesh))
+        for name in self.tasks if tasks.get(name).gather is not None}
+    self.own_evaluators = {}
+    for name in self.tasks:
+      path = tasks.get(name).evaluator
+      if path:
+        module, cls = path.split(":")
+        self.own_evaluators[name] = getattr(importlib.import_module(module), cls)(setup, config, self.source)
 
   def _host_inputs(self, local: dict[str, Any]) -> dict[str, Any]:
-    """Pops the host-side strings of a local batch; adds `vqa_prior_answer` (and VQA v2 type ids)."""
+    """Pops the host-side strings of a local batch; adds what each task's host side computes from them
+    (e.g. `vqa_prior_answer`, VQA v2 type ids)."""
     host = {k: local.pop(k) for k in pipeline.HOST_KEYS if k in local}
-    if self.prior is None or "text" not in host:
-      return local
-    names = host.get("vqa_question_type_name")
-    if self._named_types:
-      local["vqa_question_type"] = np.array([self._type_index.get(str(t), -1) for t in names], np.int32)
-    else:
-      names = [QUESTION_TYPES[t] if 0 <= t < len(QUESTION_TYPES) else "" for t in local["vqa_question_type"]]
-    answers = [self.prior.answer(str(q), str(t)) for q, t in zip(host["text"], names, strict=True)]
-    local["vqa_prior_answer"] = np.array([self._answer_index.get(a, -1) for a in answers], np.int32)
+    for task_host in self.hosts.values():
+      if task_host.inputs is not None:
+        local = task_host.inputs(local, host)
     return local
 
   def image_donors(self) -> np.ndarray | None:
     """The row whose image each row is shown for `accuracy_shuffled_images` (`shuffled_images`), or
     None when no evaluated task needs one or the split holds a single image (a warning says so)."""
-    if not set(IMAGE_TASKS) & set(self.tasks):
+    if not set(image_tasks()) & set(self.tasks):
       return None
     if self._donors is None:
       donors = shuffled_images.image_donors(self.source.image_identities())
@@ -244,31 +172,28 @@ class Evaluator:
   def run(self, params: Any) -> dict[str, dict[str, Any]]:
     """{task: {"accuracy": a, "count": n, ...}} for each evaluated task."""
     totals: Any = None
-    embeddings: dict[str, list[np.ndarray]] = {"text": [], "image": []}
-    keep_text = self.prior is not None
+    gathered: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in self.gather_fns}
+    keep_text = any(host.keep_text for host in self.hosts.values())
     batches = self.source.eval_batches(self.config.eval.batch_size, keep_text=keep_text,
                                        image_donors=self.image_donors())
-    if self.tasks == ["retrieval"]:  # it reads the split its own way.
+    if set(self.tasks) <= set(self.own_evaluators):  # they read the split their own way.
       batches = iter(())
     with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
       for local in batches:
         batch = partitioning.to_global_batch(self._host_inputs(local), self.setup.mesh)
         counts = jax.tree.map(float, jax.device_get(self.counts_fn(params, batch)))
         totals = counts if totals is None else jax.tree.map(lambda a, b: a + b, totals, counts)
-        if "itc" in self.tasks:  # replicated: every process holds the whole batch's embeddings.
-          out = {k: np.asarray(v.addressable_data(0)) for k, v in self.itc_fn(params, batch).items()}
-          for k in ("text", "image"):
-            embeddings[k].append(out[k][out["pair"]])
+        for name, fn in self.gather_fns.items():  # replicated: every process holds the whole batch's rows.
+          out = {k: np.asarray(v.addressable_data(0)) for k, v in fn(params, batch).items()}
+          for k, v in out.items():
+            if k != "rows":
+              gathered[name].setdefault(k, []).append(v[out["rows"]])
     measured = metrics_from_counts(totals or {})
     metrics = {task: measured[task] for task in self.tasks if task in measured}
-    if "itc" in self.tasks:
-      text, image = (np.concatenate(embeddings[k]).astype(np.float64) for k in ("text", "image"))
-      similarity = text @ image.T  # the embeddings are unit vectors: cosine similarity.
-      t2i, i2t = recall_at_k(similarity), recall_at_k(similarity.T)
-      metrics["itc"] = {"accuracy": t2i["r1"], "count": len(text), "text_to_image": t2i,
-                        "image_to_text": i2t}
-    if "retrieval" in self.tasks:
-      metrics["retrieval"] = self.retrieval.run(params)
+    for name, arrays in gathered.items():
+      metrics[name] = tasks.get(name).finish({k: np.concatenate(v) for k, v in arrays.items()})
+    for name, own in self.own_evaluators.items():
+      metrics[name] = own.run(params)
     return metrics
 
 
@@ -296,8 +221,8 @@ DEFAULT_EVALUATOR = "default"
 def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """The run's config as evaluator `name` of `config.evals` sees it: its data, split, tasks, batch size.
 
-  The batches carry the text of the evaluated tasks (questions for vqa, statements for pairs, captions
-  otherwise), whatever the run trained on.
+  The batches carry the text of the evaluated tasks (a task's own: questions for vqa, statements for
+  pairs, hypotheses for ve; captions otherwise), whatever the run trained on.
   """
   entry = config.evals[name]
   out = ml_collections.ConfigDict(config.to_dict())
@@ -307,18 +232,17 @@ def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collect
     out.data.eval_split = data.pop("split")
   for key, value in data.items():
     out.data[key] = value
-  tasks = tuple(entry.get("tasks", config.eval.tasks))
-  out.eval.tasks = tasks
+  names = tuple(entry.get("tasks", config.eval.tasks))
+  out.eval.tasks = names
   out.eval.batch_size = entry.get("batch_size", config.eval.batch_size)
   # Eval batches are padded, so any split size works; one row per process passes the pipeline's check.
   out.data.global_batch_size = jax.process_count()
-  evaluated = configuration.evaluated_tasks(tasks, config.model.heads)
-  text_of = "vqa" if "vqa" in evaluated else "pairs" if "pairs" in evaluated else None
+  evaluated = configuration.evaluated_tasks(names, config.model.heads)
+  # The rows each evaluated task reads (`Task.rows_of`); a task with its own text takes the batch.
+  wanted = {tasks.get(t).rows_of for t in evaluated}
+  own = [n for n, t in tasks.REGISTRY.items() if n in wanted and t.own_text is not None]
   for objective in out.objectives:
-    caption_task = objective in evaluated and objective in ("mlm", "itm", "itc") or (
-        objective == "itc" and "retrieval" in evaluated)
-    wanted = objective == text_of if text_of else caption_task
-    out.objectives[objective] = 1.0 if wanted else 0.0
+    out.objectives[objective] = 1.0 if (objective == own[0] if own else objective in wanted) else 0.0
   return out
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlfusion.configuration import DEFAULT_IMAGE_EMBEDDING, IMAGE_STEMS
+from vlfusion.config_fields import DEFAULT_IMAGE_EMBEDDING, IMAGE_STEMS
 from vlfusion.models.attention import compute_dtype, default_kernel_init, partitioned
 from vlfusion.models.layers import dense, layer_norm
 

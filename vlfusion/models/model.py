@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vlfusion import tasks
 from vlfusion.models import co_attention, dual_encoder, merged_attention, one_way, single_stream
 from vlfusion.models.attention import compute_dtype, initializer_range
 from vlfusion.models.embeddings import TextEmbeddings, build_image_embeddings
-from vlfusion.models.heads import ItcHead, ItmHead, MlmHead, MlpClassifier, MrmHead, Pooler
+from vlfusion.models.heads import Pooler
+from vlfusion.tasks.base import Fused, HeadParts
 
 # fusion family -> module whose `build(model_config)` returns the encoder.
 ENCODERS = {
@@ -26,6 +28,9 @@ ENCODERS = {
 
 class VisionLanguageModel(nn.Module):
   """Embeds text and image, fuses them, pools, and applies the heads named in `config.heads`.
+
+  Each head, and the outputs it adds, is its task's (`vlfusion.tasks`): the heads of today's tasks
+  give the outputs below, and a registered task adds its own.
 
   `apply({'params': p}, batch, train=False, rngs=...)` returns a dict: `text_hidden` [B,Lt,Dt],
   `image_hidden` [B,Li,Di] (every family, the dual encoder included), `pooled` [B,P], and for each
@@ -55,31 +60,17 @@ class VisionLanguageModel(nn.Module):
     self.encoder = ENCODERS[c.fusion].build(c)
     self.pooler = Pooler(c.text.hidden_size, dtype=dtype, param_dtype=param_dtype, mode=c.pooler,
                          image_size=c.image.hidden_size, image_input=c.image.input)
-    heads = {}
-    if "mlm" in c.heads:
-      heads["mlm"] = MlmHead(
-          c.text.vocab_size, c.text.hidden_size, decoder=self.text_embeddings.attend,
-          layer_norm_eps=c.layer_norm_eps,
-          dtype=dtype, param_dtype=param_dtype,
-      )
-    if "itm" in c.heads:
-      heads["itm"] = ItmHead(dtype=dtype, param_dtype=param_dtype)
-    if "mrm" in c.heads:
-      heads["mrm"] = MrmHead(c.image.feature_dim, num_labels=c.mrm.num_labels,
-                             regression=c.mrm.regression, layer_norm_eps=c.layer_norm_eps,
-                             dtype=dtype, param_dtype=param_dtype)
-    if "itc" in c.heads:
-      heads["itc"] = ItcHead(c.itc.embed_dim, temperature=c.itc.temperature,
-                             min_temperature=c.itc.min_temperature,
-                             max_temperature=c.itc.max_temperature, image_input=c.image.input,
-                             dtype=dtype, param_dtype=param_dtype)
     pooled_size = {"text": c.text.hidden_size, "concat": c.text.hidden_size + c.image.hidden_size,
                    "product": c.image.hidden_size}[c.pooler]
-    if "vqa" in c.heads:
-      heads["vqa"] = MlpClassifier(2 * pooled_size, c.vqa.num_answers, c.layer_norm_eps, dtype,
-                                   param_dtype)
-    if "pairs" in c.heads:
-      heads["pairs"] = MlpClassifier(2 * pooled_size, 2, c.layer_norm_eps, dtype, param_dtype)
+    parts = HeadParts(dtype=dtype, param_dtype=param_dtype, pooled_size=pooled_size,
+                      text_embeddings=self.text_embeddings)
+    # Each head's parameters live under `heads_<name>`, whatever the order of config.heads.
+    heads = {}
+    for name in c.heads:
+      task = tasks.get(name)
+      if task.head is None:
+        raise ValueError(f"config.model.heads has {name!r}, a task without a head of its own")
+      heads[name] = task.head(c, parts)
     self.heads = heads
 
   def embed_image(self, batch: dict[str, Any], deterministic: bool, prefix: str = ""
@@ -125,25 +116,9 @@ class VisionLanguageModel(nn.Module):
     deterministic = not train
     enc, image_mask, pooled = self.encode(batch, deterministic)
     outputs = {"text_hidden": enc.text, "image_hidden": enc.image, "pooled": pooled}
-    if "mlm" in self.heads:
-      if decode_mlm or self.is_initializing():
-        outputs["mlm_logits"] = self.heads["mlm"](enc.text)
-      else:
-        outputs["mlm_features"] = self.heads["mlm"].features(enc.text)
-    if "itm" in self.heads:
-      outputs["itm_logits"] = self.heads["itm"](pooled)
-    if "mrm" in self.heads:
-      outputs.update(self.heads["mrm"](enc.image))
-    if "itc" in self.heads:
-      outputs.update(self.heads["itc"](enc.text_unimodal, enc.image_unimodal, image_mask))
-    if "vqa" in self.heads:
-      outputs["vqa_logits"] = self.heads["vqa"](pooled)
-    if "pairs" in self.heads:
-      key = "pair_regions" if self.config.image.input == "regions" else "pair_image"
-      if key in batch or self.is_initializing():
-        prefix = "pair_" if key in batch else ""
-        _, _, pooled_2 = self.encode(batch, deterministic, prefix)
-        outputs["pairs_logits"] = self.heads["pairs"](jnp.concatenate([pooled, pooled_2], axis=-1))
+    fused = Fused(enc, image_mask, pooled, deterministic, decode_mlm)
+    for name, head in self.heads.items():
+      outputs.update(tasks.get(name).forward(self, head, batch, fused))
     return outputs
 
 

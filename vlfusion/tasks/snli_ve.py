@@ -49,6 +49,14 @@ def own_text(rows: Any, record: dict[str, Any], rng: np.random.Generator, ex: di
   return _text(hypotheses[h])
 
 
+def check_labels(config: Any, builder: Any, answer_vocab: list[str]) -> None:
+  """The data's label names (`info.metadata["labels"]`, where it has them) are `LABELS`, in order."""
+  labels = (builder.info.metadata or {}).get("labels")
+  if labels is not None and tuple(labels) != LABELS:
+    raise ConfigError(f"config.objectives.ve: {config.data.name} labels its hypotheses {list(labels)}, "
+                      f"but the ve head predicts {list(LABELS)}")
+
+
 def hypotheses_of(record: dict[str, Any]) -> list[text_prior.Question]:
   """(hypothesis, "", {label name: 1}) of each hypothesis of one example, as `text_prior.fit` reads."""
   labels = np.asarray(record["hypothesis_labels"])
@@ -96,6 +104,7 @@ TASK = Task(
     objective=classification_loss(NAME, "ve_logits", "ve_labels"),
     own_text=own_text,
     data_feature="hypotheses",
+    check_heads=check_labels,
     output="ve_logits",
     image_bound=True,
     eval_counts=classification_counts("ve_logits", "ve_labels", LABELS, prior_key="ve_prior_label"),

@@ -119,8 +119,7 @@ def test_vqa_v2_rows_get_type_ids_and_text_prior_answers():
   prior = text_prior.fit([("what color is the bus?", "what color is the", {"red": 1.0}),
                           ("is it raining?", "is it", {"no": 1.0}),
                           ("is it sunny?", "is it", {"yes": 0.3})], ["yes", "no", "red", "blue"])
-  from vlfusion.tasks import EvalHost
-  from vlfusion.tasks import vqa
+  from vlfusion.tasks import EvalHost, vqa
 
   host = vqa.VqaHost(prior, ["yes", "no", "red", "blue"], named_types=True)
   assert host.question_types == ("is it", "what color is the")  # the types seen in training.

@@ -101,7 +101,8 @@ def test_its_rows_hold_its_text_and_labels(parity):
     ex = rows.example(i, np.random.default_rng(i), keep_text=True)
     assert ex["parity_labels"] == i % 2 and ex["text"] == "is the number of objects odd"
     assert "itm_labels" not in ex and "mlm_targets" not in ex  # not a caption row.
-    assert list(ex["text_ids"][: ex["text_mask"].sum()]) == tokenizer.encode(ex["text"], config.data.max_text_len)
+    expected = tokenizer.encode(ex["text"], config.data.max_text_len)
+    assert list(ex["text_ids"][: ex["text_mask"].sum()]) == expected
     np.testing.assert_allclose(ex["image"], records[i]["image"] / 255.0)
 
 

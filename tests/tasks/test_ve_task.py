@@ -111,7 +111,8 @@ def test_accuracy_with_shuffled_images_text_prior_and_by_label():
   image = np.zeros((5, 2, 2, 3), np.float32)
   image[:, 0, 0, 0] = [0, 1, 2, 2, 0]
   batch = {"image": image, "ve_labels": np.array([0, 1, 2, 2, 1], np.int32),
-           "example_mask": np.array([1, 1, 1, 1, 0], bool), "ve_prior_label": np.array([0, 0, 0, 2, 0], np.int32),
+           "example_mask": np.array([1, 1, 1, 1, 0], bool),
+           "ve_prior_label": np.array([0, 0, 0, 2, 0], np.int32),
            "shuffled_images": {"image": image[[1, 0, 0, 1, 0]]}}
   counts = jax.tree.map(float, jax.device_get(evaluator._eval_counts(_ReadsImage(), None, batch)))
   ve = evaluator.metrics_from_counts(counts)["ve"]
@@ -150,8 +151,9 @@ def test_the_finetune_config_validates_at_each_size():
 @pytest.mark.slow
 def test_evaluates_on_the_snli_ve_release_layout(tmp_path):
   root = str(tmp_path / "snli")
-  lines = {"train": [(str(1000 + i), f"hypothesis {i % 3}", visual_entailment.LABELS[i % 3]) for i in range(8)],
-           "dev": [(str(2000 + i), f"hypothesis {i % 3}", visual_entailment.LABELS[(i + 1) % 3])
+  labels = visual_entailment.LABELS
+  lines = {"train": [(str(1000 + i), f"hypothesis {i % 3}", labels[i % 3]) for i in range(8)],
+           "dev": [(str(2000 + i), f"hypothesis {i % 3}", labels[(i + 1) % 3])
                    for i in range(5)],
            "test": [("3000", "hypothesis 0", "entailment")]}
   write_release(root, lines=lines, missing=(), corrupt=())

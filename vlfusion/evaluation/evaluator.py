@@ -9,28 +9,27 @@ figure is left out, with a warning, when the split holds a single image. VQA als
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vlfusion import configuration
+from vlfusion import configuration, tasks
 from vlfusion.data import pipeline
-from vlfusion import tasks
 from vlfusion.data.questions import QUESTION_TYPES  # noqa: F401 - callers import it from here.
 from vlfusion.evaluation import results, shuffled_images
 from vlfusion.evaluation.digests import params_digest
-from vlfusion.training import checkpointing, partitioning
-from vlfusion.training import workdir as workdir_lib
 from vlfusion.tasks import base as task_base
 from vlfusion.tasks import itc
+from vlfusion.training import checkpointing, partitioning
+from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.setup import Setup
 
 # Per-row values summed per group: the model's score, with shuffled images, and the text prior's.
@@ -136,10 +135,11 @@ class Evaluator:
     contexts = {name: host.context for name, host in self.hosts.items() if host.context is not None}
     self._donors: Any = None  # computed on the first run (one read of the split), then reused.
     self.counts_fn = jax.jit(lambda p, b: _eval_counts(setup.model, p, b, contexts=contexts))
+    gathering = [tasks.get(name) for name in self.tasks if tasks.get(name).gather is not None]
     self.gather_fns = {
-        name: jax.jit(lambda p, b, task=tasks.get(name): _gathered_rows(task, setup.model, p, b),
-                      out_shardings=partitioning.replicated(setup.mesh))
-        for name in self.tasks if tasks.get(name).gather is not None}
+        task.name: jax.jit(functools.partial(_gathered_rows, task, setup.model),
+                           out_shardings=partitioning.replicated(setup.mesh))
+        for task in gathering}
     self.own_evaluators = {}
     for name in self.tasks:
       path = tasks.get(name).evaluator
@@ -215,7 +215,7 @@ def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
   return out
 
 
-DEFAULT_EVALUATOR = "default"
+DEFAULT_EVALUATOR = tasks.DEFAULT_EVALUATOR
 
 
 def evaluator_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -292,11 +292,10 @@ class Evaluators:
     metrics, record = {}, {}
     for name in self.evaluators:
       record.update(scalars(result[name], prefix=f"eval/{name}/"))
+      default = name == DEFAULT_EVALUATOR and not self.config.get("evals")
       for task, r in result[name].items():
         if isinstance(r, dict) and "accuracy" in r:
-          metrics[f"{name}/{task}_accuracy"] = r["accuracy"]
-          if name == DEFAULT_EVALUATOR and not self.config.get("evals"):
-            metrics[f"{task}_accuracy"] = r["accuracy"]
+          metrics.update(dict.fromkeys(tasks.accuracy_names(name, task, default), r["accuracy"]))
     logging.info("step %d eval: %s", step, metrics)
     return metrics, record
 

@@ -14,8 +14,16 @@ import jax.numpy as jnp
 
 from vlfusion.data.scenes import CAPTION_KINDS, NEGATIVE_KINDS
 from vlfusion.models.heads import ItmHead
-from vlfusion.tasks.base import (HeadParts, Task, classification_loss, example_weights, grouped_metrics,
-                                 sums, summarize, with_shuffled)
+from vlfusion.tasks.base import (
+  HeadParts,
+  Task,
+  classification_loss,
+  example_weights,
+  grouped_metrics,
+  summarize,
+  sums,
+  with_shuffled,
+)
 
 
 def head(c: Any, parts: HeadParts) -> ItmHead:

@@ -18,7 +18,16 @@ import optax
 
 from vlfusion.data import masking
 from vlfusion.models.heads import MlmHead
-from vlfusion.tasks.base import Fused, HeadParts, Objective, Task, example_weights, grouped_metrics, safe, sums
+from vlfusion.tasks.base import (
+  Fused,
+  HeadParts,
+  Objective,
+  Task,
+  example_weights,
+  grouped_metrics,
+  safe,
+  sums,
+)
 
 
 def head(c: Any, parts: HeadParts) -> MlmHead:

@@ -15,7 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlfusion.models.heads import MlpClassifier
-from vlfusion.tasks.base import Fused, HeadParts, Task, classification_counts, classification_loss, grouped_metrics
+from vlfusion.tasks.base import (
+  Fused,
+  HeadParts,
+  Task,
+  classification_counts,
+  classification_loss,
+  grouped_metrics,
+)
 
 
 def _text(value: Any) -> str:

@@ -24,8 +24,14 @@ import numpy as np
 from vlfusion.errors import ConfigError
 from vlfusion.evaluation import text_prior
 from vlfusion.models.heads import MlpClassifier
-from vlfusion.tasks.base import (EvalHost, HeadParts, Task, classification_counts, classification_loss,
-                                 grouped_metrics)
+from vlfusion.tasks.base import (
+  EvalHost,
+  HeadParts,
+  Task,
+  classification_counts,
+  classification_loss,
+  grouped_metrics,
+)
 
 NAME = "ve"
 LABELS = ("entailment", "neutral", "contradiction")  # `hypothesis_labels` / `ve_labels` index these.

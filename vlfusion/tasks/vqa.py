@@ -23,8 +23,17 @@ from vlfusion.data import datasets, questions
 from vlfusion.errors import ConfigError
 from vlfusion.evaluation import text_prior
 from vlfusion.models.heads import MlpClassifier
-from vlfusion.tasks.base import (EvalHost, HeadParts, Objective, Task, example_weights, grouped_metrics,
-                                 safe, sums, with_shuffled)
+from vlfusion.tasks.base import (
+  EvalHost,
+  HeadParts,
+  Objective,
+  Task,
+  example_weights,
+  grouped_metrics,
+  safe,
+  sums,
+  with_shuffled,
+)
 
 # VQA v2 answer types, as `vqa_answer_type` indexes them (-1: none, e.g. the shapes world).
 ANSWER_TYPES = ("yes/no", "number", "other")

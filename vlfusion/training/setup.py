@@ -11,7 +11,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from vlfusion import configuration, cpu_threads
+from vlfusion import configuration, cpu_threads, tasks
 from vlfusion.data import compatibility
 from vlfusion.models import build_model
 from vlfusion.training import initialization, losses, partitioning, reporting, train_state
@@ -127,19 +127,9 @@ class Setup:
 
 
 def eval_metric_names(config: ml_collections.ConfigDict) -> list[str]:
-  """The accuracies evaluation during training reports (and `train.best_metric` may name):
-  `<evaluator>/<task>_accuracy` for each named evaluator of `config.evals`, else those of the default
-  evaluator, also without its name (`vqa_accuracy`, `default/vqa_accuracy`). A task counts when the model
-  has the head it reads (`configuration.EVAL_TASK_HEADS`: `retrieval_accuracy` needs the ITC head), as
-  the evaluator decides what it runs."""
-  heads = set(config.model.heads)
-  evaluated = lambda tasks: configuration.evaluated_tasks(tasks, heads)
-  evals = config.get("evals") or {}
-  if not evals:
-    tasks = evaluated(config.eval.tasks)
-    return [f"{task}_accuracy" for task in tasks] + [f"default/{task}_accuracy" for task in tasks]
-  return [f"{name}/{task}_accuracy" for name, ev in evals.items()
-          for task in evaluated(ev.get("tasks", config.eval.tasks))]
+  """The accuracies evaluation during training reports (`tasks.eval_metric_names`, whose names the
+  evaluator reports under)."""
+  return tasks.eval_metric_names(config)
 
 
 def check_best_metric(config: ml_collections.ConfigDict) -> None:

@@ -40,6 +40,7 @@ PARITY = base.Task(
     objective=base.classification_loss("parity", "parity_logits", "parity_labels"),
     own_text=own_text,
     data_feature="num_objects",
+    host_fields={"parity_count": lambda record: str(record["num_objects"])},
     output="parity_logits",
     image_bound=True,
     eval_counts=base.classification_counts("parity_logits", "parity_labels", ("even", "odd")),
@@ -100,6 +101,10 @@ def test_its_rows_hold_its_text_and_labels(parity):
   for i in range(3):
     ex = rows.example(i, np.random.default_rng(i), keep_text=True)
     assert ex["parity_labels"] == i % 2 and ex["text"] == "is the number of objects odd"
+    assert ex["parity_count"] == str(i)  # its host-side string, popped before batches reach devices:
+    ev = object.__new__(evaluator.Evaluator)
+    ev.hosts = {}
+    assert "parity_count" not in ev._host_inputs(dict(ex))
     assert "itm_labels" not in ex and "mlm_targets" not in ex  # not a caption row.
     expected = tokenizer.encode(ex["text"], config.data.max_text_len)
     assert list(ex["text_ids"][: ex["text_mask"].sum()]) == expected

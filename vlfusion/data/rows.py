@@ -18,9 +18,15 @@ from vlfusion.data.compatibility import active_objectives
 from vlfusion.data.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 from vlfusion.tasks.vqa import ANSWER_TYPES  # noqa: F401 - callers import it from here.
 
+
 # Host-side strings `example(keep_text=True)` adds to a row (the text, and each task's
 # `Task.host_fields`); never sent to devices.
-HOST_KEYS = ("text", *(k for t in tasks.REGISTRY.values() for k in t.host_fields))
+def host_keys() -> tuple[str, ...]:
+  """The host-side keys a `keep_text` row may hold, of every registered task."""
+  return ("text", *(k for t in tasks.REGISTRY.values() for k in t.host_fields))
+
+
+HOST_KEYS = host_keys()  # those of the tasks registered at import.
 # Keys of a row that hold its image(s): whatever is shown in place of a row's image replaces all of them.
 IMAGE_KEYS = ("image", "image_mask", "regions", "pair_image", "pair_image_mask", "pair_regions")
 # An evaluation row's images of another image of the split (`BatchSource.eval_batches(image_donors=)`),

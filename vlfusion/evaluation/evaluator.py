@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from vlfusion import configuration, tasks
-from vlfusion.data import pipeline
+from vlfusion.data import pipeline, rows
 from vlfusion.data.questions import QUESTION_TYPES  # noqa: F401 - callers import it from here.
 from vlfusion.evaluation import results, shuffled_images
 from vlfusion.evaluation.digests import params_digest
@@ -150,7 +150,7 @@ class Evaluator:
   def _host_inputs(self, local: dict[str, Any]) -> dict[str, Any]:
     """Pops the host-side strings of a local batch; adds what each task's host side computes from them
     (e.g. `vqa_prior_answer`, VQA v2 type ids)."""
-    host = {k: local.pop(k) for k in pipeline.HOST_KEYS if k in local}
+    host = {k: local.pop(k) for k in rows.host_keys() if k in local}
     for task_host in self.hosts.values():
       if task_host.inputs is not None:
         local = task_host.inputs(local, host)

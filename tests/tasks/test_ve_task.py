@@ -174,3 +174,24 @@ def test_evaluates_on_the_snli_ve_release_layout(tmp_path):
   # Training labels "hypothesis k" as LABELS[k]; dev as LABELS[k + 1]: the text prior is always wrong.
   assert ve["text_prior_accuracy"] == 0.0
   assert sum(g["count"] for g in ve["by_label"].values()) == 5
+
+
+@pytest.mark.slow
+def test_evaluates_on_the_shapes_world(tmp_path, monkeypatch):
+  tiny = visual_entailment.ShapesWorldVe.builder_configs["tiny"]
+  monkeypatch.setattr(tiny, "num_examples", {"train": 16, "validation": 8, "test": 8})
+  config = snli_ve_config.get_config("tiny")
+  config.unlock()
+  config.data.data_dir = str(tmp_path)
+  config.data.global_batch_size = 8
+  config.eval.batch_size = 8
+  setup = trainer.Setup(config)
+  params = setup.initial_state().params
+  ev = evaluator.Evaluators(setup, config).evaluators["default"]
+  batch = next(ev.source.eval_batches(8, keep_text=True))
+  records = [ev.source.data_source[i] for i in range(8)]
+  for text, label, record in zip(batch["text"], batch["ve_labels"], records, strict=True):
+    k = [h.decode() for h in record["hypotheses"]].index(str(text))  # a hypothesis of its own scene,
+    assert label == record["hypothesis_labels"][k]  # with its label.
+  ve = ev.run(params)["ve"]
+  assert ve["count"] == 8 and {"accuracy_shuffled_images", "text_prior_accuracy", "by_label"} <= set(ve)

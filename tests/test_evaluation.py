@@ -114,7 +114,7 @@ def test_recall_at_k_ranks_the_true_match():
 
 
 def test_vqa_v2_rows_get_type_ids_and_text_prior_answers():
-  from vlfusion.evaluation import text_prior
+  from vlfusion.tasks import text_prior
 
   prior = text_prior.fit([("what color is the bus?", "what color is the", {"red": 1.0}),
                           ("is it raining?", "is it", {"no": 1.0}),

@@ -394,6 +394,8 @@ FIELDS: dict[str, Field] = {
     "objectives.itc": Field(0.0, "weight of image-text contrastive learning", float, (at_least(0),)),
     "objectives.vqa": Field(0.0, "weight of visual question answering", float, (at_least(0),)),
     "objectives.pairs": Field(0.0, "weight of NLVR2-style image-pair statements", float, (at_least(0),)),
+    "objectives.ve": Field(0.0, "weight of visual entailment (image + hypothesis -> 3 labels)", float,
+                           (at_least(0),)),
     # optimizer
     "optimizer.learning_rate": Field(1e-3, "peak learning rate", float, (POSITIVE,)),
     "optimizer.schedule": Field("cosine", "decay after warmup: cosine, linear or constant", str,

@@ -10,8 +10,7 @@ workdir/tensorboard/              clu writers and profiles
 ```
 
 Paths are `etils.epath` paths, so a workdir on a bucket (`gs://...`) is read and written like a local
-one by everything that goes through this class. Importing this module imports no JAX: the sweep and its
-report read workdirs with it; restoring parameters imports orbax when it is called.
+one by everything that goes through this class. Restoring parameters imports orbax when it is called.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def check_compatible(config: ml_collections.ConfigDict, builder: Any, tokenizer:
     caption_tasks = [n for n in tasks.objectives() if n not in own and not tasks.get(n).text_free]
     raise ConfigError(f"config.objectives: {sorted(active)} cannot share batches; "
                       f"{' and '.join(sorted(own))} each put their own text (question, statement, "
-                      f"hypothesis) in a row, so train them apart from {'/'.join(caption_tasks)} and from each other")
+                      f"hypothesis) in a row, so train them apart from {'/'.join(caption_tasks)} and "
+                      "from each other")
   features = builder.info.features
   for objective in sorted(active):
     key = tasks.get(objective).data_feature

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from vlfusion.errors import ConfigError
-from vlfusion.evaluation import text_prior
 from vlfusion.models.heads import MlpClassifier
+from vlfusion.tasks import text_prior
 from vlfusion.tasks.base import (
   EvalHost,
   HeadParts,

@@ -4,7 +4,7 @@ Head: Linear -> GELU -> LayerNorm -> Linear over the answer vocabulary on the po
 (`heads.MlpClassifier`, `config.model.vqa.num_answers`; 0 takes the data's vocabulary). Rows: a
 question as the text, `vqa_scores` [A] (soft scores), `vqa_question_type` (shapes world) and
 `vqa_answer_type` (VQA v2). Loss: binary cross-entropy on the soft scores. Evaluation: the soft score of
-the arg-max answer, with shuffled images, the text prior's (`evaluation.text_prior`), by question type
+the arg-max answer, with shuffled images, the text prior's (`tasks.text_prior`), by question type
 and by answer type.
 """
 
@@ -21,8 +21,8 @@ import optax
 
 from vlfusion.data import datasets, questions
 from vlfusion.errors import ConfigError
-from vlfusion.evaluation import text_prior
 from vlfusion.models.heads import MlpClassifier
+from vlfusion.tasks import text_prior
 from vlfusion.tasks.base import (
   EvalHost,
   HeadParts,

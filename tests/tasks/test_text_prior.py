@@ -3,7 +3,7 @@
 import numpy as np
 
 from vlfusion.data import questions
-from vlfusion.evaluation import text_prior
+from vlfusion.tasks import text_prior
 
 VOCAB = ["no", "yes", "red", "blue", "2", "3"]
 

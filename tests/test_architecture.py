@@ -179,9 +179,12 @@ def test_no_private_names_across_modules(graph):
 @pytest.mark.parametrize("layer, forbidden", [
     ("vlfusion.training", ("vlfusion.evaluation",)),
     ("vlfusion.data", ("vlfusion.evaluation", "vlfusion.training")),
+    ("vlfusion.tasks", ("vlfusion.evaluation", "vlfusion.training")),
+    ("vlfusion.models", ("vlfusion.evaluation", "vlfusion.training", "vlfusion.data")),
 ])
 def test_layers_import_downward(graph, layer, forbidden):
-  """Training does not know evaluation; data knows neither (evaluation runs through a callback)."""
+  """Training does not know evaluation; data and the tasks know neither (evaluation runs through a
+  callback, and the model, losses and evaluator read the tasks); the models know no data."""
   graph, _ = graph
   upward = [
     f"{i}" for m, imps in graph.items() if m == layer or m.startswith(layer + ".")

@@ -72,7 +72,7 @@ def init(config, batch):
 
 
 # Padding cases: one per family. The other co-attention cases change no masking path: the ViLBERT case
-# (product pooler, cross-attention between widths) covers co_attention; tests/test_models.py pads the
+# (product pooler, cross-attention between widths) covers co_attention; tests/models/test_model.py pads the
 # LXMERT order.
 @pytest.mark.parametrize("case", sorted(set(CASES) - {"co_attention_lxmert_shared", "co_attention_meter"}))
 def test_padding_invariance(case):

@@ -12,7 +12,8 @@ import pytest
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
 from vlfusion import configuration
 from vlfusion.models import build_model
-from vlfusion.models.attention import MultiHeadAttention, initializer_range, relative_position_bias
+from vlfusion.models.attention import (MultiHeadAttention, explicit_attention, initializer_range,
+                                        relative_position_bias)
 from vlfusion.training.train_state import example_batch
 
 TABLE = "relative_position_bias"
@@ -159,3 +160,16 @@ def test_inert_or_unknown_relative_position_is_refused_before_building(module, o
     config = _patches(module, **{"model.image.relative_position": "bias_2d", **overrides})
   with pytest.raises(configuration.ConfigError, match=match):
     configuration.validate(config)
+
+
+def test_both_attention_paths_add_the_bias_alike():
+  """The explicit softmax path (attention dropout in training) and `jax.nn.dot_product_attention`."""
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 5, 2, 4)), jnp.float32) for _ in range(3))
+  table = jnp.asarray(rng.normal(size=(9, 2)) * 2.0, jnp.float32)
+  bias = relative_position_bias(table, (2, 2), prefix=1)[None]
+  mask = jnp.asarray([[True] * 5, [True] * 4 + [False]])[:, None, None, :]
+  explicit = explicit_attention(q, k, v, mask, None, True, bias)
+  fused = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+  np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(explicit) - np.asarray(explicit_attention(q, k, v, mask, None, True))).max() > 0.1

@@ -2,18 +2,22 @@
 default with the parameter tree unchanged, a per-head (dy, dx) table only in self-attention over patch
 tokens, translation-equivariant, and refused by `validate` where nothing would read it."""
 
-from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
 from vlfusion import configuration
 from vlfusion.models import build_model
-from vlfusion.models.attention import (MultiHeadAttention, explicit_attention, initializer_range,
-                                        relative_position_bias)
+from vlfusion.models.attention import (
+  MultiHeadAttention,
+  explicit_attention,
+  initializer_range,
+  relative_position_bias,
+)
 from vlfusion.training.train_state import example_batch
 
 TABLE = "relative_position_bias"

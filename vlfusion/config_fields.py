@@ -205,6 +205,20 @@ def _input(kind: str) -> When:
               f"only config.model.image.input={kind!r} reads it (this model's is {{c.model.image.input!r}})")
 
 
+def _image_self_attention(c: Any) -> bool:
+  """Whether the model has self-attention over the image tokens alone (unimodal image layers, or
+  co-attention's image layers in the fusion stack)."""
+  fusion = c.model.fusion
+  if fusion == "single_stream":
+    return False
+  return c.model.image.num_layers > 0 or (fusion == "co_attention" and c.model.fusion_layers > 0)
+
+
+IMAGE_SELF_ATTENTION = When(_image_self_attention, "{c.model.fusion!r} has no self-attention over the "
+                            "image tokens alone here (single_stream never; otherwise it needs "
+                            "config.model.image.num_layers > 0)")
+
+
 PIXELS = When(lambda c: c.model.image.input != "regions",
               "it acts on pixels and config.model.image.input='regions'")
 
@@ -288,6 +302,11 @@ FIELDS: dict[str, Field] = {
                                        "initializer_range) or at 2-D sine-cosine positions (sincos)", str,
                                        (one_of(("normal", "sincos"), "must be 'normal' or 'sincos'"),),
                                        structural=False),
+    "model.image.relative_position": Field("none", "patches: none, or bias_2d (a learned per-head bias "
+                                           "indexed by two patches' (dy, dx), added in the image "
+                                           "stream's self-attention, as Swin/BEiT)", str,
+                                           (one_of(("none", "bias_2d"), "must be 'none' or 'bias_2d'"),),
+                                           (_input("patches"), IMAGE_SELF_ATTENTION)),
     **_stream_norms("image"),
     "model.fusion_layers": Field(2, "depth of the fusion stack", int, (NON_NEGATIVE,)),
     "model.cross.direction": Field("both", "co-attention: both streams attend to each other, or "

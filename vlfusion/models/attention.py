@@ -9,6 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -45,19 +46,46 @@ def partitioned(init: Any, names: tuple[str | None, ...]) -> Any:
 
 def explicit_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout: nn.Dropout | None,
-    deterministic: bool,
+    deterministic: bool, bias: jax.Array | None = None,
 ) -> jax.Array:
-  """softmax(QK^T/sqrt(d) + mask) V with the softmax in float32; the path that can drop probabilities.
+  """softmax(QK^T/sqrt(d) + bias + mask) V with the softmax in float32; the path that can drop
+  probabilities.
 
-  q [B,Lq,H,Dh], k/v [B,Lk,H,Dh], mask bool broadcastable to [B,H,Lq,Lk].
+  q [B,Lq,H,Dh], k/v [B,Lk,H,Dh], mask bool broadcastable to [B,H,Lq,Lk], bias (optional) float
+  broadcastable to [B,H,Lq,Lk].
   """
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   if dropout is not None:
     probs = dropout(probs, deterministic=deterministic)
   return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def relative_position_index(grid: tuple[int, int]) -> np.ndarray:
+  """[N, N] (N = h*w) row of a (2h-1)(2w-1)-row table for each pair of patches in raster order.
+
+  Entry (i, j) encodes (dy, dx) = (row_i - row_j, col_i - col_j), shifted to be non-negative: two pairs
+  of patches with the same offset share a row, wherever they lie in the grid (Swin, BEiT).
+  """
+  h, w = grid
+  rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  rows, cols = rows.reshape(-1), cols.reshape(-1)
+  dy = rows[:, None] - rows[None, :] + (h - 1)
+  dx = cols[:, None] - cols[None, :] + (w - 1)
+  return (dy * (2 * w - 1) + dx).astype(np.int32)
+
+
+def relative_position_bias(table: jax.Array, grid: tuple[int, int], prefix: int) -> jax.Array:
+  """The attention bias [H, L, L] (L = prefix + h*w) a per-head (dy, dx) table [(2h-1)(2w-1), H] gives.
+
+  The first `prefix` tokens (the image [CLS]) are not on the grid: their rows and columns get no bias.
+  """
+  bias = jnp.moveaxis(table[relative_position_index(grid)], -1, 0)  # [H, N, N]
+  return jnp.pad(bias, ((0, 0), (prefix, 0), (prefix, 0)))
 
 
 class Projection(nn.Module):
@@ -99,6 +127,11 @@ class MultiHeadAttention(nn.Module):
     num_heads: number of heads H.
     qkv_features: inner width H*Dh; defaults to the query width.
     attention_dropout: dropout rate on the attention probabilities.
+    relative_grid: (h, w) of a patch grid for a learned 2-D relative position bias (self-attention
+      over patch tokens, `model.image.relative_position='bias_2d'`): a per-head table indexed by the
+      (dy, dx) between two patches, added to the attention logits (Swin, BEiT); None: no bias and no
+      parameter. The sequence must be `grid_prefix` tokens followed by the h*w patches in raster order.
+    grid_prefix: tokens before the grid (the image [CLS]), which the bias leaves alone.
     dtype: compute dtype.
     param_dtype: parameter dtype.
   """
@@ -106,6 +139,8 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   qkv_features: int | None = None
   attention_dropout: float = 0.0
+  relative_grid: tuple[int, int] | None = None
+  grid_prefix: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -130,12 +165,22 @@ class MultiHeadAttention(nn.Module):
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
 
     mask = context_mask[:, None, None, :].astype(bool)  # [B,1,1,Lk]
+    bias = None
+    if self.relative_grid is not None:
+      h, w = self.relative_grid
+      length = self.grid_prefix + h * w
+      if x.shape[1] != length or context.shape[1] != length:
+        raise ValueError(f"a relative position bias over a {h}x{w} grid needs {length} tokens "
+                         f"({self.grid_prefix} before the grid), got {x.shape[1]} and {context.shape[1]}")
+      table = self.param("relative_position_bias", partitioned(nn.initializers.zeros, (None, "heads")),
+                         ((2 * h - 1) * (2 * w - 1), self.num_heads), self.param_dtype)
+      bias = relative_position_bias(table, (h, w), self.grid_prefix)[None].astype(self.dtype)
     if self.attention_dropout > 0.0 and not deterministic:
       out = explicit_attention(
-          q, k, v, mask, nn.Dropout(self.attention_dropout, broadcast_dims=()), deterministic
+          q, k, v, mask, nn.Dropout(self.attention_dropout, broadcast_dims=()), deterministic, bias
       )
     else:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     return Projection((x.shape[-1],), ("heads", "kv", "embed"), self.dtype, self.param_dtype,
                       in_axes=2, name="out")(out)

@@ -67,6 +67,8 @@ class Residual(nn.Module):
   Attributes:
     kind: "attention" or "mlp".
     num_heads, qkv_features, attention_dropout: attention settings (kind="attention").
+    relative_grid: the patch grid of a 2-D relative position bias in self-attention (None: none; see
+      `MultiHeadAttention`); cross-attention (a `context`) never takes it.
     mlp_dim: MLP width (kind="mlp").
     dropout: dropout rate on the sublayer output.
     pre_norm: pre-LN when True, post-LN when False.
@@ -77,6 +79,7 @@ class Residual(nn.Module):
   num_heads: int = 1
   qkv_features: int | None = None
   attention_dropout: float = 0.0
+  relative_grid: tuple[int, int] | None = None
   mlp_dim: int = 0
   dropout: float = 0.0
   pre_norm: bool = False
@@ -101,6 +104,7 @@ class Residual(nn.Module):
           num_heads=self.num_heads,
           qkv_features=self.qkv_features,
           attention_dropout=self.attention_dropout,
+          relative_grid=self.relative_grid if context is None else None,
           dtype=self.dtype,
           param_dtype=self.param_dtype,
           name="attention",
@@ -131,6 +135,7 @@ class TransformerLayer(nn.Module):
     cross_attention: whether the layer attends into a context (after self-attention).
     cross_features: inner width of the cross-attention (defaults to the query width).
     cross_num_heads: heads of the cross-attention (defaults to `num_heads`).
+    relative_grid: the patch grid of a 2-D relative position bias in the self-attention (None: none).
     dropout, attention_dropout, pre_norm, layer_norm_eps, dtype, param_dtype: as in `Residual`.
   """
 
@@ -140,6 +145,7 @@ class TransformerLayer(nn.Module):
   cross_attention: bool = False
   cross_features: int | None = None
   cross_num_heads: int | None = None
+  relative_grid: tuple[int, int] | None = None
   dropout: float = 0.0
   attention_dropout: float = 0.0
   pre_norm: bool = False
@@ -174,7 +180,8 @@ class TransformerLayer(nn.Module):
     `deterministic` is positional-capable so that `nn.remat` can treat it as static.
     """
     if self.self_attention:
-      x = self.sublayer("attention", "self_attention", num_heads=self.num_heads)(
+      x = self.sublayer("attention", "self_attention", num_heads=self.num_heads,
+                        relative_grid=self.relative_grid)(
           x, mask, deterministic=deterministic
       )
     if self.cross_attention:

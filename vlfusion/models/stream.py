@@ -13,6 +13,23 @@ from vlfusion.models.attention import compute_dtype
 from vlfusion.models.layers import TransformerLayer, layer_class, layer_norm
 
 
+def relative_grid(model_config: Any) -> tuple[int, int] | None:
+  """The patch grid (h, w) of the image stream's 2-D relative position bias, or None without one.
+
+  `model.image.relative_position`: "none" or "bias_2d" (patches only; `validate` refuses it for
+  regions, which have no grid).
+  """
+  image = model_config.image
+  kind = image.get("relative_position", "none")
+  if kind == "none":
+    return None
+  if kind != "bias_2d" or image.input != "patches":
+    raise ValueError(f"config.model.image.relative_position={kind!r} needs config.model.image.input="
+                     f"'patches' and one of ('none', 'bias_2d')")
+  side = image.image_size // image.patch_size
+  return (side, side)
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamSettings:
   """What a transformer layer of one stream needs: width, heads, MLP width and shared knobs.
@@ -20,6 +37,8 @@ class StreamSettings:
   `pre_norm` and `layer_norm_eps` are the stream's own when `model.<stream>.pre_norm` /
   `.layer_norm_eps` are set (ALBEF and METER pair a pre-LN ViT with a post-LN BERT), else the
   model-wide values. `cross_features`/`cross_num_heads` size the attention into the other stream.
+  `relative_grid` is the image stream's patch grid when `model.image.relative_position='bias_2d'`:
+  every self-attention of the stream's layers then adds a learned 2-D relative position bias.
   """
 
   hidden_size: int
@@ -35,6 +54,7 @@ class StreamSettings:
   scan: bool = False
   cross_features: int | None = None
   cross_num_heads: int | None = None
+  relative_grid: tuple[int, int] | None = None
 
   @classmethod
   def from_config(cls, model_config: Any, stream: str, own_norm: bool = True) -> StreamSettings:
@@ -64,6 +84,7 @@ class StreamSettings:
         scan=bool(m.scan_layers),
         cross_features=cross.hidden_size or None,
         cross_num_heads=cross.num_heads or None,
+        relative_grid=relative_grid(m) if stream == "image" else None,
     )
 
   def layer_kwargs(self, **overrides: Any) -> dict[str, Any]:
@@ -72,6 +93,7 @@ class StreamSettings:
         attention_dropout=self.attention_dropout, pre_norm=self.pre_norm,
         layer_norm_eps=self.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
         cross_features=self.cross_features, cross_num_heads=self.cross_num_heads,
+        relative_grid=self.relative_grid,
     )
     kwargs.update(overrides)
     return kwargs

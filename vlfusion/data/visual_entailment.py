@@ -102,14 +102,6 @@ def all_statements(template: str) -> tuple[Statement, ...]:
   raise ValueError(f"unknown template {template!r}; choose from {TEMPLATES}")
 
 
-def relation_holds(a: scenes.Obj, b: scenes.Obj, relation: str) -> bool:
-  """Whether `a` is `relation` `b` with the shapes world's margin (half the two radii)."""
-  dx, dy = b.cx - a.cx, b.cy - a.cy
-  margin = (a.radius + b.radius) * 0.5
-  return {"left of": dx > margin, "right of": -dx > margin, "above": dy > margin,
-          "below": -dy > margin}[relation]
-
-
 def holds(statement: Statement, objects: Sequence[scenes.Obj]) -> bool:
   """Whether `objects` make `statement` true."""
   st = statement
@@ -121,7 +113,7 @@ def holds(statement: Statement, objects: Sequence[scenes.Obj]) -> bool:
     return sum(o.colour == st.colour for o in objects) >= 2
   subjects = [o for o in objects if o.colour == st.colour and o.shape == st.shape]
   others = [o for o in objects if o.colour == st.colour2 and o.shape == st.shape2]
-  return any(a is not b and relation_holds(a, b, st.relation) for a in subjects for b in others)
+  return any(a is not b and scenes.holds_relation(a, b, st.relation) for a in subjects for b in others)
 
 
 def _f32(x: float) -> float:
@@ -183,7 +175,7 @@ def labelled_statements(template: str, visible: Sequence[scenes.Obj], occluder: 
       for b in visible:
         if a is not b and a.colour != b.colour and a.shape != b.shape:
           true.update((a.colour, a.shape, r, b.colour, b.shape)
-                      for r in scenes.RELATIONS if relation_holds(a, b, r))
+                      for r in scenes.RELATIONS if scenes.holds_relation(a, b, r))
     if occluder is not None:
       places = hidden_places(occluder, image_size)
       for v in visible:
@@ -191,8 +183,8 @@ def labelled_statements(template: str, visible: Sequence[scenes.Obj], occluder: 
         roles = set()
         for size, cx, cy, r in places:
           h = scenes.Obj(v.colour, v.shape, size, cx, cy, r)  # only its place and size matter here.
-          roles.update((rel, True) for rel in scenes.RELATIONS if relation_holds(h, v, rel))
-          roles.update((rel, False) for rel in scenes.RELATIONS if relation_holds(v, h, rel))
+          roles.update((rel, True) for rel in scenes.RELATIONS if scenes.holds_relation(h, v, rel))
+          roles.update((rel, False) for rel in scenes.RELATIONS if scenes.holds_relation(v, h, rel))
         kinds = [(c, s) for c in scenes.COLOURS for s in scenes.SHAPES if c != v.colour and s != v.shape]
         for rel, hidden_first in roles:
           if hidden_first:

@@ -154,6 +154,18 @@ def test_metrics_of_one_result():
   assert "step" not in metrics and "itc" not in metrics
 
 
+def test_a_visual_entailment_result_gets_its_columns_in_label_order():
+  ve = {"accuracy": 0.8, "accuracy_shuffled_images": 0.34, "text_prior_accuracy": 0.3, "count": 512,
+        "by_label": {name: {"accuracy": a, "count": 170} for name, a in
+                     (("contradiction", 0.9), ("entailment", 0.85), ("neutral", 0.65))}}
+  metrics = report.counted_metrics({"step": 10, "default": {"split": "validation", "ve": ve}})
+  assert metrics["ve"] == (0.8, 512) and metrics["ve shuffled"] == (0.34, 512)
+  assert metrics["ve text prior"] == (0.3, 512) and metrics["ve/neutral"] == (0.65, 170)
+  columns = sorted(metrics, key=report._metric_rank)
+  assert columns == ["ve", "ve/entailment", "ve/neutral", "ve/contradiction", "ve shuffled", "ve text prior"]
+  assert report.metric_title("ve/neutral") == "VE accuracy, neutral"
+
+
 def test_report_refuses_a_result_of_another_eval_config(tmp_path):
   """A final result that another evaluator config produced (e.g. eval.py with other tasks) is not the
   stage's result: the report names the file instead of reporting it."""

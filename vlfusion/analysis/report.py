@@ -34,6 +34,7 @@ from typing import Any
 
 from vlfusion.analysis import intervals, plots
 from vlfusion.data.questions import QUESTION_TYPES  # the shapes world's, the order of by-type columns
+from vlfusion.data.visual_entailment import LABELS as VE_LABELS  # the order of by-label columns
 from vlfusion.evaluation import results
 from vlfusion.rundir import Workdir, as_path
 
@@ -84,7 +85,7 @@ def counted_metrics(result: dict[str, Any]) -> dict[str, tuple[float, int | None
           out[f"{key}{suffix} shuffled"] = float(values["accuracy_shuffled_images"]), values.get("count")
       if "text_prior_accuracy" in r:
         out[f"{key} text prior"] = float(r["text_prior_accuracy"]), count
-      for group in ("by_kind", "by_type"):
+      for group in ("by_kind", "by_type", "by_label"):
         for sub, values in (r.get(group) or {}).items():
           if isinstance(values, dict) and "accuracy" in values:
             out[f"{key}/{sub}"] = float(values["accuracy"]), values.get("count")
@@ -246,7 +247,7 @@ def summarize(data: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
   return columns, rows
 
 
-TASK_ORDER = ("itm", "vqa", "pairs", "itc", "retrieval", "mlm")
+TASK_ORDER = ("itm", "vqa", "pairs", "ve", "itc", "retrieval", "mlm")
 COST = ("GFLOPs/example", "examples/s")
 
 
@@ -264,7 +265,7 @@ def _metric_rank(column: str) -> tuple:
   task, _, sub = head.partition("/")
   task_rank = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
   if sub:
-    order = NEGATIVE_KINDS if task == "itm" else QUESTION_TYPES
+    order = {"itm": NEGATIVE_KINDS, "ve": VE_LABELS}.get(task, QUESTION_TYPES)
     return 1, task_rank, 1, order.index(sub) if sub in order else len(order), sub
   return 1, task_rank, 0 if not qualifier else 2, 0, qualifier
 
@@ -367,7 +368,7 @@ def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tupl
   """(stage, metric) pairs worth a panel: each task's overall accuracy, ITM on relation captions against
   their swaps."""
   seen: dict[tuple[str, str], None] = {}
-  wanted = ("itm", "itm relation balanced", "vqa", "vqa/relation", "pairs", "itc R@1", "retrieval R@1")
+  wanted = ("itm", "itm relation balanced", "vqa", "vqa/relation", "pairs", "ve", "itc R@1", "retrieval R@1")
   for stage in stages:
     present = {m for r in runs if r["stage"] == stage for c in r["curve"].values() for m in c}
     for metric in wanted:
@@ -376,7 +377,7 @@ def headline_metrics(runs: list[dict[str, Any]], stages: list[str]) -> list[tupl
   return list(seen)
 
 
-METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy",
+METRIC_NAMES = {"itm": "ITM accuracy", "vqa": "VQA accuracy", "pairs": "pair accuracy", "ve": "VE accuracy",
                 "itc R@1": "ITC retrieval R@1 (text to image)",
                 "retrieval R@1": "retrieval R@1 (text to image)",
                 "itm relation balanced": "ITM accuracy, relation captions vs their swaps (balanced)",

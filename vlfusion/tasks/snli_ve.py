@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vlfusion.data.visual_entailment import LABELS
 from vlfusion.errors import ConfigError
 from vlfusion.models.heads import MlpClassifier
 from vlfusion.tasks import text_prior
@@ -34,7 +35,7 @@ from vlfusion.tasks.base import (
 )
 
 NAME = "ve"
-LABELS = ("entailment", "neutral", "contradiction")  # `hypothesis_labels` / `ve_labels` index these.
+# `hypothesis_labels` / `ve_labels` index LABELS, the data's label names in order.
 
 
 def _text(value: Any) -> str:

@@ -57,6 +57,14 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   BUILDER_CONFIGS = LOCAL_CONFIGS
 
+  @staticmethod
+  def find_release_file(manual_dir: str, filename: str) -> str | None:
+    """A release's annotation file: `manual_dir/<filename>` or `manual_dir/data/<filename>`, else None."""
+    for path in (os.path.join(manual_dir, filename), os.path.join(manual_dir, "data", filename)):
+      if local_files.is_file(path):
+        return path
+    return None
+
   def _media_features(self) -> dict[str, Any]:
     f = tfds.features
     if self.builder_config.source == "images":

@@ -59,22 +59,15 @@ class Nlvr2(LocalBuilder):
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager.manual_dir)
-    files = {split: self._find(manual_dir, f"{name}.json") for split, name in SPLITS.items()}
+    files = {split: self.find_release_file(manual_dir, f"{name}.json") for split, name in SPLITS.items()}
     if files["validation"] is None:
       raise DataFileError(f"{self.name}: no dev.json in {manual_dir} or {manual_dir}/data")
     return {split: self._generate(split, SPLITS[split], path) for split, path in files.items() if path}
 
   def annotation_files(self, manual_dir: str) -> list[str]:
     """The release's JSON lines files present (the prepared dataset's fingerprint covers them)."""
-    found = (self._find(manual_dir, f"{name}.json") for name in SPLITS.values())
+    found = (self.find_release_file(manual_dir, f"{name}.json") for name in SPLITS.values())
     return [os.path.relpath(path, manual_dir) for path in found if path]
-
-  @staticmethod
-  def _find(manual_dir: str, filename: str) -> str | None:
-    for path in (os.path.join(manual_dir, filename), os.path.join(manual_dir, "data", filename)):
-      if local_files.is_file(path):
-        return path
-    return None
 
   def _image_dir(self, release_split: str, record: dict[str, Any]) -> str:
     images = os.path.join(self._manual_dir, "images")

@@ -70,15 +70,8 @@ class SnliVe(LocalBuilder):
 
   def annotation_files(self, manual_dir: str) -> list[str]:
     """The release's JSON lines files present (the prepared dataset's fingerprint covers them)."""
-    found = (self._find(manual_dir, split_file(name)) for name in SPLITS.values())
+    found = (self.find_release_file(manual_dir, split_file(name)) for name in SPLITS.values())
     return [os.path.relpath(path, manual_dir) for path in found if path]
-
-  @staticmethod
-  def _find(manual_dir: str, filename: str) -> str | None:
-    for path in (os.path.join(manual_dir, filename), os.path.join(manual_dir, "data", filename)):
-      if local_files.is_file(path):
-        return path
-    return None
 
   def _image_dir(self) -> str:
     for name in IMAGE_DIRS:
@@ -89,7 +82,7 @@ class SnliVe(LocalBuilder):
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager.manual_dir)
-    files = {split: self._find(manual_dir, split_file(name)) for split, name in SPLITS.items()}
+    files = {split: self.find_release_file(manual_dir, split_file(name)) for split, name in SPLITS.items()}
     files = {split: path for split, path in files.items() if path}
     if not files:
       raise DataFileError(f"{self.name}: none of {[split_file(n) for n in SPLITS.values()]} in "

@@ -26,10 +26,10 @@ from vlfusion.data import pipeline, rows
 from vlfusion.data.questions import QUESTION_TYPES  # noqa: F401 - callers import it from here.
 from vlfusion.evaluation import results, shuffled_images
 from vlfusion.evaluation.digests import params_digest
+from vlfusion.rundir import Workdir
 from vlfusion.tasks import base as task_base
 from vlfusion.tasks import itc
 from vlfusion.training import checkpointing, partitioning
-from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.setup import Setup
 
 # Per-row values summed per group: the model's score, with shuffled images, and the text prior's.
@@ -300,20 +300,6 @@ class Evaluators:
     return metrics, record
 
 
-def own_evaluator_digest(workdir: str) -> str | None:
-  """The evaluator digest of the run's own config (`workdir/config.json`), or None before there is one."""
-  path = workdir_lib.workdir_path(workdir) / "config.json"
-  if not path.exists():
-    return None
-  return configuration.evaluator_digest(json.loads(path.read_text()))
-
-
-def result_path(workdir: str, step: int, digest: str | None) -> Any:
-  """Where the result of evaluator config `digest` at `step` lives (`results.relative_path`)."""
-  relative = results.relative_path(step, digest, own_evaluator_digest(workdir))
-  return workdir_lib.workdir_path(workdir) / relative
-
-
 def write_result(workdir: str, result: dict[str, Any]) -> str:
   """Writes the result where its evaluator config keys it (process 0 only) and returns its path.
 
@@ -321,13 +307,14 @@ def write_result(workdir: str, result: dict[str, Any]) -> str:
   config (an eval.py of other tasks, or written before results were keyed) moves to its own folder first
   (`results.aside_path`): no evaluator's result overwrites another's.
   """
-  path = result_path(workdir, result["step"], result.get(results.KEY))
+  run = Workdir(workdir)
+  path = run.eval_result_path(result["step"], result.get(results.KEY))
   if jax.process_index() != 0:
     return str(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   held = results.read(path) if path.exists() else None
   if held is not None and held.get(results.KEY) != result.get(results.KEY):
-    aside = workdir_lib.workdir_path(workdir) / results.aside_path(held)
+    aside = run.path / results.aside_path(held)
     aside.parent.mkdir(parents=True, exist_ok=True)
     path.replace(aside)
     logging.info("Moved %s (another evaluator config's result) to %s", path, aside)

@@ -34,7 +34,7 @@ def evaluated(workdir: str, step: int, config: ml_collections.ConfigDict) -> boo
   evaluated again, its result written beside the other's.
   """
   digest = configuration.evaluator_digest(config)
-  held = results.read(evaluator.result_path(workdir, step, digest))
+  held = results.read(Workdir(workdir).eval_result_path(step, digest))
   return held is not None and results.produced_by(held, config)
 
 

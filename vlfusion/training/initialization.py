@@ -123,17 +123,6 @@ def _name(path: Path) -> str:
 # -- sources ----------------------------------------------------------------------------------------
 
 
-def checkpoint_step_dir(path: str, field: str = "config.init.checkpoint") -> str:
-  """The checkpoint step directory `path` names: itself, or the latest complete one of a workdir (local
-  or on a bucket: `rundir.find_step_dir`). `field` names the setting in errors."""
-  return os.fspath(rundir.find_step_dir(path, field))
-
-
-def read_params(step_dir: str, field: str = "config.init.checkpoint") -> dict[Path, np.ndarray]:
-  """The parameters of a checkpoint step, to host memory; the optimizer state is not read."""
-  return rundir.read_step_params(step_dir, field)
-
-
 def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
   """The model config the step's run saved (fields added since: today's defaults), or None."""
   saved = rundir.Workdir(rundir.as_path(step_dir).parent.parent)
@@ -141,8 +130,8 @@ def _saved_model_config(step_dir: str) -> dict[str, Any] | None:
 
 
 def _from_checkpoint(path: str) -> Source:
-  step_dir = checkpoint_step_dir(path)
-  params = unroll(read_params(step_dir))
+  step_dir = os.fspath(rundir.find_step_dir(path, "config.init.checkpoint"))
+  params = unroll(rundir.read_step_params(step_dir, "config.init.checkpoint"))  # params only, to host.
   return Source("init.checkpoint", path, step_dir, params, _saved_model_config(step_dir))
 
 

@@ -40,13 +40,13 @@ def main(argv):
     raise app.UsageError("--step, --all and --watch exclude each other")
   distributed.initialize()  # before anything touches a JAX backend.
   runtime.initialize()
-  from vlfusion.evaluation import job
+  from vlfusion import experiment
 
   workdir = _WORKDIR.value
   if _WATCH.value and _CONFIG.value is None:
-    job.wait_for_config(workdir, _POLL.value, _TIMEOUT.value)
-  config = _CONFIG.value if _CONFIG.value is not None else job.saved_config(workdir)
-  runner = job.CheckpointEvaluator(config, workdir)
+    experiment.wait_for_config(workdir, _POLL.value, _TIMEOUT.value)
+  config = _CONFIG.value if _CONFIG.value is not None else experiment.saved_config(workdir)
+  runner = experiment.CheckpointEvaluator(config, workdir)
   if _WATCH.value:
     results = runner.watch(_POLL.value, _TIMEOUT.value)
   elif _ALL.value:

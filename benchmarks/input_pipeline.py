@@ -99,7 +99,7 @@ def time_pipeline(source, num_workers: int, steps: int) -> float:
 def time_train_step(config, source, steps: int) -> float:
   import flax.linen as nn
 
-  from vlfusion.training import partitioning
+  from vlfusion import partitioning
   from vlfusion.training.trainer import Setup
 
   setup = Setup(config)
@@ -121,7 +121,7 @@ def _free_jit_train_step(self, grad_accum_steps=None):
   """A train step that costs (almost) nothing but still needs every batch array on the device."""
   import jax.numpy as jnp
 
-  from vlfusion.training import partitioning
+  from vlfusion import partitioning
 
   def step(state, batch):
     touched = sum(jnp.ravel(x)[0].astype(jnp.float32) for x in jax.tree.leaves(batch))

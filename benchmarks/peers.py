@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from benchmarks.machine import describe as describe_machine  # noqa: E402
 from benchmarks.machine import summary as summarize_machine  # noqa: E402
 from benchmarks.train_step import load_config, synthetic_batch  # noqa: E402
-from vlfusion.training import partitioning, trainer  # noqa: E402
+from vlfusion import partitioning  # noqa: E402
+from vlfusion.training import trainer  # noqa: E402
 
 CONFIGS = {
     "lxmert": "configs/pretrain/lxmert.py",

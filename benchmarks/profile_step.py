@@ -45,7 +45,8 @@ def main() -> None:
   import jax
 
   from benchmarks.train_step import load_config, synthetic_batch
-  from vlfusion.training import losses, partitioning, trainer
+  from vlfusion import partitioning
+  from vlfusion.training import losses, trainer
 
   def make(part: str):
     config = load_config(args.config)

@@ -36,7 +36,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
-from vlfusion.training import partitioning, reporting, trainer  # noqa: E402
+from vlfusion import partitioning  # noqa: E402
+from vlfusion.training import reporting, trainer  # noqa: E402
 
 
 def load_config(spec: str):

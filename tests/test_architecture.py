@@ -177,14 +177,16 @@ def test_no_private_names_across_modules(graph):
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("vlfusion.training", ("vlfusion.evaluation",)),
+    ("vlfusion.training", ("vlfusion.evaluation", "vlfusion.experiment")),
+    ("vlfusion.evaluation", ("vlfusion.training", "vlfusion.experiment")),
     ("vlfusion.data", ("vlfusion.evaluation", "vlfusion.training")),
     ("vlfusion.tasks", ("vlfusion.evaluation", "vlfusion.training")),
     ("vlfusion.models", ("vlfusion.evaluation", "vlfusion.training", "vlfusion.data")),
 ])
 def test_layers_import_downward(graph, layer, forbidden):
-  """Training does not know evaluation; data and the tasks know neither (evaluation runs through a
-  callback, and the model, losses and evaluator read the tasks); the models know no data."""
+  """Training and evaluation do not know each other (evaluation runs through a callback, evaluators are
+  built from a predictor; `vlfusion.experiment` joins them); data and the tasks know neither (the
+  model, losses and evaluators read the tasks); the models know no data."""
   graph, _ = graph
   upward = [
     f"{i}" for m, imps in graph.items() if m == layer or m.startswith(layer + ".")

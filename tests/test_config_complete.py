@@ -62,10 +62,10 @@ def _write(workdir, saved):
 
 
 def test_eval_reads_a_saved_config_with_today_s_defaults(tmp_path):
-  from vlfusion.evaluation import job
+  from vlfusion import experiment
 
   _write(str(tmp_path), _saved(drop=("train.best_mode", "data.prefetch_batches")))
-  config = job.saved_config(str(tmp_path))
+  config = experiment.saved_config(str(tmp_path))
   assert config.train.best_mode == "max" and config.data.prefetch_batches == 2
 
 
@@ -92,12 +92,13 @@ def test_a_sweep_workdir_saved_before_a_field_existed_is_the_same_config(tmp_pat
 
 def test_retrieval_re_ranks_the_base_config_s_top_k_for_a_saved_config_without_it(tmp_path):
   """The re-ranking depth has one default, base_config's, also for a run saved before the field."""
-  from vlfusion.evaluation import job
+  from vlfusion import experiment
+  from vlfusion.evaluation.predictor import Predictor
   from vlfusion.evaluation.retrieval import RetrievalEvaluator
 
   _write(str(tmp_path), _saved(retrieval, drop=("eval.retrieval_rerank_k",),
                                **{"eval.tasks": ["retrieval"]}))
-  config = job.saved_config(str(tmp_path))
+  config = experiment.saved_config(str(tmp_path))
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-  evaluator = RetrievalEvaluator(types.SimpleNamespace(model=None, mesh=mesh), config, source=None)
+  evaluator = RetrievalEvaluator(Predictor.of_model(None, mesh), config, source=None)
   assert evaluator.rerank_k == configuration.base_config().eval.retrieval_rerank_k == 16

@@ -312,7 +312,7 @@ def test_tiny_40k_extends_tiny_with_the_same_evaluation_scenes(tmp_path):
 
 def test_held_out_style_split_is_validation_drawn_otherwise_and_evaluators_can_read_it(data_dir, source):
   from configs.finetune import vqa
-  from vlfusion.evaluation import evaluator
+  from vlfusion.evaluation import evaluators
 
   builder = source.builder
   validation = builder.as_data_source(split="validation")
@@ -330,7 +330,7 @@ def test_held_out_style_split_is_validation_drawn_otherwise_and_evaluators_can_r
   config = tiny_config(vqa, data_dir, **{"data.name": "shapes_world/tiny",
                                          "model.vqa.num_answers": len(questions.ANSWERS)})
   config.evals = {"style": {"data": {"split": "validation_style"}, "tasks": ("vqa",)}}
-  style = evaluator.evaluator_config(config, "style")
+  style = evaluators.evaluator_config(config, "style")
   assert style.data.eval_split == "validation_style"
   batches = pipeline.make_batch_source(style, "validation_style")
   assert batches.num_examples == len(held_out)

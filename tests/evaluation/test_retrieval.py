@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from vlfusion import experiment
 from vlfusion.evaluation import retrieval
 
 
@@ -115,7 +116,7 @@ def test_a_model_ranked_over_every_pair_agrees_with_one_forward_pass_per_pair(tm
   setup = trainer.Setup(config)
   params = setup.initial_state().params
   source = pipeline.make_batch_source(config, "validation")
-  ev = retrieval.RetrievalEvaluator(setup, config, source)
+  ev = retrieval.RetrievalEvaluator(experiment.predictor(setup), config, source)
   result = ev.run(params)
   texts, owner = ev.captions
   n, m = len(texts), source.num_examples

@@ -13,9 +13,10 @@ from configs.pretrain import single_stream
 from tests.conftest import tiny_config
 from tests.data import fixtures
 from tests.data.test_pipeline import BERT_VOCAB
+from vlfusion import partitioning
 from vlfusion.data import pipeline, rows
-from vlfusion.evaluation import evaluator, shuffled_images
-from vlfusion.training import partitioning
+from vlfusion.evaluation import evaluators, shuffled_images
+from vlfusion.evaluation.predictor import Predictor
 
 QUESTIONS_PER_IMAGE = 5
 # Twelve validation images, four of each colour, in three aspect ratios (their pad masks differ).
@@ -123,13 +124,13 @@ def test_a_pair_row_moves_both_images_and_both_masks(data_dir):
 
 
 class _ReadsColour:
-  """Stands in for a model that answers a colour question perfectly from the image: the answer is the
-  colour channel with the largest mean."""
+  """Stands in for the predict_fn of a model that answers a colour question perfectly from the image:
+  the answer is the colour channel with the largest mean."""
 
   def __init__(self, answer_vocab):
     self.answers = jnp.array([answer_vocab.index(c) for c in ("red", "green", "blue")])
 
-  def apply(self, variables, batch, train=False):
+  def __call__(self, params, batch):
     channel = jnp.argmax(jnp.mean(batch["image"], axis=(1, 2)), axis=-1)
     return {"vqa_logits": jax.nn.one_hot(self.answers[channel], len(self.answers))}
 
@@ -138,9 +139,8 @@ def test_a_model_that_reads_colours_perfectly_is_at_chance_with_shuffled_images(
   config = _config(vqa_dir)
   source = pipeline.make_batch_source(config, "validation")
   mesh = partitioning.make_mesh(config.mesh, jax.devices())
-  setup = type("Setup", (), {"model": _ReadsColour(source.answer_vocab), "mesh": mesh,
-                             "rules": partitioning.logical_rules(config.mesh)})()
-  ev = evaluator.Evaluator(setup, config)
+  predictor = Predictor(_ReadsColour(source.answer_vocab), mesh, partitioning.logical_rules(config.mesh))
+  ev = evaluators.Evaluator(predictor, config)
   vqa = ev.run(params=None)["vqa"]
   assert vqa["count"] == len(VAL) * QUESTIONS_PER_IMAGE
   assert vqa["accuracy"] == pytest.approx(1.0)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.model_fixtures import add_targets, random_batch, random_params
-from vlfusion.training import partitioning, train_state, trainer
+from vlfusion import partitioning
+from vlfusion.training import train_state, trainer
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "pretrain")
 NAMES = sorted(os.path.splitext(f)[0] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")

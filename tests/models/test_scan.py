@@ -8,9 +8,9 @@ import pytest
 
 from configs.pretrain import co_attention, single_stream
 from tests.model_fixtures import random_batch, random_params
+from vlfusion import partitioning
 from vlfusion.models import build_model
 from vlfusion.models.stream import stack_params, unstack_params
-from vlfusion.training import partitioning
 
 STACKS = {  # config module -> (stack prefix, number of layers) in the encoder.
     single_stream: lambda m: [("layer", m.fusion_layers)],

@@ -12,7 +12,6 @@ import pytest
 from configs.pretrain import co_attention, single_stream
 from tests.conftest import tiny_config
 from vlfusion import experiment
-from vlfusion.evaluation import evaluator
 from vlfusion.training import checkpointing, trainer
 from vlfusion.training.workdir import IncompatibleWorkdirError
 
@@ -84,7 +83,7 @@ def test_eval_on_another_architecture_names_the_parameters(run):
   config, workdir = run
   other = tiny_config(single_stream, config.data.data_dir, **STEPS)
   with pytest.raises(checkpointing.CheckpointMismatchError) as info:
-    evaluator.evaluate(other, workdir)
+    experiment.evaluate(other, workdir)
   message = str(info.value)
   assert "another architecture" in message
   assert "not in the checkpoint" in message and "encoder" in message

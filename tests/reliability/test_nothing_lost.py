@@ -11,8 +11,6 @@ import pytest
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from vlfusion import experiment
-from vlfusion.evaluation import evaluator
-from vlfusion.evaluation import job as eval_job
 from vlfusion.training import checkpointing, trainer, window
 
 STEPS = {"train.num_steps": 6, "train.log_every_steps": 1, "train.checkpoint_every_steps": 2,
@@ -121,18 +119,18 @@ def test_evaluation_names_a_damaged_or_unreadable_checkpoint(run, data_dir, tmp_
   _unreadable_metadata(os.path.join(ckpts, "4"))
   setup = trainer.Setup(tiny_config(co_attention, data_dir, **STEPS))
   with pytest.raises(OSError, match=r"checkpoints/6 (is damaged|cannot be read)"):
-    evaluator.restore_params(workdir, setup, 6)
+    experiment.restore_params(workdir, setup, 6)
   with pytest.raises(OSError, match=r"checkpoints/4 cannot be read: its state metadata "
                                     r"\(.*checkpoints/4/state/_METADATA\) is damaged"):
-    evaluator.restore_params(workdir, setup, 4)
-  params, step = evaluator.restore_params(workdir, setup, 2)
+    experiment.restore_params(workdir, setup, 4)
+  params, step = experiment.restore_params(workdir, setup, 2)
   assert step == 2
 
 
 def test_watching_beside_training_skips_a_step_rotated_out(run, data_dir, tmp_path, monkeypatch, caplog):
   workdir = _copy(run, tmp_path)
   config = tiny_config(co_attention, data_dir, **{**STEPS, "eval.tasks": ("itm",), "eval.batch_size": 64})
-  job = eval_job.CheckpointEvaluator(config, workdir)
+  job = experiment.CheckpointEvaluator(config, workdir)
   evaluate = job.evaluate
 
   def rotate_then_evaluate(step=None):  # training deletes step 2 between the listing and the restore.

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 
 from tests.scaling.small_configs import small_config  # noqa: F401 - re-exported for the tests.
-from vlfusion.training import partitioning, trainer
+from vlfusion import partitioning
+from vlfusion.training import trainer
 
 
 def synthetic_batch(config, step: int) -> dict:

@@ -7,8 +7,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tests.scaling.small_configs import small_config
+from vlfusion import partitioning
 from vlfusion.configuration import ConfigError
-from vlfusion.training import partitioning
 
 
 def _slice(device):

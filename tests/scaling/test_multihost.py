@@ -29,9 +29,9 @@ import numpy as np
 
 from tests.scaling.common import FAST_COMPILE, initial_state, max_abs_diff
 from tests.scaling.small_configs import small_config
-from vlfusion import configuration
+from vlfusion import configuration, partitioning
 from vlfusion.data import pipeline
-from vlfusion.training import checkpointing, partitioning, trainer
+from vlfusion.training import checkpointing, trainer
 from vlfusion.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,7 +10,8 @@ import jax
 import pytest
 
 from tests.scaling.common import FAST_COMPILE, initial_state, small_config, synthetic_batch
-from vlfusion.training import partitioning, reporting, trainer
+from vlfusion import partitioning
+from vlfusion.training import reporting, trainer
 
 
 @pytest.mark.parametrize("kind,peak", [("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12),

@@ -13,7 +13,8 @@ from vlfusion import configuration, tasks
 from vlfusion.data import compatibility, datasets
 from vlfusion.data.rows import RowBuilder
 from vlfusion.errors import ConfigError
-from vlfusion.evaluation import evaluator
+from vlfusion.evaluation import batched, evaluators
+from vlfusion.evaluation.predictor import Predictor
 from vlfusion.models import build_model
 from vlfusion.tasks import base
 from vlfusion.training import losses
@@ -102,9 +103,7 @@ def test_its_rows_hold_its_text_and_labels(parity):
     ex = rows.example(i, np.random.default_rng(i), keep_text=True)
     assert ex["parity_labels"] == i % 2 and ex["text"] == "is the number of objects odd"
     assert ex["parity_count"] == str(i)  # its host-side string, popped before batches reach devices:
-    ev = object.__new__(evaluator.Evaluator)
-    ev.hosts = {}
-    assert "parity_count" not in ev._host_inputs(dict(ex))
+    assert "parity_count" not in batched.host_inputs(dict(ex), {})
     assert "itm_labels" not in ex and "mlm_targets" not in ex  # not a caption row.
     expected = tokenizer.encode(ex["text"], config.data.max_text_len)
     assert list(ex["text_ids"][: ex["text_mask"].sum()]) == expected
@@ -133,12 +132,13 @@ def test_its_evaluation_counts_and_metrics(parity):
   batch = _batch()
   params = model.init(jax.random.key(0), batch)["params"]
   batch["shuffled_images"] = {"image": batch["image"][::-1]}
-  counts = jax.tree.map(float, jax.device_get(evaluator._eval_counts(model, params, batch)))
-  metrics = evaluator.metrics_from_counts(counts)["parity"]
+  predict = Predictor.of_model(model, mesh=None).predict_fn
+  counts = jax.tree.map(float, jax.device_get(batched.eval_counts(predict, params, batch)))
+  metrics = batched.metrics_from_counts(counts)["parity"]
   assert metrics["count"] == 4 and set(metrics["by_label"]) == {"even", "odd"}
   assert metrics["by_label"]["odd"]["count"] == 2
   assert {"accuracy", "accuracy_shuffled_images"} <= set(metrics)
   logits = model.apply({"params": params}, {k: v for k, v in batch.items() if k != "shuffled_images"})
   right = np.argmax(np.asarray(logits["parity_logits"]), -1) == batch["parity_labels"]
   assert metrics["accuracy"] == pytest.approx(right.mean())
-  assert "parity_accuracy" in evaluator.scalars({"parity": metrics})
+  assert "parity_accuracy" in evaluators.scalars({"parity": metrics})

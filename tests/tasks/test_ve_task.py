@@ -15,11 +15,11 @@ from configs.finetune import snli_ve as snli_ve_config
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from tests.data.test_snli_ve import write_release
-from vlfusion import configuration
+from vlfusion import configuration, experiment
 from vlfusion.data import compatibility, datasets, visual_entailment
 from vlfusion.data.rows import RowBuilder
 from vlfusion.errors import ConfigError
-from vlfusion.evaluation import evaluator
+from vlfusion.evaluation import batched, evaluators
 from vlfusion.models import build_model
 from vlfusion.tasks import snli_ve
 from vlfusion.training import losses, trainer
@@ -101,9 +101,9 @@ def test_the_text_prior_is_the_hypothesis_label_seen_most_in_training():
 
 
 class _ReadsImage:
-  """Stands in for a model whose label is the one written in its image's first pixel."""
+  """Stands in for a model's predict_fn whose label is the one written in its image's first pixel."""
 
-  def apply(self, variables, batch, train=False):
+  def __call__(self, params, batch):
     return {"ve_logits": jax.nn.one_hot(batch["image"][:, 0, 0, 0].astype(jnp.int32), 3)}
 
 
@@ -114,15 +114,15 @@ def test_accuracy_with_shuffled_images_text_prior_and_by_label():
            "example_mask": np.array([1, 1, 1, 1, 0], bool),
            "ve_prior_label": np.array([0, 0, 0, 2, 0], np.int32),
            "shuffled_images": {"image": image[[1, 0, 0, 1, 0]]}}
-  counts = jax.tree.map(float, jax.device_get(evaluator._eval_counts(_ReadsImage(), None, batch)))
-  ve = evaluator.metrics_from_counts(counts)["ve"]
+  counts = jax.tree.map(float, jax.device_get(batched.eval_counts(_ReadsImage(), None, batch)))
+  ve = batched.metrics_from_counts(counts)["ve"]
   assert ve["accuracy"] == 1.0 and ve["count"] == 4
   assert ve["accuracy_shuffled_images"] == 0.0  # shown images that say 1, 0, 0, 1.
   assert ve["text_prior_accuracy"] == 0.5  # the prior says 0, 0, 0, 2: right on rows 0 and 3.
   assert ve["by_label"]["contradiction"] == {"accuracy": 1.0, "accuracy_shuffled_images": 0.0,
                                              "text_prior_accuracy": 0.5, "count": 2}
   assert ve["by_label"]["entailment"]["count"] == 1 and ve["by_label"]["neutral"]["count"] == 1
-  names = evaluator.scalars({"ve": ve})
+  names = evaluators.scalars({"ve": ve})
   assert {"ve_accuracy", "ve_text_prior_accuracy", "ve_by_label/neutral_accuracy"} <= set(names)
 
 
@@ -167,7 +167,7 @@ def test_evaluates_on_the_snli_ve_release_layout(tmp_path):
   configuration.validate(config)
   setup = trainer.Setup(config)
   params = setup.initial_state().params
-  result = evaluator.Evaluators(setup, config).run(params)["dev"]
+  result = evaluators.Evaluators(experiment.predictor(setup), config).run(params)["dev"]
   ve = result["ve"]
   assert ve["count"] == 5  # one hypothesis of each of the five dev images.
   assert {"accuracy", "accuracy_shuffled_images", "text_prior_accuracy", "by_label"} <= set(ve)
@@ -187,7 +187,7 @@ def test_evaluates_on_the_shapes_world(tmp_path, monkeypatch):
   config.eval.batch_size = 8
   setup = trainer.Setup(config)
   params = setup.initial_state().params
-  ev = evaluator.Evaluators(setup, config).evaluators["default"]
+  ev = evaluators.Evaluators(experiment.predictor(setup), config).evaluators["default"]
   batch = next(ev.source.eval_batches(8, keep_text=True))
   records = [ev.source.data_source[i] for i in range(8)]
   for text, label, record in zip(batch["text"], batch["ve_labels"], records, strict=True):

@@ -13,8 +13,7 @@ import pytest
 from configs.pretrain import albef, co_attention, lxmert, vilt
 from tests.conftest import tiny_config
 from vlfusion import experiment
-from vlfusion.data import questions
-from vlfusion.evaluation import evaluator
+from vlfusion.data import pipeline, questions
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +55,8 @@ def test_objective_trains_on_shapes_world(case, data_dir, tmp_path):
   # eval.py's path reports the task heads over the whole validation split.
   task = {"vilt_vqa": "vqa", "co_attention_pairs": "pairs", "albef_itc": "itc"}.get(case)
   if task:
-    result = evaluator.evaluate(config, workdir)["default"]  # the one evaluator without config.evals.
-    source = evaluator.pipeline.make_batch_source(config, config.data.eval_split)
+    result = experiment.evaluate(config, workdir)["default"]  # the one evaluator without config.evals.
+    source = pipeline.make_batch_source(config, config.data.eval_split)
     assert 0.0 <= result[task]["accuracy"] <= 1.0
     if task == "itc":  # retrieval among the split's matching pairs (about half its rows).
       assert 0 < result["itc"]["count"] < source.num_examples

@@ -579,9 +579,9 @@ class InProcessLauncher:
     experiment.train_and_evaluate(config, run.workdir)
 
   def evaluate(self, run: Run) -> None:
-    from vlfusion.evaluation import job
+    from vlfusion import experiment
 
-    job.CheckpointEvaluator(job.saved_config(run.workdir), run.workdir).evaluate_all()
+    experiment.CheckpointEvaluator(experiment.saved_config(run.workdir), run.workdir).evaluate_all()
 
 
 def write_plan(sweep: Sweep, runs: list[Run], root: str) -> str:

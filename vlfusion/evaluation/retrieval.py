@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
 from vlfusion.data import scenes
-from vlfusion.training import partitioning
+from vlfusion.evaluation.predictor import Predictor
 
 KS = (1, 5, 10)
 # (caption indices, image indices) -> ITM match scores of those pairs.
@@ -101,24 +100,22 @@ def retrieval_metrics(similarity: np.ndarray, caption_image: np.ndarray, rerank_
 
 
 class RetrievalEvaluator:
-  """Retrieval over every caption of every image of `source`'s split with a model's ITC (and ITM) heads."""
+  """Retrieval over every caption of every image of `source`'s split with a model's ITC (and ITM) heads:
+  `Task.evaluator` of the retrieval task, built from a predictor and its data."""
 
-  def __init__(self, setup: Any, config: ml_collections.ConfigDict, source: Any):
-    self.setup = setup
+  def __init__(self, predictor: Predictor, config: ml_collections.ConfigDict, source: Any):
+    self.predictor = predictor
     self.config = config
     self.source = source
     heads = set(config.model.heads)
     self.rerank_k = int(config.eval.retrieval_rerank_k)
     if "itm" not in heads or config.model.fusion == "dual_encoder":
       self.rerank_k = 0  # nothing fused to re-rank with: embedding similarity only.
-    model = setup.model
-    replicated = partitioning.replicated(setup.mesh)
-    self._embed = jax.jit(lambda p, b: {k: v for k, v in model.apply({"params": p}, b, train=False).items()
-                                        if k in ("itc_text_embeds", "itc_image_embeds")},
-                          out_shardings=replicated)
-    self._match = jax.jit(lambda p, b: jax.nn.log_softmax(model.apply({"params": p}, b, train=False)
-                                                          ["itm_logits"].astype(np.float32))[:, 1],
-                          out_shardings=replicated)
+    predict = predictor.predict_fn
+    self._embed = predictor.jit(lambda p, b: {k: v for k, v in predict(p, b).items()
+                                              if k in ("itc_text_embeds", "itc_image_embeds")})
+    self._match = predictor.jit(
+        lambda p, b: jax.nn.log_softmax(predict(p, b)["itm_logits"].astype(np.float32))[:, 1])
 
   @functools.cached_property
   def _caption_table(self) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -166,9 +163,9 @@ class RetrievalEvaluator:
 
   def _run(self, fn: Any, params: Any, captions: np.ndarray, images: np.ndarray) -> list[Any]:
     out = []
-    with jax.set_mesh(self.setup.mesh), nn.logical_axis_rules(self.setup.rules):
+    with self.predictor.placed():
       for local, n in self._batches(captions, images):
-        result = fn(params, partitioning.to_global_batch(local, self.setup.mesh))
+        result = fn(params, self.predictor.global_batch(local))
         out.append(jax.tree.map(lambda x, n=n: np.asarray(x.addressable_data(0))[:n], result))
     return out
 

@@ -101,7 +101,7 @@ class Task:
       split on the host; `finish` turns them into the task's metrics (retrieval over ITC embeddings).
     finish: (gathered arrays) -> metrics.
     evaluator: "module:Class" of an evaluator that reads the split its own way,
-      built as Class(setup, config, batch source) with `run(params) -> metrics`.
+      built as Class(predictor, config, batch source) with `run(params) -> metrics`.
   """
 
   name: str

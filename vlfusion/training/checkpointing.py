@@ -356,3 +356,50 @@ def saved_config(manager: ocp.CheckpointManager, step: int) -> dict | None:
                 ["config"])
   except (OSError, ValueError, KeyError):
     return None
+
+
+def restore_params(workdir: Any, abstract_state: Any, train_config: Any, step: int | None = None
+                   ) -> tuple[Any, int]:
+  """(params, step) of the checkpoint at `step` (the latest complete one by default), laid out as
+  `abstract_state.params` (shapes, dtypes, shardings) and checked against it and its saved checksums.
+
+  Only the parameters are read: the optimizer moments (two thirds of an Adam state) stay on disk.
+  """
+  directory = checkpoint_dir(workdir)
+  manager = make_manager(workdir, train_config, read_only=True)
+  try:
+    incomplete = incomplete_checkpoints(directory)
+    available = sorted(s for s in manager.all_steps() if str(s) not in incomplete)
+    if not available:
+      raise FileNotFoundError(f"no complete checkpoint under {directory}")
+    if step is None:
+      step = available[-1]
+    elif step not in available:
+      raise FileNotFoundError(f"cannot evaluate step {step}: {directory} has no complete checkpoint "
+                              f"of it ({incomplete.get(str(step), 'no such checkpoint')}); complete "
+                              f"checkpoints: {available}")
+    where = f"{directory}/{step}"
+    try:
+      have = saved_param_shapes(manager, step)
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # noqa: BLE001 - unreadable metadata: name the checkpoint, not the parser.
+      raise OSError(f"checkpoint {where} cannot be read: its state metadata "
+                    f"({where}/state/_METADATA) is damaged or missing ({e!r})") from e
+    check_compatible(have, abstract_state, where)
+    checksums = saved_checksums(manager, step)
+  finally:
+    manager.close()
+  # A partial restore of the saved train state: only its `params` subtree is read from disk.
+  target = {"params": abstract_state.params}
+  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+    try:
+      restored = checkpointer.restore(
+          directory / str(step) / "state",
+          args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                      restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    except (OSError, ValueError) as e:
+      raise OSError(f"checkpoint {where} cannot be read: {e}") from e
+  verify_checksums({"params": restored["params"]}, checksums, where)
+  logging.info("Restored the parameters of %s.", where)
+  return restored["params"], int(step)

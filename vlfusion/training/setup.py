@@ -11,10 +11,10 @@ import jax
 import ml_collections
 from absl import logging
 
-from vlfusion import configuration, cpu_threads, tasks
+from vlfusion import configuration, cpu_threads, partitioning, tasks
 from vlfusion.data import compatibility
 from vlfusion.models import build_model
-from vlfusion.training import initialization, losses, partitioning, reporting, train_state
+from vlfusion.training import initialization, losses, reporting, train_state
 from vlfusion.training.optimizer import check_lr_multipliers, make_optimizer
 from vlfusion.training.train_state import TrainState
 from vlfusion.training.train_step import train_step

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vlfusion.training import partitioning
+from vlfusion import partitioning
 
 
 @flax.struct.dataclass

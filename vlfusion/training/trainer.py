@@ -22,11 +22,11 @@ import jax
 import ml_collections
 from absl import logging
 
-from vlfusion import configuration
+from vlfusion import configuration, partitioning
 from vlfusion.data import pipeline, prefetch
 from vlfusion.errors import ConfigError
 from vlfusion.rundir import Workdir
-from vlfusion.training import checkpointing, partitioning, reporting, window
+from vlfusion.training import checkpointing, reporting, window
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.optimizer import explain_schedule_change
 from vlfusion.training.preemption import Preemption

@@ -20,6 +20,7 @@ from etils.epath import testing as epath_testing
 from configs.pretrain import co_attention
 from tests.conftest import tiny_config
 from vlfusion.data import tokenizer
+from vlfusion.rundir import Workdir
 from vlfusion.training import checkpointing, reporting
 from vlfusion.training import workdir as workdir_lib
 from vlfusion.training.workdir import IncompatibleWorkdirError
@@ -68,8 +69,8 @@ def fake_gcs(tmp_path, monkeypatch):
 def test_gs_workdir_files_land_in_the_bucket(fake_gcs, data_dir, monkeypatch):
   config = tiny_config(co_attention, data_dir)
   assert workdir_lib.prepare(BUCKET, config) is None
-  assert checkpointing.checkpoint_dir(BUCKET) == epath.Path(BUCKET) / "checkpoints"
-  assert os.fspath(checkpointing.checkpoint_dir(BUCKET)).startswith("gs://")
+  assert Workdir(BUCKET).checkpoints_dir == epath.Path(BUCKET) / "checkpoints"
+  assert os.fspath(Workdir(BUCKET).checkpoints_dir).startswith("gs://")
 
   # A resume: the saved config is read back from the bucket and checked.
   assert workdir_lib.prepare(BUCKET, config)["model"]["fusion"] == "co_attention"
@@ -89,10 +90,12 @@ def test_gs_workdir_files_land_in_the_bucket(fake_gcs, data_dir, monkeypatch):
   resumed.close()
 
   # The checkpoint listing and evaluation results.
-  (checkpointing.checkpoint_dir(BUCKET) / "3").mkdir(parents=True)
-  assert checkpointing.incomplete_checkpoints(checkpointing.checkpoint_dir(BUCKET)) == {
+  (Workdir(BUCKET).checkpoints_dir / "3").mkdir(parents=True)
+  assert checkpointing.incomplete_checkpoints(Workdir(BUCKET).checkpoints_dir) == {
       "3": f"no {checkpointing.COMMIT_MARKER}: the save did not complete"}
-  workdir_lib.eval_results_path(BUCKET, 3).write_text(json.dumps({"step": 3}))
+  result = Workdir(BUCKET).eval_result_path(3)
+  result.parent.mkdir(parents=True)
+  result.write_text(json.dumps({"step": 3}))
 
   run = fake_gcs / "bucket" / "runs" / "a"
   assert json.loads((run / "config.json").read_text())["model"]["fusion"] == "co_attention"

@@ -77,17 +77,6 @@ def verify_checksums(tree: Any, saved: dict[str, int] | None, where: str) -> Non
         f"it ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
 
 
-def checkpoint_dir(workdir: Any) -> epath.Path:
-  """`workdir/checkpoints`; a local workdir is made absolute, a `gs://...` one is left as it is."""
-  return Workdir(workdir).checkpoints_dir
-
-
-def complete_steps(workdir: Any) -> list[int]:
-  """The steps of the complete checkpoints in `workdir`, in order (a save in progress is not one); reads
-  only, creates nothing."""
-  return Workdir(workdir).complete_steps()
-
-
 def move_aside(directory: Any, name: str, reason: str) -> epath.Path | None:
   """Renames the step `directory/name` to `<name>.torn-<UTC time>` (process 0), so that the run resumes
   from the step before it and can save this step again; the files stay for inspection. Returns the new
@@ -110,7 +99,7 @@ def make_manager(workdir: Any, train_config: Any, read_only: bool = False) -> oc
   `read_only`, a step a crash left incomplete is moved aside (`move_aside`): left in place, it would
   block the save of its step number for ever.
   """
-  directory = checkpoint_dir(workdir)
+  directory = Workdir(workdir).checkpoints_dir
   for name, reason in incomplete_checkpoints(directory).items():
     if not read_only and name.isdigit():
       move_aside(directory, name, reason)
@@ -365,7 +354,7 @@ def restore_params(workdir: Any, abstract_state: Any, train_config: Any, step: i
 
   Only the parameters are read: the optimizer moments (two thirds of an Adam state) stay on disk.
   """
-  directory = checkpoint_dir(workdir)
+  directory = Workdir(workdir).checkpoints_dir
   manager = make_manager(workdir, train_config, read_only=True)
   try:
     incomplete = incomplete_checkpoints(directory)

@@ -164,7 +164,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, allow_config_change: 
                       "no evaluation: train through vlfusion.experiment.train_and_evaluate, or set it to 0")
   # A new run's `config.init` is read and matched before the workdir is touched: a mistyped path or a
   # checkpoint of another model leaves nothing behind, and the corrected command starts there cleanly.
-  init_source = None if checkpointing.complete_steps(workdir) else setup.check_init()
+  init_source = None if Workdir(workdir).complete_steps() else setup.check_init()
   saved_config = workdir_lib.prepare(workdir, config, allow_config_change, write=False)
   source = pipeline.make_batch_source(
       config, config.data.train_split, process_index=jax.process_index(),

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import jax
-from etils import epath
 
 from vlfusion import config_fields, configuration
 from vlfusion.rundir import Workdir, config_differences
@@ -15,22 +14,6 @@ from vlfusion.rundir import Workdir, config_differences
 # device layout and where data lives, as declared (`resumable=True`) in config_fields. Anything else
 # changes what the saved state means.
 RESUMABLE_CHANGES = config_fields.resumable_changes()
-
-
-def workdir_path(workdir: Any) -> epath.Path:
-  """`workdir` as an `epath.Path`: local paths made absolute, `gs://...` (any URI) kept as given.
-
-  Every file of a run goes through this path type, so a workdir on a bucket is written to the bucket
-  by every host, never to a local folder named after it.
-  """
-  return Workdir(workdir).path
-
-
-def eval_results_path(workdir: Any, step: int) -> epath.Path:
-  """`workdir/eval/step_<step>.json` (its folder created), where evaluation writes its results."""
-  path = Workdir(workdir).eval_result_path(step)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  return path
 
 
 class IncompatibleWorkdirError(ValueError):
@@ -47,7 +30,7 @@ def prepare(workdir: Any, config: Any, allow_config_change: bool = False, write:
   that then fails leaves the saved one in place. Returns the config saved before, completed with today's
   defaults for fields added since (`configuration.complete`), as a dict (None for a new workdir).
   """
-  workdir = workdir_path(workdir)
+  workdir = Workdir(workdir).path
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe = workdir / f".write_probe_{jax.process_index()}"

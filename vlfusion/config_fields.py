@@ -298,6 +298,12 @@ FIELDS: dict[str, Field] = {
                                    "lxmert or visualbert; patches: vilt", str, (_image_embedding,)),
     "model.image.stem": Field("linear", "patches: one strided convolution (linear, ViT) or stride-2 3x3 "
                               "convolutions down to the patch grid (conv)", str, (one_of(IMAGE_STEMS),)),
+    "model.image.stem_blocks": Field(0, "conv stem: residual 3x3 convolution blocks after each stride-2 "
+                                     "convolution (0 = none); deepens the stem without changing its grid",
+                                     int, (non_negative_int,),
+                                     (_input("patches"), When(lambda c: c.model.image.stem == "conv",
+                                                              "only config.model.image.stem='conv' reads it "
+                                                              "(this model's is {c.model.image.stem!r})"))),
     "model.image.position_init": Field("normal", "patches: position table starts at normal(0, "
                                        "initializer_range) or at 2-D sine-cosine positions (sincos)", str,
                                        (one_of(("normal", "sincos"), "must be 'normal' or 'sincos'"),),

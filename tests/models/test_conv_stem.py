@@ -3,6 +3,7 @@ projection, usable by every family, parameters named for sharding, validated bef
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,6 +48,19 @@ def test_conv_stem_gives_the_linear_grid_and_sees_its_pixels():
   delta = np.abs(np.asarray(a) - np.asarray(b)).sum(-1)[0]
   far = [delta[i, j] for i in range(4) for j in range(4) if max(abs(i - 1), abs(j - 1)) >= 2]
   assert delta[1, 1] > 3 * np.mean(far)
+
+
+def test_stem_blocks_deepen_the_stem_on_the_same_grid():
+  pixels = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 64, 64, 3)), jnp.float32)
+  deep = ConvStem(hidden_size=64, patch_size=8, blocks=1)
+  variables = deep.init(jax.random.PRNGKey(0), pixels)
+  names = {k for k in variables["params"] if k.startswith("block_")}
+  assert names == {f"block_{i}_0{n}" for i in range(3) for n in ("", "_norm")}
+  shallow = {"params": {k: v for k, v in variables["params"].items() if k not in names}}
+  a = deep.apply(variables, pixels)
+  b = ConvStem(hidden_size=64, patch_size=8).apply(shallow, pixels)
+  assert a.shape == b.shape == (1, 8, 8, 64)
+  assert float(jnp.abs(a - b).max()) > 0.1  # the blocks are on the path, between the same other weights.
 
 
 @pytest.mark.parametrize("module", [single_stream, co_attention, meter_merged, albef, dual_encoder])

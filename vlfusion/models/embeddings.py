@@ -213,13 +213,19 @@ class ConvStem(nn.Module):
   scale of the text embeddings. Small objects (a few pixels) then become
   local features before attention, which a linear projection of raw 8x8 patches learns slowly.
 
+  With `blocks` > 0, each stride-2 convolution is followed by that many residual blocks (3x3 convolution,
+  GroupNorm, ReLU, added to their input) at the same resolution: a deeper stem with a wider receptive
+  field on the same grid, as a CNN's stages have.
+
   Attributes:
     hidden_size: output width D.
     patch_size: a power of two: the total stride.
+    blocks: residual blocks after each stride-2 convolution.
   """
 
   hidden_size: int
   patch_size: int
+  blocks: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -244,6 +250,19 @@ class ConvStem(nn.Module):
           bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"norm_{i}",
       )(x)
       x = nn.relu(x)
+      for j in range(self.blocks):
+        y = nn.Conv(
+            channels, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=partitioned(nn.initializers.he_normal(), (None, None, "stem", "stem")),
+            name=f"block_{i}_{j}",
+        )(x)
+        y = nn.GroupNorm(
+            num_groups=max(channels // 8, 1), epsilon=1e-6, dtype=self.dtype,
+            param_dtype=self.param_dtype, scale_init=partitioned(nn.initializers.ones, ("stem",)),
+            bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"block_{i}_{j}_norm",
+        )(y)
+        x = x + nn.relu(y)
     x = nn.Conv(
         self.hidden_size, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=partitioned(default_kernel_init, (None, None, "stem", "embed")),
@@ -276,6 +295,7 @@ class PatchEmbeddings(nn.Module):
   patch_size: int
   image_size: int
   stem: str = "linear"
+  stem_blocks: int = 0
   position_init: str = "normal"
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
@@ -288,7 +308,7 @@ class PatchEmbeddings(nn.Module):
     """pixels [B,H,W,C], pixel_mask [B,H,W] (1 = real pixel) -> (tokens [B,1+N,D], mask bool [B,1+N])."""
     p = self.patch_size
     if self.stem == "conv":
-      x = ConvStem(self.hidden_size, p, dtype=self.dtype, param_dtype=self.param_dtype,
+      x = ConvStem(self.hidden_size, p, self.stem_blocks, dtype=self.dtype, param_dtype=self.param_dtype,
                    name="conv_stem")(pixels)
     elif self.stem == "linear":
       x = nn.Conv(
@@ -347,7 +367,7 @@ def build_image_embeddings(model_config: Any) -> nn.Module:
   if cls is PatchEmbeddings:
     return PatchEmbeddings(
         hidden_size=c.image.hidden_size, patch_size=c.image.patch_size, image_size=c.image.image_size,
-        stem=c.image.stem, position_init=c.image.position_init,
+        stem=c.image.stem, stem_blocks=c.image.stem_blocks, position_init=c.image.position_init,
         dropout=c.dropout, dtype=dtype, param_dtype=param_dtype,
     )
   return cls(hidden_size=c.image.hidden_size, dropout=c.dropout, layer_norm_eps=c.layer_norm_eps,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
-from vlfusion import configuration
+from vlfusion import configuration, partitioning
 from vlfusion.models import build_model
 from vlfusion.models.embeddings import ConvStem, PatchEmbeddings
 from vlfusion.training import trainer
@@ -61,6 +61,12 @@ def test_stem_blocks_deepen_the_stem_on_the_same_grid():
   b = ConvStem(hidden_size=64, patch_size=8).apply(shallow, pixels)
   assert a.shape == b.shape == (1, 8, 8, 64)
   assert float(jnp.abs(a - b).max()) > 0.1  # the blocks are on the path, between the same other weights.
+  # Their parameters shard by the model's logical axis rules like the rest of the stem.
+  config = co_attention.get_config("tiny")
+  mesh = partitioning.make_mesh(config.mesh, jax.devices()[:1])
+  specs = nn.get_partition_spec(variables)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, partitioning.logical_rules(config.mesh))
+  assert set(shardings["params"]) == set(variables["params"])
 
 
 @pytest.mark.parametrize("module", [single_stream, co_attention, meter_merged, albef, dual_encoder])

@@ -254,7 +254,7 @@ class ConvStem(nn.Module):
         y = nn.Conv(
             channels, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(nn.initializers.he_normal(), (None, None, "stem", "stem")),
+            kernel_init=partitioned(nn.initializers.he_normal(), (None, None, None, "stem")),
             name=f"block_{i}_{j}",
         )(x)
         y = nn.GroupNorm(

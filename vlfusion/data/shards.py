@@ -229,6 +229,24 @@ def _parquet_columns(path: str, names: list[str]) -> tuple[str | None, str, str]
   return ("key" if "key" in names else None), caption, image
 
 
+def _status(table: dict[str, list], columns: list[str], j: int) -> str:
+  """` (status 'failed_to_download'; error_message '...')` of a row img2dataset did not download, else ''."""
+  values = {n: table[n][j] for n in columns}
+  if values.get("status") in (None, "success") and not values.get("error_message"):
+    return ""
+  return " (" + "; ".join(f"{n} {v!r}" for n, v in values.items() if v) + ")"
+
+
+def _row_sample(key: str, where: str, caption: Any, image: bytes | None) -> Sample:
+  """A parquet row as a `Sample`: a caption column may hold strings or UTF-8 bytes."""
+  if isinstance(caption, bytes):
+    try:
+      caption = caption.decode("utf-8")
+    except UnicodeDecodeError as e:
+      return Sample(key, where, image, None, f"caption not UTF-8 at byte {e.start} ({e.reason})")
+  return Sample(key, where, image, caption if isinstance(caption, str) else None)
+
+
 def parquet_samples(path: str, wanted: Callable[[str], bool]) -> Iterator[Sample]:
   """The samples of an img2dataset parquet shard whose key is `wanted`, a row group at a time: the keys
   of a group are read first, the captions and images only of a group with a wanted key. Without a `key`
@@ -260,11 +278,9 @@ def parquet_samples(path: str, wanted: Callable[[str], bool]) -> Iterator[Sample
         if chosen:
           table = shard.read_row_group(group, columns=[caption, image, *extra]).take(chosen).to_pydict()
           for j, i in enumerate(chosen):
-            status = "; ".join(f"{n} {table[n][j]!r}" for n in extra if table[n][j])
-            where = f"{path}: row {row + i}, sample {keys[i]}" + (f" ({status})" if status else "")
-            text = table[caption][j]
+            where = f"{path}: row {row + i}, sample {keys[i]}{_status(table, extra, j)}"
             read += 1
-            yield Sample(keys[i], where, table[image][j], text if isinstance(text, str) else None)
+            yield _row_sample(keys[i], where, table[caption][j], table[image][j])
         row += rows
   except DataFileError:
     raise

@@ -37,10 +37,14 @@ def main(argv: list[str]) -> None:
 
   logging.set_verbosity(logging.WARNING)
   share = shards.DEFAULT_VALIDATION_SHARE if args.validation_share is None else args.validation_share
-  builder = shards.make_builder("image_text_shards/images", args.data_dir, args.shards, share)
-  local_datasets.prepare(builder, args.manual_dir)
-  builder = shards.make_builder("image_text_shards/images", args.data_dir, args.shards, share)
-  changes = local_datasets.input_changes(builder, args.manual_dir)
+  try:
+    shards.resolve_shards(args.shards, args.manual_dir)  # names a missing folder or shard before tfds.
+    builder = shards.make_builder("image_text_shards/images", args.data_dir, args.shards, share)
+    local_datasets.prepare(builder, args.manual_dir)
+    builder = shards.make_builder("image_text_shards/images", args.data_dir, args.shards, share)
+    changes = local_datasets.input_changes(builder, args.manual_dir)
+  except shards.DataFileError as e:  # a missing folder or shard, a malformed shard: the message says which.
+    sys.exit(f"error: {e}")
   if changes:
     sys.exit("; ".join(changes) + f". Delete {builder.data_dir} or choose another --data_dir.")
   metadata = builder.info.metadata

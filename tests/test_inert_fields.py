@@ -46,6 +46,8 @@ INERT = [
     (albef, {"model.image.num_regions": 20}, "config.model.image.num_regions"),
     (co_attention, {"data.randaugment_num_ops": 2}, "config.data.randaugment_num_ops"),
     (co_attention, {"data.mrm_probability": 0.3}, "config.data.mrm_probability"),
+    (co_attention, {"data.shards": "*.tar"}, "config.data.shards"),
+    (co_attention, {"data.shards_validation_share": 0.1}, "config.data.shards_validation_share"),
     (dual_encoder, {"model.heads": ("itc",), "objectives.mlm": 0.0, "objectives.itm": 0.0,
                     "data.mlm_whole_word": True}, "config.data.mlm_whole_word"),
     (co_attention, {"optimizer.weight_decay": 0.0, "optimizer.decay_embeddings": True},

@@ -166,6 +166,7 @@ def _image_embedding(v: str) -> str | None:
 
 
 NON_NEGATIVE = at_least(0, "is negative")
+_VALIDATION_SHARE = lambda v: None if 0 <= v < 1 else "must be in [0, 1) (0: no validation split)"
 _QUERY_STREAM = at_least(0, "must be >= 0 (0: the query stream's)")
 POSITIVE = above(0, "must be positive")
 
@@ -182,6 +183,11 @@ CROSS_ATTENTION = When(lambda c: c.model.fusion in CROSS_SIZED,
 UNIMODAL_LAYERS = When(lambda c: c.model.fusion != "single_stream",
                        "single_stream has no unimodal layers (its depth is config.model.fusion_layers; "
                        "fusion='merged_attention' has unimodal layers before the joint stack)")
+
+
+_SHARDS = When(lambda c: str(c.data.name).split("/")[0] == "image_text_shards",
+               "only config.data.name='image_text_shards/images' reads it (this run reads "
+               "{c.data.name!r}; a mixture entry sets it in its own dict)")
 
 
 def _has_unimodal_layers(stream: str) -> When:
@@ -397,6 +403,12 @@ FIELDS: dict[str, Field] = {
               "it weighs the shapes world's VQA question types, and this run has config.data.name="
               "{c.data.name!r} with config.objectives.vqa={c.objectives.vqa}"),)),
     "data.manual_dir": Field("", "real data's source files", str),
+    "data.shards": Field("", "image_text_shards: comma-separated shard paths, globs or {00000..00099} "
+                         "ranges, relative to manual_dir ('' = its *.tar, else its *.parquet)", str,
+                         read_when=(_SHARDS,)),
+    "data.shards_validation_share": Field(0.01, "image_text_shards: share of samples (by key hash) in the "
+                                          "validation split; 0 = none", float,
+                                          (_VALIDATION_SHARE,), (_SHARDS,)),
     "data.vocab_path": Field("", "a BERT vocab.txt ('' = the shapes-world vocab)", str),
     "data.vqa_min_answer_count": Field(9, "VQA v2 answer vocabulary: training answers given at least this "
                                        "often", int),

@@ -14,7 +14,7 @@ from vlfusion.data import questions
 from vlfusion.data.tokenizer import WordPieceTokenizer
 from vlfusion.errors import ConfigError
 
-LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "nlvr2", "snli_ve")
+LOCAL_DATASETS = ("coco_captions", "vqa_v2", "image_text_jsonl", "image_text_shards", "nlvr2", "snli_ve")
 GENERATED_DATASETS = ("shapes_world", "shapes_world_ve")
 DATASETS = (*GENERATED_DATASETS, *LOCAL_DATASETS)
 
@@ -46,6 +46,11 @@ def open_dataset(config: ml_collections.ConfigDict, split: str, process_index: i
       from vlfusion.data import snli_ve
 
       make = lambda: snli_ve.make_builder(name, config.data.data_dir)
+    if family == "image_text_shards":
+      from vlfusion.data import shards
+
+      make = lambda: shards.make_builder(name, config.data.data_dir, config.data.shards,
+                                         config.data.shards_validation_share)
     write = lambda b: local_datasets.prepare(b, manual_dir(config))
   else:
     import tensorflow_datasets as tfds

@@ -94,6 +94,18 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     raise TypeError(f"{type(self).__name__} does not list its annotation files; a local dataset builder "
                     "must override annotation_files so that changed inputs are detected")
 
+  def data_files(self, manual_dir: str) -> list[str]:
+    """The files (paths) that hold the examples' media, fingerprinted by size and time only (they may be
+    many and large): the region feature files of the `regions` config; a builder adds its own."""
+    if self.builder_config.source != "regions":
+      return []
+    return local_files.files_under(os.path.join(manual_dir, "regions"), (".tsv", ".npz"))
+
+  def settings(self) -> dict[str, Any]:
+    """{config.data field: value} of the fields besides `manual_dir` that decide the examples; a prepared
+    dataset records them and is refused when they differ (none by default)."""
+    return {}
+
   def _read_media(self, key: str, image_path: str) -> tuple[dict[str, Any] | None, str, str]:
     """(image bytes or regions of image `key`, "", "") or (None, reason, what) when they cannot be had."""
     if self._regions is not None:
@@ -485,10 +497,10 @@ def _sha256(path: str) -> str:
 
 def fingerprint(builder: LocalBuilder, manual_dir: str, hashes: bool = True) -> dict[str, Any]:
   """What a prepared dataset was made from: the resolved `manual_dir`, its annotation files (size, mtime
-  and, with `hashes`, SHA-256) and, for the `regions` config, its feature files (size, mtime). Image files
-  are not listed (stat-ing a hundred thousand images on every start would cost more than it protects): an
-  image replaced in place under the same name is not detected. A remote `manual_dir` (`gs://...`) is
-  kept as given."""
+  and, with `hashes`, SHA-256), its `data_files` (size, mtime: region features, shards; named relative to
+  `manual_dir` when under it) and its `settings`. Image files are not listed (stat-ing a hundred
+  thousand images on every start would cost more than it protects): an image replaced in place under
+  the same name is not detected. A remote `manual_dir` (`gs://...`) is kept as given."""
   manual_dir = os.fspath(manual_dir)
   if not local_files.is_remote(manual_dir):
     manual_dir = os.path.realpath(manual_dir)
@@ -498,10 +510,10 @@ def fingerprint(builder: LocalBuilder, manual_dir: str, hashes: bool = True) -> 
     files[name] = local_files.file_stat(path)
     if hashes:
       files[name]["sha256"] = _sha256(path)
-  if builder.builder_config.source == "regions":
-    for path in local_files.files_under(os.path.join(manual_dir, "regions"), (".tsv", ".npz")):
-      files[os.path.relpath(path, manual_dir)] = local_files.file_stat(path)
-  return {"manual_dir": manual_dir, "files": files}
+  for path in builder.data_files(manual_dir):
+    files[local_files.relative_name(path, manual_dir)] = local_files.file_stat(path)
+  settings = builder.settings()
+  return {"manual_dir": manual_dir, "files": files, **({"settings": settings} if settings else {})}
 
 
 def _same_file(saved: dict[str, Any], now: dict[str, Any], path: str) -> bool:
@@ -528,6 +540,10 @@ def input_changes(builder: LocalBuilder, manual_dir: str) -> list[str]:
   if saved["manual_dir"] != now["manual_dir"]:
     return [f"config.data.manual_dir={manual_dir!r} but {where} was prepared from {saved['manual_dir']!r}"]
   saved_files, changes = saved.get("files", {}), []
+  for name, value in sorted(builder.settings().items()):
+    was = saved.get("settings", {}).get(name)
+    if was != value:
+      changes.append(f"config.data.{name}={value!r} but {where} was prepared with {was!r}")
   for name in sorted(set(saved_files) | set(now["files"])):
     if name not in now["files"]:
       what = "is gone"

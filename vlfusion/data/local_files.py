@@ -187,22 +187,34 @@ class SkipCounter:
             "amended_examples": self.amended_examples}
 
 
+def relative_name(path: str, root: str) -> str:
+  """`path` relative to the folder `root` when it lies under it, else `path` as given (absolute or
+  remote)."""
+  prefix = root.rstrip("/") + "/"
+  return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def decodes(data: bytes) -> bool:
+  """Whether `data` is an image PIL decodes whole."""
+  from PIL import Image
+
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+  except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files.
+    return False
+  return True
+
+
 def read_image(path: str) -> tuple[bytes | None, str]:
   """(encoded bytes, "") of a readable image file, or (None, reason) when it is missing or cannot be
   decoded. The bytes are the file's own: decoding here only proves that decoding works."""
-  from PIL import Image
-
   try:  # opened straight away: one request per image on remote storage, not a stat and then a read.
     with open_file(path, "rb") as f:
       data = f.read()
   except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
     return None, "missing_image"
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()
-  except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files.
-    return None, "corrupt_image"
-  return data, ""
+  return (data, "") if decodes(data) else (None, "corrupt_image")
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:

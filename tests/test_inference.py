@@ -105,17 +105,38 @@ def test_vqa_answers_are_the_evaluators_arg_max(trained, tmp_path):
 MATCH_TOL = 1e-5  # float32 on CPU; measured ~1e-7.
 
 
-def test_match_on_a_converted_lxmert_directory_is_hfs_itm_probability(tmp_path):
+SMALL = dict(hidden_size=32, num_attention_heads=4, intermediate_size=48)
+
+
+def _lxmert(transformers, vocab_size):
+  cfg = transformers.LxmertConfig(vocab_size=vocab_size, l_layers=2, r_layers=1, x_layers=1,
+                                  visual_feat_dim=24, visual_pos_dim=4, num_object_labels=5,
+                                  num_attr_labels=5, num_qa_labels=3, **SMALL)
+  # HF's ITM: cross_relationship_score, label 1 = the sentence matches the image.
+  run = lambda hf, ids, region: hf(
+      input_ids=ids, attention_mask=ids * 0 + 1, visual_feats=region["features"][None],
+      visual_pos=region["boxes"][None]).cross_relationship_score.softmax(-1)[0, 1]
+  return transformers.LxmertForPreTraining(cfg), run
+
+
+def _visual_bert(transformers, vocab_size):
+  cfg = transformers.VisualBertConfig(vocab_size=vocab_size, num_hidden_layers=2, visual_embedding_dim=24,
+                                      **SMALL)
+  # HF's ITM: seq_relationship_logits, label 0 = the sentence matches the image.
+  run = lambda hf, ids, region: hf(
+      input_ids=ids, attention_mask=ids * 0 + 1, visual_embeds=region["features"][None]
+      ).seq_relationship_logits.softmax(-1)[0, 0]
+  return transformers.VisualBertForPreTraining(cfg), run
+
+
+@pytest.mark.parametrize("make", [_lxmert, _visual_bert], ids=["lxmert", "visual_bert"])
+def test_match_on_a_converted_pretraining_directory_is_hfs_itm_probability(tmp_path, make):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   words = ["a", "red", "blue", "circle", "square", "left", "of", "the", "is", "there"]
   vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
   (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-  cfg = transformers.LxmertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=48,
-                                  vocab_size=len(vocab), l_layers=2, r_layers=1, x_layers=1,
-                                  visual_feat_dim=24, visual_pos_dim=4, num_object_labels=5,
-                                  num_attr_labels=5, num_qa_labels=3)
-  hf = transformers.LxmertForPreTraining(cfg)
+  hf, hf_match = make(transformers, len(vocab))
   g = torch.Generator().manual_seed(0)
   with torch.no_grad():  # far from HF's near-zero init, so that every weight matters.
     for p in hf.parameters():
@@ -134,12 +155,9 @@ def test_match_on_a_converted_lxmert_directory_is_hfs_itm_probability(tmp_path):
   for i, (region, text) in enumerate(zip(regions, texts, strict=True)):  # HF, one unpadded row at a time.
     ids = torch.tensor([model.tokenizer.encode(text)], dtype=torch.long)
     with torch.no_grad():
-      out = hf(input_ids=ids, attention_mask=torch.ones_like(ids),
-               visual_feats=torch.tensor(region["features"])[None],
-               visual_pos=torch.tensor(region["boxes"])[None])
-    want = torch.softmax(out.cross_relationship_score, -1)[0, 1].item()
+      want = hf_match(hf, ids, {k: torch.tensor(v) for k, v in region.items()}).item()
     diffs.append(abs(got[i] - want))
-  print(f"LXMERT ITM probability: max abs diff from HF {max(diffs):.1e}")
+  print(f"{make.__name__[1:]} ITM probability: max abs diff from HF {max(diffs):.1e}")
   assert max(diffs) < MATCH_TOL
   assert np.ptp(got) > 10 * MATCH_TOL  # the rows differ: the comparison is not of a constant.
 

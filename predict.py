@@ -3,7 +3,7 @@
   python predict.py --workdir=W --image=scene.png --question="what colour is the circle?"
   python predict.py --workdir=W --image=a.png --image=b.png --question="how many shapes are there?" --top_k=3
   python predict.py --workdir=W --task=match --image=a.png --text="a red circle left of a blue square"
-  python predict.py --hf_dir=/ckpt/vilt-b32 --task=match --image=a.png --text="two cats on a sofa"
+  python predict.py --hf_dir=/ckpt/lxmert-pretrain --task=match --image=regions.npz --text="a man on a horse"
 
 One question (or text) pairs with every image, one image with every text, or give as many of each as
 rows. Region-feature models read `--image=<file.npz>` holding `features` [R,F] and `boxes` [R,4]. Prints
@@ -17,24 +17,14 @@ from absl import app, flags
 
 from vlfusion import runtime
 
-TASKS = ("vqa", "match", "similarity")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vlfusion workdir (config.json and checkpoints/).")
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "An HF LXMERT / VisualBERT / ViLT directory instead.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest complete).")
 _IMAGE = flags.DEFINE_multi_string("image", [], "An image file (repeatable); .npz regions for region models.")
 _QUESTION = flags.DEFINE_multi_string("question", [], "A question (repeatable); --task=vqa.")
 _TEXT = flags.DEFINE_multi_string("text", [], "A text (repeatable); --task=match or similarity.")
-_TASK = flags.DEFINE_enum("task", "vqa", TASKS, "What to predict.")
+_TASK = flags.DEFINE_enum("task", "vqa", ["vqa", "match", "similarity"], "What to predict.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Answers per question (--task=vqa).")
-
-
-def _image(path: str):
-  if path.endswith(".npz"):
-    import numpy as np
-
-    with np.load(path) as held:
-      return {k: held[k] for k in held.files}
-  return path
 
 
 def main(argv):
@@ -49,18 +39,10 @@ def main(argv):
                          f"--task={_TASK.value} needs --text")
   runtime.initialize()
   import vlfusion
-  from vlfusion.inference import pair_rows
+  from vlfusion.inference import predict_record
 
   model = vlfusion.load(_WORKDIR.value or _HF_DIR.value, step=_STEP.value)
-  paths, texts = pair_rows("--image", _IMAGE.value, "--question/--text", texts)
-  images = [_image(p) for p in paths]
-  if _TASK.value == "vqa":
-    values = [{"answers": [[a, s] for a, s in row]} for row in model.vqa(images, texts, _TOP_K.value)]
-  else:
-    values = [{_TASK.value: v} for v in getattr(model, _TASK.value)(images, texts)]
-  results = [{"image": p, "text": t, **v} for p, t, v in zip(paths, texts, values, strict=True)]
-  print(json.dumps({"source": model.source, "step": model.step, "task": _TASK.value, "results": results},
-                   indent=2))
+  print(json.dumps(predict_record(model, _TASK.value, _IMAGE.value, texts, _TOP_K.value), indent=2))
 
 
 if __name__ == "__main__":

@@ -161,8 +161,32 @@ def test_match_on_a_converted_pretraining_directory_is_hfs_itm_probability(tmp_p
   assert max(diffs) < MATCH_TOL
   assert np.ptp(got) > 10 * MATCH_TOL  # the rows differ: the comparison is not of a constant.
 
+  # predict.py's record, the regions read from .npz files.
+  paths = []
+  for i, region in enumerate(regions):
+    paths.append(str(tmp_path / f"regions_{i}.npz"))
+    np.savez(paths[-1], **region)
+  record = inference.predict_record(model, "match", paths, texts)
+  assert record["step"] is None and record["source"] == str(tmp_path)
+  np.testing.assert_allclose([r["match"] for r in record["results"]], got, atol=1e-6)
+
   with pytest.raises(ValueError, match="config.model.image.input='regions'"):
     model.match([np.zeros((8, 8, 3), np.uint8)], ["a red circle"])
+
+
+def test_a_converted_vilt_directory_normalises_pixels_as_hf_and_has_no_itm_head(tmp_path):
+  transformers = pytest.importorskip("transformers")
+  cfg = transformers.ViltConfig(num_hidden_layers=1, image_size=32, patch_size=8, max_position_embeddings=16,
+                                vocab_size=20, **SMALL)
+  transformers.ViltModel(cfg).save_pretrained(tmp_path, safe_serialization=True)
+  (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+      {"do_normalize": True, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.5]}))
+  model = vlfusion.load(str(tmp_path))
+  pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+  got = model.preprocess_image(pixels)["image"]
+  np.testing.assert_allclose(got, (pixels / 255.0 - [0.5, 0.4, 0.3]) / [0.2, 0.25, 0.5], atol=1e-5)
+  with pytest.raises(ConfigError, match=r"match\(\) needs the 'itm' head, but config.model.heads=\(\)"):
+    model.match([pixels], ["a"])
 
 
 def test_load_names_what_it_cannot_read(tmp_path):

@@ -303,6 +303,36 @@ def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+# -- predict.py ----------------------------------------------------------------------------------------
+
+TASKS = ("vqa", "match", "similarity")
+
+
+def read_image(path: str) -> Any:
+  """An image argument of predict.py: an `.npz` file of region arrays (`features`, `boxes`, optional
+  `mask`) as a dict, any other path as itself (an image file)."""
+  if str(path).endswith(".npz"):
+    with np.load(path) as held:
+      return {k: held[k] for k in held.files}
+  return path
+
+
+def predict_record(model: Inference, task: str, image_paths: Sequence[str], texts: Sequence[str],
+                   top_k: int = 5) -> dict[str, Any]:
+  """What predict.py prints: {"source", "step", "task", "results": [{"image", "text", and "answers"
+  ([answer, score], best first) | "match" | "similarity"}]}, one result per (image, text) row."""
+  if task not in TASKS:
+    raise ValueError(f"task={task!r}; choose from {TASKS}")
+  paths, texts = pair_rows("images", image_paths, "texts", texts)
+  images = [read_image(p) for p in paths]
+  if task == "vqa":
+    values = [{"answers": [[a, s] for a, s in row]} for row in model.vqa(images, texts, top_k)]
+  else:
+    values = [{task: v} for v in getattr(model, task)(images, texts)]
+  results = [{"image": str(p), "text": t, **v} for p, t, v in zip(paths, texts, values, strict=True)]
+  return {"source": model.source, "step": model.step, "task": task, "results": results}
+
+
 # -- loading -------------------------------------------------------------------------------------------
 
 def is_huggingface_dir(path: Any) -> bool:

@@ -13,7 +13,9 @@ from PIL import Image
 
 import vlfusion
 from configs.finetune import vqa
+from configs.pretrain import albef
 from tests.conftest import FAST_XLA, tiny_config
+from tests.finetune.checkpoints import save_random_checkpoint
 from vlfusion import experiment, inference
 from vlfusion.data import pipeline, questions, rows
 from vlfusion.errors import ConfigError
@@ -100,6 +102,23 @@ def test_vqa_answers_are_the_evaluators_arg_max(trained, tmp_path):
   assert answers == [[a for a, _ in w[:2]] for w in got[:2]]
   np.testing.assert_allclose([s for r in printed["results"] for _, s in r["answers"]],
                              [s for w in got[:2] for _, s in w[:2]], atol=1e-5)
+
+
+def test_similarity_is_the_cosine_of_the_separate_embeddings(data_dir, tmp_path):
+  """ALBEF's ITC embeddings are unimodal: embedding images and texts apart (each beside a blank partner)
+  gives the vectors whose cosine `similarity` reports from the pairs."""
+  workdir = str(tmp_path / "albef")
+  save_random_checkpoint(workdir, tiny_config(albef, data_dir, **{"data.name": "shapes_world/tiny"}))
+  model = vlfusion.load(workdir)
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (64, 64, 3)).astype(np.uint8) for _ in range(3)]
+  texts = ["a red circle", "two blue squares left of a circle", "is there a triangle"]
+  v, t = model.embed_images(images), model.embed_texts(texts)
+  assert v.shape == t.shape == (3, model.config.model.itc.embed_dim)
+  np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(model.similarity(images, texts), np.sum(v * t, -1), atol=1e-5)
+  assert np.ptp(np.sum(v * t, -1)) > 1e-3
+  assert model.match(images[:1], texts)[0] != model.match(images[1:2], texts[:1])[0]
 
 
 MATCH_TOL = 1e-5  # float32 on CPU; measured ~1e-7.

@@ -84,6 +84,36 @@ def cross_modal_maps(query_key: QueryKey, text_mask: np.ndarray, image_mask: np.
   return maps
 
 
+def capture_fn(model: Any):
+  """(params, batch) -> (the model's outputs, the captured intermediates of every attention's query
+  and key projections), at evaluation time; jit it."""
+  is_qk = lambda module, method: method == "__call__" and module.name in ("query", "key")
+
+  def capture(params: Any, batch: dict[str, Any]):
+    outputs, state = model.apply({"params": params}, batch, train=False, capture_intermediates=is_qk,
+                                 mutable=["intermediates"])
+    return outputs, state["intermediates"]
+
+  return capture
+
+
+def batch_maps(intermediates: Any, batch: dict[str, Any], outputs: dict[str, Any], image_input: str
+               ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+  """(`cross_modal_maps` of a batch from what `capture_fn` captured, the image mask [B,Li] they use):
+  region rows keep their mask; every patch token is a key (the image [CLS] included)."""
+  import jax
+
+  calls = _calls(jax.device_get(intermediates))
+  query_key = {path[:-1]: (calls[path], calls[(*path[:-1], "key")])
+               for path in calls if path[-1] == "query" and (*path[:-1], "key") in calls}
+  text_mask = np.asarray(batch["text_mask"], bool)
+  if image_input == "regions":
+    image_mask = np.asarray(batch["regions"]["mask"], bool)
+  else:
+    image_mask = np.ones(np.asarray(outputs["image_hidden"]).shape[:2], bool)
+  return cross_modal_maps(query_key, text_mask, image_mask), image_mask
+
+
 def _layer_key(name: str) -> tuple:
   return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
@@ -183,20 +213,10 @@ def attention_maps(workdir: str, example: int, step: int | None = None, out: str
 
   model = build_model(config.model)
   params = traverse_util.unflatten_dict(flat)
-  is_qk = lambda module, method: method == "__call__" and module.name in ("query", "key")
-  outputs, state = jax.jit(lambda p, b: model.apply(
-      {"params": p}, b, train=False, capture_intermediates=is_qk, mutable=["intermediates"]))(params, batch)
-  calls = _calls(jax.device_get(state["intermediates"]))
-  query_key = {path[:-1]: (calls[path], calls[(*path[:-1], "key")])
-               for path in calls if path[-1] == "query" and (*path[:-1], "key") in calls}
+  outputs, intermediates = jax.jit(capture_fn(model))(params, batch)
+  maps, image_mask = batch_maps(intermediates, batch, outputs, config.model.image.input)
   text_mask = np.asarray(batch["text_mask"][0], bool)
-  if config.model.image.input == "regions":
-    image_mask = np.asarray(batch["regions"]["mask"], bool)
-    boxes = np.asarray(batch["regions"]["boxes"][0])
-  else:
-    image_mask = np.ones((1, np.asarray(outputs["image_hidden"]).shape[1]), bool)
-    boxes = None
-  maps = cross_modal_maps(query_key, text_mask[None], image_mask)
+  boxes = np.asarray(batch["regions"]["boxes"][0]) if config.model.image.input == "regions" else None
   if not maps:
     raise ValueError(f"{workdir}: no cross-modal attention found in model.fusion={config.model.fusion!r}")
 

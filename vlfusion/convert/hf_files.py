@@ -29,6 +29,8 @@ class HfCheckpoint:
     tensors: HF parameter name (wrapper prefix removed) -> float numpy array.
     source: where it came from, for messages.
     used: the names `get` has read.
+    head_tensors: the tensors outside the wrapper prefix of a task model (its heads, e.g. LXMERT's
+      `cls.seq_relationship.*`), by their saved names; empty for a base model.
   """
 
   model_type: str
@@ -36,6 +38,7 @@ class HfCheckpoint:
   tensors: dict[str, np.ndarray]
   source: str
   used: set[str] = dataclasses.field(default_factory=set)
+  head_tensors: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def get(self, name: str) -> np.ndarray:
     """The tensor `name` (recorded as used, so that `unused()` lists what a conversion left out)."""
@@ -73,11 +76,14 @@ _VIT_MODULE_NAMES = (
 )
 
 
-def _strip_prefix(tensors: dict[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
+def _strip_prefix(tensors: dict[str, np.ndarray], model_type: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(the base model's tensors without the wrapper prefix, the task model's other tensors)."""
   for prefix in PREFIXES.get(model_type, ()):
     if any(k.startswith(prefix) for k in tensors):
-      return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-  return tensors
+      return ({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+              {k: v for k, v in tensors.items() if not k.startswith(prefix)})
+  return tensors, {}
 
 
 def _normalise_names(tensors: dict[str, np.ndarray], model_type: str) -> dict[str, np.ndarray]:
@@ -103,8 +109,8 @@ def _finish(model_type: str, config: dict[str, Any], tensors: dict[str, np.ndarr
   # (position_ids) are dropped.
   tensors = {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()}
   tensors = {k: v for k, v in tensors.items() if np.issubdtype(v.dtype, np.floating)}
-  tensors = _normalise_names(_strip_prefix(tensors, model_type), model_type)
-  return HfCheckpoint(model_type, config, tensors, source)
+  tensors, heads = _strip_prefix(tensors, model_type)
+  return HfCheckpoint(model_type, config, _normalise_names(tensors, model_type), source, head_tensors=heads)
 
 
 def _load_bfloat16(file: str) -> dict[str, np.ndarray]:

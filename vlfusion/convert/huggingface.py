@@ -163,6 +163,25 @@ def _vilt(ck: HfCheckpoint) -> tuple[ml_collections.ConfigDict, Params]:
 
 CONVERTERS = {"bert": _bert, "lxmert": _lxmert, "visual_bert": _visual_bert, "vilt": _vilt}
 
+# The image-text matching head of the pretraining models (LxmertForPreTraining,
+# VisualBertForPreTraining): a Linear(D, 2) on the pooled output, as vlfusion's ITM head, and which of
+# its two outputs means "the text matches the image" (vlfusion's label 1). VisualBERT's label 0 is a
+# match, so its rows are swapped.
+ITM_HEADS = {"lxmert": ("cls.seq_relationship", 1), "visual_bert": ("cls.seq_relationship", 0)}
+
+
+def itm_head(ck: HfCheckpoint) -> Params:
+  """The ITM head of a pretraining checkpoint as `heads_itm` parameters; empty when it has none."""
+  if ck.model_type not in ITM_HEADS:
+    return {}
+  name, match = ITM_HEADS[ck.model_type]
+  weight, bias = ck.head_tensors.get(f"{name}.weight"), ck.head_tensors.get(f"{name}.bias")
+  if weight is None or bias is None:
+    return {}
+  order = [1 - match, match]  # vlfusion's (no match, match).
+  return {("heads_itm", "classifier", "kernel"): weight[order].T,
+          ("heads_itm", "classifier", "bias"): bias[order]}
+
 
 def dummy_batch(model_config: Any, batch_size: int = 1) -> dict[str, np.ndarray]:
   """The smallest batch that initialises `build_model(model_config)`."""
@@ -250,16 +269,22 @@ def from_huggingface(
   `model_or_dir` is a transformers model object or a local directory holding config.json and
   *.safetensors (pickled weights are never read). Returns `(model_config, params)`: `model_config` is a
   full `config.model` (`build_model(model_config)` accepts it; `heads` is empty, as the HF base models
-  have none) and `params` plain arrays for `apply({'params': params}, batch)`. Parameters the checkpoint
-  does not hold (e.g. BERT's unused image embedding) stay freshly initialised from `seed`; they are logged,
-  and with `return_report=True` a third value {'loaded': [...], 'fresh': [...], 'unused': [...]} lists
-  them and the checkpoint tensors left out (task heads are dropped with their prefix beforehand).
+  have none, or `("itm",)` for an LXMERT / VisualBERT pretraining checkpoint, whose image-text matching
+  head converts: `ITM_HEADS`) and `params` plain arrays for `apply({'params': params}, batch)`.
+  Parameters the checkpoint does not hold (e.g. BERT's unused image embedding) stay freshly initialised
+  from `seed`; they are logged, and with `return_report=True` a third value {'loaded': [...], 'fresh':
+  [...], 'unused': [...]} lists them and the checkpoint tensors left out (task heads other than ITM are
+  dropped beforehand).
   """
   ck = load(model_or_dir)
   if ck.model_type not in CONVERTERS:
     raise CheckpointError(
         f"{ck.source}: model_type={ck.model_type!r} cannot be converted; supported: {sorted(CONVERTERS)}")
   model_config, converted = CONVERTERS[ck.model_type](ck)
+  itm = itm_head(ck)
+  if itm:
+    model_config.heads = ("itm",)
+    converted.update(itm)
   abstract = abstract_params(model_config)
   missing = {p for p in abstract if p not in converted}
   fresh_values = init_params(model_config, seed, only=missing) if missing else {}

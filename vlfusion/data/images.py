@@ -79,6 +79,18 @@ def resize_pad(image: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
   return pixels, mask
 
 
+def model_pixels(image: Image.Image, size: int, mode: str) -> dict[str, np.ndarray]:
+  """What the model reads of an RGB image for `config.data.image_resize=mode`: `image` float32
+  [size, size, 3] in [0, 1], and with "pad" `image_mask` bool [size, size] (see the module docstring).
+  Evaluation rows and `vlfusion.load`'s predictor both make their pixels here."""
+  if mode not in RESIZE_MODES:
+    raise ValueError(f"config.data.image_resize={mode!r}; choose from {RESIZE_MODES}")
+  if mode == "pad":
+    pixels, mask = resize_pad(image, size)
+    return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
+  return {"image": resize_square(image, size).astype(np.float32) / 255.0}
+
+
 def _affine(image: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
   return image.transform(image.size, Image.AFFINE, matrix, resample=Image.BILINEAR, fillcolor=_FILL)
 

@@ -171,10 +171,7 @@ class RowBuilder:
     image = images.open_image(data, size)
     if num_ops:
       image = images.randaugment(image, rng, num_ops, d.randaugment_magnitude)
-    if mode == "pad":
-      pixels, mask = images.resize_pad(image, size)
-      return {"image": pixels.astype(np.float32) / 255.0, "image_mask": mask}
-    return {"image": images.resize_square(image, size).astype(np.float32) / 255.0}
+    return images.model_pixels(image, size, mode)
 
   def _caption(self, record: dict[str, Any], index: int, rng: np.random.Generator
                ) -> tuple[str, int, int]:

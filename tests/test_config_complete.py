@@ -102,3 +102,22 @@ def test_retrieval_re_ranks_the_base_config_s_top_k_for_a_saved_config_without_i
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   evaluator = RetrievalEvaluator(Predictor.of_model(None, mesh), config, source=None)
   assert evaluator.rerank_k == configuration.base_config().eval.retrieval_rerank_k == 16
+
+
+@pytest.mark.parametrize("name", sorted(
+    f[:-3] for f in os.listdir(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "pretrain"))
+    if f.endswith(".py") and not f.startswith("_")))
+def test_a_run_s_evaluator_key_is_the_same_saved_and_read_back(name):
+  """eval.py reads a run's config.json completed with today's defaults; its results must be keyed as the
+  run's own (eval/step_<N>.json), whatever fields the config file leaves to the defaults."""
+  import importlib
+
+  module = importlib.import_module(f"configs.pretrain.{name}")
+  config = module.get_config("tiny")
+  saved = json.loads(configuration.to_json(config))
+  digest = configuration.evaluator_digest(saved)
+  assert configuration.evaluator_digest(configuration.complete(saved)) == digest
+  assert configuration.evaluator_digest(config) == digest
+  # A config written before a field existed keys its results as one written after.
+  older = _saved(module, drop=("model.image.stem",))
+  assert configuration.evaluator_digest(older) == configuration.evaluator_digest(configuration.complete(older))

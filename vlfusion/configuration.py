@@ -696,9 +696,11 @@ EVAL_NEUTRAL_EVAL = ("every_steps",)
 
 def evaluator_fields(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   """The part of a config that decides an evaluation's numbers (model, evaluation data and seed, tasks,
-  batch sizes, named evaluators), as canonical JSON values: what `evaluator_digest` hashes."""
-  c = config.to_dict() if hasattr(config, "to_dict") else config
-  c = json.loads(json.dumps(c, sort_keys=True, default=_json_default))
+  batch sizes, named evaluators), as canonical JSON values of the completed config: what
+  `evaluator_digest` hashes."""
+  # Completed first (`complete`): a config file that leaves a field to its default, or a config.json
+  # written before a field existed, keys its results as the config eval.py reads back.
+  c = json.loads(to_json(complete(config)))
   data = {k: v for k, v in (c.get("data") or {}).items() if k not in EVAL_NEUTRAL_DATA}
   # Evaluation draws with data.seed, or 0 when it follows train.seed: a sweep's seeds share one key.
   data["seed"] = 0 if data.get("seed") is None else int(data["seed"])

@@ -104,9 +104,11 @@ def test_retrieval_re_ranks_the_base_config_s_top_k_for_a_saved_config_without_i
   assert evaluator.rerank_k == configuration.base_config().eval.retrieval_rerank_k == 16
 
 
+_PRETRAIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "pretrain")
+
+
 @pytest.mark.parametrize("name", sorted(
-    f[:-3] for f in os.listdir(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "pretrain"))
-    if f.endswith(".py") and not f.startswith("_")))
+    f[:-3] for f in os.listdir(_PRETRAIN) if f.endswith(".py") and not f.startswith("_")))
 def test_a_run_s_evaluator_key_is_the_same_saved_and_read_back(name):
   """eval.py reads a run's config.json completed with today's defaults; its results must be keyed as the
   run's own (eval/step_<N>.json), whatever fields the config file leaves to the defaults."""
@@ -120,4 +122,5 @@ def test_a_run_s_evaluator_key_is_the_same_saved_and_read_back(name):
   assert configuration.evaluator_digest(config) == digest
   # A config written before a field existed keys its results as one written after.
   older = _saved(module, drop=("model.image.stem",))
-  assert configuration.evaluator_digest(older) == configuration.evaluator_digest(configuration.complete(older))
+  completed = configuration.complete(older)
+  assert configuration.evaluator_digest(older) == configuration.evaluator_digest(completed)

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlfusion import configuration
+
+
+def patches_config(module, **overrides):
+  """`module`'s tiny config over 32 px pixels cut into 8 px patches by the conv stem, with dotted
+  overrides."""
+  config = module.get_config("tiny")
+  config.unlock()
+  config.model.image.update(dict(input="patches", image_size=32, patch_size=8, stem="conv",
+                                 embedding=""))
+  return configuration.override(config, overrides)
+
 
 def random_batch(config, batch_size=2, text_len=8, num_regions=4, valid_text=(5, 8),
                  valid_regions=(3, 4), seed=0):

@@ -8,20 +8,13 @@ import numpy as np
 import pytest
 
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
+from tests.model_fixtures import patches_config
 from vlfusion import configuration, partitioning
 from vlfusion.models import build_model
 from vlfusion.models.embeddings import ConvStem, PatchEmbeddings
 from vlfusion.training import trainer
 from vlfusion.training.optimizer import param_path
 from vlfusion.training.train_state import example_batch
-
-
-def _patches(module, **overrides):
-  config = module.get_config("tiny")
-  config.unlock()
-  config.model.image.update(dict(input="patches", image_size=32, patch_size=8, stem="conv",
-                                 embedding=""))
-  return configuration.override(config, overrides)
 
 
 def test_conv_stem_gives_the_linear_grid_and_sees_its_pixels():
@@ -71,7 +64,7 @@ def test_stem_blocks_deepen_the_stem_on_the_same_grid():
 
 @pytest.mark.parametrize("module", [single_stream, co_attention, meter_merged, albef, dual_encoder])
 def test_every_family_takes_the_conv_stem(module):
-  config = _patches(module)
+  config = patches_config(module)
   configuration.validate(config)
   model = build_model(config.model)
   batch = example_batch(config, batch_size=2)
@@ -82,7 +75,7 @@ def test_every_family_takes_the_conv_stem(module):
 
 
 def test_conv_stem_parameters_carry_logical_names_in_the_rules():
-  config = _patches(single_stream, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  config = patches_config(single_stream, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   setup = trainer.Setup(config)
   rule_names = {name for name, _ in setup.rules}
   boxed = jax.eval_shape(setup.init_fn, jax.random.PRNGKey(0)).params
@@ -108,7 +101,7 @@ def test_conv_stem_parameters_carry_logical_names_in_the_rules():
     ({"model.image.position_init": "fourier"}, r"config\.model\.image\.position_init=.fourier."),
 ])
 def test_conv_stem_settings_are_validated(overrides, match):
-  config = _patches(co_attention, **overrides)
+  config = patches_config(co_attention, **overrides)
   if match is None:
     configuration.validate(config)
   else:

@@ -10,6 +10,7 @@ import pytest
 from flax import traverse_util
 
 from configs.pretrain import albef, co_attention, dual_encoder, meter_merged, single_stream
+from tests.model_fixtures import patches_config
 from vlfusion import configuration
 from vlfusion.models import build_model
 from vlfusion.models.attention import (
@@ -21,14 +22,6 @@ from vlfusion.models.attention import (
 from vlfusion.training.train_state import example_batch
 
 TABLE = "relative_position_bias"
-
-
-def _patches(module, **overrides):
-  config = module.get_config("tiny")
-  config.unlock()
-  config.model.image.update(dict(input="patches", image_size=32, patch_size=8, stem="conv",
-                                 embedding=""))
-  return configuration.override(config, overrides)
 
 
 def _leaves(params):
@@ -52,12 +45,12 @@ def _encode(model, params, batch):
 
 @pytest.mark.parametrize("module", [co_attention, albef, meter_merged, dual_encoder])
 def test_default_is_unchanged_and_bias_adds_only_self_attention_tables(module):
-  base = _patches(module)
+  base = patches_config(module)
   # One table per self-attention over image tokens: the image layers, and co-attention's fusion layers.
   tables = base.model.image.num_layers + (base.model.fusion_layers if module is co_attention else 0)
   assert base.model.image.relative_position == "none"
   model, batch, params = _init(base)
-  biased_model, _, biased = _init(_patches(module, **{"model.image.relative_position": "bias_2d"}))
+  biased_model, _, biased = _init(patches_config(module, **{"model.image.relative_position": "bias_2d"}))
   plain, extra = _leaves(params), _leaves(biased)
   added = {k: v for k, v in extra.items() if k not in plain}
   assert not [k for k in plain if TABLE in k]
@@ -161,7 +154,7 @@ def test_inert_or_unknown_relative_position_is_refused_before_building(module, o
   if overrides is None:  # the family's own regions model.
     config = configuration.override(module.get_config("tiny"), {"model.image.relative_position": "bias_2d"})
   else:
-    config = _patches(module, **{"model.image.relative_position": "bias_2d", **overrides})
+    config = patches_config(module, **{"model.image.relative_position": "bias_2d", **overrides})
   with pytest.raises(configuration.ConfigError, match=match):
     configuration.validate(config)
 

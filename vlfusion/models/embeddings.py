@@ -229,6 +229,12 @@ class ConvStem(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  def _group_norm(self, channels: int, name: str) -> nn.GroupNorm:
+    return nn.GroupNorm(
+        num_groups=max(channels // 8, 1), epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+        scale_init=partitioned(nn.initializers.ones, ("stem",)),
+        bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=name)
+
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     """pixels [B,H,W,C] -> [B,H/p,W/p,D]."""
@@ -244,11 +250,7 @@ class ConvStem(nn.Module):
       )(x)
       # GroupNorm (per image, over space and groups of 8 channels) keeps the spatial contrast a
       # shape is made of; a per-pixel LayerNorm would scale a flat patch like an edge.
-      x = nn.GroupNorm(
-          num_groups=max(channels // 8, 1), epsilon=1e-6, dtype=self.dtype,
-          param_dtype=self.param_dtype, scale_init=partitioned(nn.initializers.ones, ("stem",)),
-          bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"norm_{i}",
-      )(x)
+      x = self._group_norm(channels, f"norm_{i}")(x)
       x = nn.relu(x)
       for j in range(self.blocks):
         y = nn.Conv(
@@ -257,11 +259,7 @@ class ConvStem(nn.Module):
             kernel_init=partitioned(nn.initializers.he_normal(), (None, None, None, "stem")),
             name=f"block_{i}_{j}",
         )(x)
-        y = nn.GroupNorm(
-            num_groups=max(channels // 8, 1), epsilon=1e-6, dtype=self.dtype,
-            param_dtype=self.param_dtype, scale_init=partitioned(nn.initializers.ones, ("stem",)),
-            bias_init=partitioned(nn.initializers.zeros, ("stem",)), name=f"block_{i}_{j}_norm",
-        )(y)
+        y = self._group_norm(channels, f"block_{i}_{j}_norm")(y)
         x = x + nn.relu(y)
     x = nn.Conv(
         self.hidden_size, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
